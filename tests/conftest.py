@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny hand-made dataset whose every value is known."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tfrec  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tfrec.data import schema  # noqa: E402
+from tfrec.data.info import DatasetInfo  # noqa: E402
+from tfrec.data.item_store import ItemStore  # noqa: E402
+
+NUM_ITEMS = 10  # ids 1..10; 1-5 source, 6-10 target; 10 is cold.
+VISUAL_DIM = 3
+
+
+def tiny_info() -> DatasetInfo:
+  return DatasetInfo(name="tiny/hand", num_users=5, num_items=NUM_ITEMS, num_scenarios=2,
+                     num_categories=4, num_tags=6, num_tokens=9,
+                     user_feature_sizes=(2, 7, 21, 10), visual_dim=VISUAL_DIM)
+
+
+def tiny_store() -> ItemStore:
+  n = NUM_ITEMS + 1
+  domain = np.array([0] + [0] * 5 + [1] * 5)
+  category = np.array([0, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4])
+  tags = np.zeros([n, schema.MAX_TAGS], np.int64)
+  tags[1:, 0] = (np.arange(1, n) % 6) + 1
+  title = np.zeros([n, schema.MAX_TITLE_LEN], np.int64)
+  title[1:, :2] = (np.arange(1, n) % 9 + 1)[:, None]
+  visual = np.zeros([n, VISUAL_DIM], np.float32)
+  visual[1:] = np.arange(1, n)[:, None] * np.array([1.0, 10.0, 100.0], np.float32)
+  cold = np.zeros(n, np.int64)
+  cold[10] = 1
+  return ItemStore(domain=domain, category=category, tags=tags, title=title, visual=visual,
+                   cold=cold)
+
+
+def ranking_record(i: int, **overrides):
+  """A valid ranking record whose values are simple functions of i."""
+  rec = dict(
+      user_id=i % 5, user_features=[i % 2, 1, 3, i % 10], scenario_id=i % 2,
+      item_id=6 + i % 4, timestamp=10_000 + i, label=i % 2,
+      source_item_ids=[1 + (i + k) % 5 for k in range(i % 4 + 1)],
+      source_timestamps=[100 * k for k in range(i % 4 + 1)],
+      target_item_ids=[6 + k % 4 for k in range(i % 3)],
+      target_timestamps=[50 * k for k in range(i % 3)],
+      oracle_prob=0.25 + 0.5 * (i % 2))
+  rec.update(overrides)
+  return rec
+
+
+@pytest.fixture
+def info():
+  return tiny_info()
+
+
+@pytest.fixture
+def store():
+  return tiny_store()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+  """A dataset dir with 20 ranking records in 2 shards (train) and the item store."""
+  from tfrec.data.tfrecord_io import write_records
+  d = str(tmp_path / "ds")
+  info = tiny_info()
+  info.save(d)
+  tiny_store().save(d)
+  write_records(d, "ranking", "train", [ranking_record(i) for i in range(20)], num_shards=2,
+                info=info)
+  return d

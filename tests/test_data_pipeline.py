@@ -1,0 +1,304 @@
+"""Data contract: schema round trip, padding/masking, and every bad-input case naming file,
+record and field."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import NUM_ITEMS, ranking_record, tiny_info, tiny_store
+from tfrec.data import schema
+from tfrec.data.errors import DataError
+from tfrec.data.item_store import ItemStore
+from tfrec.data.pipeline import Reader, ReadOptions
+from tfrec.data.tfrecord_io import (Manifest, ShardedWriter, check_record, decode, encode,
+                                    manifest_path, write_records)
+
+
+def _all(ds):
+  """Concatenates every batch of a dataset into numpy arrays."""
+  parts = {}
+  for b in ds:
+    for k, v in b.items():
+      parts.setdefault(k, []).append(v.numpy())
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _raw(fields):
+  """A tf.train.Example with no checks at all (to plant bad records)."""
+  feats = {}
+  for k, v in fields.items():
+    v = np.asarray(v).reshape(-1)
+    if v.size == 0:
+      v = v.astype(np.float32 if schema.RANKING.field(k).dtype == "float32" else np.int64)
+    if v.dtype.kind == "f":
+      feats[k] = tf.train.Feature(float_list=tf.train.FloatList(value=v.tolist()))
+    else:
+      feats[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=v.tolist()))
+  return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def _write_with_bad(d, bad_fields, bad_at=3, n=8):
+  """Writes n good ranking records into one shard, with a raw bad record at index bad_at."""
+  info = tiny_info()
+  info.save(d)
+  tiny_store().save(d)
+  with ShardedWriter(d, "ranking", "train", 1, info) as w:
+    for i in range(n):
+      if i == bad_at:
+        rec = ranking_record(i)
+        rec.update(bad_fields)
+        w.write_serialized(_raw(rec), 0)
+      else:
+        w.write(ranking_record(i))
+  return os.path.join(d, "ranking", "train-00000-of-00001.tfrecord")
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_schema_round_trip_every_field():
+  kind = schema.RANKING
+  arrays = check_record(kind, ranking_record(7), tiny_info())
+  back = decode(kind, encode(kind, arrays))
+  assert set(back) == set(arrays)
+  for k in arrays:
+    np.testing.assert_array_equal(back[k], arrays[k])
+
+
+def test_reader_returns_written_values_padded_and_masked(tiny_dir):
+  reader = Reader(tiny_dir, "ranking", "train", ReadOptions(with_provenance=True))
+  got = _all(reader.dataset(batch_size=6))
+  assert len(got["label"]) == 20 == reader.num_records
+  # Shard k holds records k, k+2, ... (round robin); recover i from provenance.
+  i = got["_record"] * 2 + got["_file"]
+  for row, idx in enumerate(i):
+    rec = ranking_record(int(idx))
+    n = len(rec["source_item_ids"])
+    np.testing.assert_array_equal(got["source_item_ids"][row, :n], rec["source_item_ids"])
+    assert not got["source_item_ids"][row, n:].any()
+    np.testing.assert_array_equal(got["source_mask"][row], np.arange(50) < n)
+    assert got["label"][row] == rec["label"]
+    np.testing.assert_allclose(got["oracle_prob"][row], rec["oracle_prob"])
+  assert got["target_item_ids"].shape == (20, schema.MAX_SEQ_LEN)
+
+
+def test_truncation_keeps_newest_and_lookup(tiny_dir):
+  reader = Reader(tiny_dir, "ranking", "train",
+                  ReadOptions(max_lens={"source_item_ids": 2}, lookup=("visual", "category"),
+                              with_provenance=True))
+  got = _all(reader.dataset(batch_size=4))
+  assert got["source_timestamps"].shape == (20, 2)  # aligned field follows its group
+  store = tiny_store()
+  for row in range(20):
+    idx = int(got["_record"][row] * 2 + got["_file"][row])
+    ids = ranking_record(idx)["source_item_ids"][-2:]
+    np.testing.assert_array_equal(got["source_item_ids"][row, :len(ids)], ids)
+    np.testing.assert_allclose(got["source_item_visual"][row, :len(ids)], store.visual[ids])
+    np.testing.assert_array_equal(got["item_category"][row],
+                                  store.category[got["item_id"][row]])
+  # Padded positions look up the all-zero padding row.
+  pad = ~got["source_mask"]
+  assert not got["source_item_visual"][pad].any()
+
+
+def test_masked_positions_are_zero_for_every_sequence(tiny_dir):
+  got = _all(Reader(tiny_dir, "ranking", "train").dataset(batch_size=20))
+  for name in ("source_item_ids", "source_timestamps", "target_item_ids", "target_timestamps"):
+    mask = got[schema.mask_name(name.replace("timestamps", "item_ids"))]
+    assert not got[name][~mask].any(), name
+
+
+def test_input_context_splits_files_between_pipelines(tiny_dir):
+  seen = []
+  for pid in range(2):
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid,
+                                     num_replicas_in_sync=2)
+    got = _all(Reader(tiny_dir, "ranking", "train", ReadOptions(with_provenance=True))
+               .dataset(batch_size=8, input_context=ctx))
+    assert set(got["_file"]) == {pid}
+    seen += list(zip(got["_file"], got["_record"]))
+  assert len(seen) == len(set(seen)) == 20
+
+
+def test_shuffle_is_seeded(tiny_dir):
+  def order(seed):
+    r = Reader(tiny_dir, "ranking", "train",
+               ReadOptions(shuffle_buffer=20, seed=seed, with_provenance=True))
+    got = _all(r.dataset(batch_size=20))
+    return list(got["_record"] * 2 + got["_file"])
+  assert order(1) == order(1)
+  assert sorted(order(1)) == list(range(20))
+  assert order(1) != order(2)
+
+
+# ----------------------------------------------------------------------------- writer checks
+
+
+@pytest.mark.parametrize("override, field, reason", [
+    (dict(label=2), "label", "outside {0,1}"),
+    (dict(item_id=NUM_ITEMS + 1), "item_id", "above"),
+    (dict(source_item_ids=[NUM_ITEMS + 5], source_timestamps=[1]), "source_item_ids", "above"),
+    (dict(oracle_prob=float("nan")), "oracle_prob", "NaN"),
+    (dict(source_item_ids=list(range(1, 11)) * 6, source_timestamps=list(range(60))),
+     "source_item_ids", "exceeds max length"),
+    (dict(source_item_ids=[], source_timestamps=[], target_item_ids=[], target_timestamps=[]),
+     "source_item_ids", "empty"),
+    (dict(source_item_ids=[1, 2], source_timestamps=[5]), "source_timestamps", "differs"),
+    (dict(source_item_ids=[1, 2], source_timestamps=[5, 4]), "source_timestamps", "decrease"),
+    (dict(source_item_ids=[1], source_timestamps=[99_999]), "source_timestamps", "later than"),
+    (dict(label=0.5), "label", "expected integers"),
+    (dict(user_features=[1, 2, 3]), "user_features", "expected 4"),
+    (dict(colour=3), "colour", "not in the ranking schema"),
+])
+def test_writer_rejects_bad_record_naming_file_record_field(tmp_path, override, field, reason):
+  d = str(tmp_path)
+  with pytest.raises(DataError) as e:
+    with ShardedWriter(d, "ranking", "train", 2, tiny_info()) as w:
+      for i in range(5):
+        w.write(ranking_record(i, **(override if i == 3 else {})))
+  err = e.value
+  assert err.field == field and reason in err.reason
+  assert err.record == 1 and err.path.endswith("train-00001-of-00002.tfrecord")  # 3 -> shard 1
+  assert re.search(r"file .*train-00001-of-00002.tfrecord, record 1, field", str(err))
+  # All-or-nothing: nothing was left behind.
+  assert not os.listdir(os.path.join(d, "ranking"))
+
+
+# ----------------------------------------------------------------------------- reader checks
+
+
+@pytest.mark.parametrize("bad, field, reason", [
+    (dict(label=2), "label", "outside {0,1}"),
+    (dict(item_id=NUM_ITEMS + 1), "item_id", "unknown id"),
+    (dict(target_item_ids=[3, 99], target_timestamps=[1, 2]), "target_item_ids", "unknown id"),
+    (dict(oracle_prob=float("inf")), "oracle_prob", "NaN or inf"),
+    (dict(source_item_ids=[1] * 51, source_timestamps=list(range(51))), "source_item_ids",
+     "over-long"),
+    (dict(source_item_ids=[], source_timestamps=[], target_item_ids=[], target_timestamps=[]),
+     "source_item_ids", "are empty"),
+    (dict(source_timestamps=[7]), "source_timestamps", "length differs"),
+    (dict(source_item_ids=[1, 2], source_timestamps=[9, 3]), "source_timestamps", "decrease"),
+    (dict(source_item_ids=[1], source_timestamps=[10 ** 9]), "source_timestamps", "later than"),
+    (dict(user_id=-1), "user_id", "below 0"),
+])
+def test_reader_raises_naming_file_record_field(tmp_path, bad, field, reason):
+  path = _write_with_bad(str(tmp_path), bad)
+  ds = Reader(str(tmp_path), "ranking", "train").dataset(batch_size=4)
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    _all(ds)
+  msg = str(e.value)
+  assert f"{path}, record 3" in msg, msg
+  assert f"field {field}:" in msg and reason in msg, msg
+
+
+def test_reader_wrong_dtype_names_file_record_field(tmp_path):
+  path = _write_with_bad(str(tmp_path), dict(label=np.float32(1.0)))
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    _all(Reader(str(tmp_path), "ranking", "train").dataset(batch_size=4))
+  msg = str(e.value)
+  assert f"{path}, record 3" in msg and "label" in msg, msg
+
+
+def test_skip_mode_drops_bad_records_and_reports(tmp_path):
+  d = str(tmp_path)
+  info = tiny_info()
+  info.save(d)
+  tiny_store().save(d)
+  bad_at = {2: dict(label=3), 5: dict(item_id=500), 6: dict(label=np.float32(1.0))}
+  with ShardedWriter(d, "ranking", "train", 1, info) as w:
+    for i in range(10):
+      rec = ranking_record(i)
+      if i in bad_at:
+        rec.update(bad_at[i])
+        w.write_serialized(_raw(rec), 0)
+      else:
+        w.write(rec)
+  reader = Reader(d, "ranking", "train",
+                  ReadOptions(on_bad_record="skip", with_provenance=True))
+  got = _all(reader.dataset(batch_size=4))
+  assert sorted(got["_record"].tolist()) == [i for i in range(10) if i not in bad_at]
+  assert reader.report() == {"expected": 10, "delivered": 7, "skipped": 3}
+
+
+# ----------------------------------------------------------------------------- shard damage
+
+
+def _shard(tiny_dir, i=0):
+  return os.path.join(tiny_dir, "ranking", f"train-0000{i}-of-00002.tfrecord")
+
+
+def test_truncated_shard_at_record_boundary_is_named(tiny_dir):
+  path = _shard(tiny_dir)
+  data = open(path, "rb").read()
+  record_len = len(data) // 10  # ten records of similar size; cut at a boundary below
+  offsets, pos = [], 0
+  while pos < len(data):  # TFRecord framing: 8-byte length, 4 crc, data, 4 crc
+    n = int.from_bytes(data[pos:pos + 8], "little")
+    pos += 16 + n
+    offsets.append(pos)
+  open(path, "wb").write(data[:offsets[6]])
+  del record_len
+  with pytest.raises(DataError, match=re.escape(path) + ".*truncated"):
+    Reader(tiny_dir, "ranking", "train")
+  # Even without the size check, counting the records finds the loss and names the file.
+  m = Manifest.load(tiny_dir, "ranking", "train")
+  m.shards[0].bytes = offsets[6]
+  open(manifest_path(tiny_dir, "ranking", "train"), "w").write(m.to_json())
+  ds = Reader(tiny_dir, "ranking", "train", ReadOptions(verify_checksums=False)).dataset(4)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=re.escape(path) + r".*record\W+7\W.*lists\W+10\W+records"):
+    _all(ds)
+
+
+def test_damaged_bytes_fail_checksum_or_count(tiny_dir):
+  path = _shard(tiny_dir, 1)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(DataError, match=re.escape(path) + ".*sha256"):
+    Reader(tiny_dir, "ranking", "train")
+  ds = Reader(tiny_dir, "ranking", "train", ReadOptions(verify_checksums=False)).dataset(4)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(path) + ".*unreadable"):
+    _all(ds)
+
+
+def test_missing_manifest_and_shard_are_named(tiny_dir):
+  with pytest.raises(DataError, match="test.manifest.json.*splits present.*train"):
+    Reader(tiny_dir, "ranking", "test")
+  os.remove(_shard(tiny_dir, 1))
+  with pytest.raises(DataError, match=re.escape(_shard(tiny_dir, 1)) + ".*missing"):
+    Reader(tiny_dir, "ranking", "train")
+
+
+# ----------------------------------------------------------------------------- item store
+
+
+def test_item_store_round_trip_and_checks(tmp_path, info):
+  store = tiny_store()
+  store.validate(info=info)
+  store.save(str(tmp_path))
+  back = ItemStore.load(str(tmp_path))
+  for k, v in store.columns().items():
+    np.testing.assert_array_equal(back.columns()[k], v)
+  assert back.item_ids(domain=schema.TARGET, cold=False).tolist() == [6, 7, 8, 9]
+  bad = tiny_store()
+  bad.visual[4, 1] = np.nan
+  with pytest.raises(DataError, match=r"record 4, field 'visual'.*NaN"):
+    bad.validate()
+  bad = tiny_store()
+  bad.category[7] = 99
+  with pytest.raises(DataError, match=r"record 7, field 'category'"):
+    bad.validate(info=info)
+  with open(os.path.join(tmp_path, "items.npz"), "ab") as f:
+    f.write(b"x")
+  with pytest.raises(DataError, match="items.npz.*checksum"):
+    ItemStore.load(str(tmp_path))
+
+
+def test_write_records_manifest_counts(tmp_path, info):
+  m = write_records(str(tmp_path), "ranking", "train", [ranking_record(i) for i in range(7)],
+                    num_shards=3, info=info)
+  assert [s.records for s in m.shards] == [3, 2, 2] and m.num_records == 7

@@ -1,0 +1,402 @@
+"""Reading a shard set through `tf.data`: verify, interleave, parse, check, pad, look up, batch.
+
+    files (manifest-verified) -> interleave(per-file reader that counts records)
+      -> [shuffle] -> batch -> vectorised parse (names "file:record N" in every error)
+      -> contract checks -> truncate/pad to max length + masks -> item-feature lookup -> prefetch
+
+Output of `Reader.dataset()`: a dict of dense tensors per batch:
+  scalar field        <dtype>[batch]
+  fixed field         <dtype>[batch, width]
+  seq field           <dtype>[batch, max_len], right-padded with 0 (oldest first, newest last)
+  seq2d field         <float32>[batch, max_len, width]
+  `<prefix>_mask`     <bool>[batch, max_len] for each sequence group (`schema.mask_name`)
+  `<base>_<column>`   looked-up item features for each item-id field when `lookup` names
+                      columns, e.g. `source_item_visual` <float32>[batch, max_len, visual_dim]
+
+Bad input never passes silently. With `on_bad_record="raise"` (default) the first bad record
+stops iteration with `tf.errors.InvalidArgumentError` whose message names the file, the record
+index in it and the field. With `on_bad_record="skip"` each bad record is dropped, the error is
+logged, and `Reader.report()` says how many records were expected, delivered and skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from tfrec.data import schema
+from tfrec.data.errors import DataError
+from tfrec.data.info import DatasetInfo
+from tfrec.data.item_store import ItemStore
+from tfrec.data.tfrecord_io import Manifest
+
+ERROR_TAG = "tfrec data error:"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+  """How to read a shard set (all optional).
+
+  Attributes:
+    max_lens: sequence field -> length to truncate/pad to (<= the contract's max_len);
+      truncation keeps the newest events. Unnamed sequences use the contract's max_len.
+    lookup: item-store columns to attach for every item-id field ("category", "tags",
+      "title", "visual", "domain", "cold").
+    shuffle_buffer: records in the shuffle buffer (0 = no shuffle).
+    seed: shuffle seed; with `deterministic` the order is reproducible.
+    deterministic: keep the interleave order deterministic (slower, reproducible).
+    cycle_length: files read in parallel.
+    drop_remainder: drop the last partial batch (needed for fixed shapes under XLA/TPU).
+    on_bad_record: "raise" or "skip".
+    verify_checksums: hash every shard against the manifest before reading.
+    with_provenance: also return `_file` <int32>[batch] and `_record` <int64>[batch].
+  """
+
+  max_lens: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  lookup: Tuple[str, ...] = ()
+  shuffle_buffer: int = 0
+  seed: Optional[int] = None
+  deterministic: bool = True
+  cycle_length: int = 4
+  drop_remainder: bool = False
+  on_bad_record: str = "raise"
+  verify_checksums: bool = True
+  with_provenance: bool = False
+
+
+def item_base(name: str) -> str:
+  """`source_item_ids` -> `source_item`, `item_id` -> `item`: prefix of looked-up features."""
+  for suffix in ("_ids", "_id"):
+    if name.endswith(suffix):
+      return name[: -len(suffix)]
+  return name
+
+
+class Reader:
+  """Reads one (kind, split) shard set of a dataset directory.
+
+  Args:
+    directory: dataset directory (holds dataset.json, items.npz, <kind>/<split>.manifest.json).
+    kind: record kind name (`schema.EXAMPLE_KINDS`).
+    split: split name, e.g. "train", "test", "test_cold".
+    options: `ReadOptions`.
+    info: the dataset's `DatasetInfo` (loaded from the directory when None).
+    item_store: the dataset's `ItemStore` (loaded when `options.lookup` needs it).
+
+  Raises:
+    DataError: missing or damaged manifest/shards (file named), unknown split.
+  """
+
+  def __init__(self, directory: str, kind: str, split: str,
+               options: ReadOptions = ReadOptions(), info: Optional[DatasetInfo] = None,
+               item_store: Optional[ItemStore] = None):
+    if options.on_bad_record not in ("raise", "skip"):
+      raise ValueError(f"on_bad_record must be 'raise' or 'skip', not {options.on_bad_record!r}")
+    self.directory = directory
+    self.kind = schema.get_kind(kind)
+    self.split = split
+    self.options = options
+    self.info = info or DatasetInfo.load(directory)
+    self.manifest = Manifest.load(directory, kind, split)
+    self.manifest.verify(directory, checksums=options.verify_checksums)
+    self.paths = self.manifest.paths(directory)
+    self.max_lens = self._resolve_max_lens(options.max_lens)
+    self.item_store = item_store
+    if options.lookup:
+      if self.item_store is None:
+        self.item_store = ItemStore.load(directory)
+      unknown = set(options.lookup) - set(self.item_store.columns())
+      if unknown:
+        raise ValueError(f"unknown item-store columns {sorted(unknown)}")
+    self._delivered = None
+
+  # --------------------------------------------------------------------------- public
+
+  @property
+  def num_records(self) -> int:
+    return self.manifest.num_records
+
+  def dataset(self, batch_size: int, input_context: Optional[tf.distribute.InputContext] = None,
+              repeat: bool = False) -> tf.data.Dataset:
+    """Builds the batched dataset.
+
+    Args:
+      batch_size: global batch size; divided by the replicas of `input_context`.
+      input_context: from `strategy.distribute_datasets_from_function`; files are split
+        between input pipelines (each pipeline gets whole files).
+      repeat: repeat indefinitely (epochs are then delimited by `steps_per_epoch`).
+    """
+    opts = self.options
+    paths = list(self.paths)
+    counts = [s.records for s in self.manifest.shards]
+    file_ids = list(range(len(paths)))
+    if input_context is not None:
+      batch_size = input_context.get_per_replica_batch_size(batch_size)
+      n = input_context.num_input_pipelines
+      if n > 1:
+        if len(paths) < n:
+          raise DataError(self.paths[0], f"{len(paths)} shards cannot feed {n} input pipelines:"
+                          " write at least one shard per worker")
+        file_ids = file_ids[input_context.input_pipeline_id::n]
+    names = tf.constant(paths)
+    files = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(file_ids, tf.int32), tf.constant([counts[i] for i in file_ids], tf.int64)))
+    if opts.shuffle_buffer:
+      files = files.shuffle(len(file_ids), seed=opts.seed, reshuffle_each_iteration=True)
+    skip = opts.on_bad_record == "skip"
+
+    def per_file(fid, expected):
+      return _records_of_file(names, fid, expected, warn_only=skip)
+
+    ds = files.interleave(per_file, cycle_length=max(1, min(opts.cycle_length, len(file_ids))),
+                          num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=opts.deterministic)
+    if repeat:
+      ds = ds.repeat()
+    if opts.shuffle_buffer:
+      ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed, reshuffle_each_iteration=True)
+    parse = lambda f, r, s: self._parse_batch(names, f, r, s)  # noqa: E731
+    if skip:
+      # One record at a time through the same checks; a failing record is dropped and logged.
+      self._delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
+      delivered = self._delivered
+      ds = ds.batch(1).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=opts.deterministic)
+      ds = ds.ignore_errors(log_warning=True).unbatch()
+
+      def count(x):
+        delivered.assign_add(1)
+        return x
+
+      ds = ds.map(count).batch(batch_size, drop_remainder=opts.drop_remainder)
+    else:
+      ds = ds.batch(batch_size, drop_remainder=opts.drop_remainder,
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=opts.deterministic)
+      ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=opts.deterministic)
+    if opts.lookup:
+      ds = ds.map(self.lookup_features, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=opts.deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def report(self) -> Dict[str, int]:
+    """After one full pass in skip mode: records expected (manifest), delivered, skipped."""
+    expected = self.num_records
+    delivered = int(self._delivered.numpy()) if self._delivered is not None else expected
+    return {"expected": expected, "delivered": delivered, "skipped": expected - delivered}
+
+  def lookup_features(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Adds `<base>_<column>` item features for every item-id field of the batch.
+
+    Ids were range-checked by `_parse_batch`, so `tf.gather` never sees an unknown id (on
+    GPU an out-of-range gather silently returns zeros).
+    """
+    out = dict(batch)
+    tables = {c: tf.constant(v) for c, v in self.item_store.columns().items()
+              if c in self.options.lookup}
+    for f in self.kind.fields:
+      if f.id_space != "item":
+        continue
+      for col, table in tables.items():
+        out[f"{item_base(f.name)}_{col}"] = tf.gather(table, batch[f.name])
+    return out
+
+  # --------------------------------------------------------------------------- parsing
+
+  def _resolve_max_lens(self, requested: Mapping[str, int]) -> Dict[str, int]:
+    out = {}
+    for f in self.kind.fields:
+      if f.is_seq:
+        out[f.name] = f.max_len
+    for name, n in requested.items():
+      f = self.kind.field(name)
+      if not f.is_seq:
+        raise ValueError(f"max_lens: {name} is not a sequence field")
+      if not 1 <= n <= f.max_len:
+        raise ValueError(f"max_lens[{name}]={n} must be in [1, {f.max_len}] (the contract)")
+      out[name] = n
+    # Aligned fields share their group's length.
+    for f in self.kind.fields:
+      if f.aligned_with:
+        out[f.name] = out[f.aligned_with]
+    return out
+
+  def _feature_spec(self) -> Dict[str, object]:
+    spec = {}
+    for f in self.kind.fields:
+      dtype = {"int64": tf.int64, "float32": tf.float32, "bytes": tf.string}[f.dtype]
+      if f.kind == "scalar":
+        default = tf.constant(f.default, dtype) if f.optional else None
+        spec[f.name] = tf.io.FixedLenFeature([], dtype, default_value=default)
+      elif f.kind == "fixed":
+        spec[f.name] = tf.io.FixedLenFeature([f.width], dtype)
+      else:
+        spec[f.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+    return spec
+
+  def _parse_batch(self, names: tf.Tensor, file_idx: tf.Tensor, record_idx: tf.Tensor,
+                   serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Parses, checks and pads one batch of serialised records.
+
+    Args:
+      names: <string>[num_files] shard paths.
+      file_idx: <int32>[batch] index into `names`.
+      record_idx: <int64>[batch] record index inside its file.
+      serialized: <string>[batch].
+    """
+    where = tf.strings.join([tf.gather(names, file_idx), ", record ",
+                             tf.strings.as_string(record_idx)])
+    parsed = tf.io.parse_example(serialized, self._feature_spec(), example_names=where)
+    checks = _contract_checks(self.kind, self.info, parsed)
+    asserts = []
+    for field, reason, bad, shown in checks:
+      first = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+      asserts.append(tf.debugging.Assert(
+          tf.logical_not(tf.reduce_any(bad)),
+          [ERROR_TAG, "file", where[first], f"field {field}: {reason}; value:",
+           shown[first]], summarize=64))
+    with tf.control_dependencies(asserts):
+      out = {}
+      for f in self.kind.fields:
+        v = parsed[f.name]
+        if f.is_seq:
+          length = self.max_lens[f.name]
+          if f.kind == "seq2d":
+            v = tf.RaggedTensor.from_row_lengths(
+                tf.reshape(v.flat_values, [-1, f.width]), v.row_lengths() // f.width)
+          v = _keep_newest(v, length)
+          shape = [None, length] + ([f.width] if f.kind == "seq2d" else [])
+          out[f.name] = tf.identity(v.to_tensor(default_value=0, shape=shape))
+          if not f.aligned_with:
+            out[schema.mask_name(f.name)] = tf.sequence_mask(v.row_lengths(), length)
+        else:
+          out[f.name] = tf.identity(v)
+      if self.options.with_provenance:
+        out["_file"] = tf.identity(file_idx)
+        out["_record"] = tf.identity(record_idx)
+    return out
+
+
+def _keep_newest(v: tf.RaggedTensor, length: int) -> tf.RaggedTensor:
+  """Truncates each row to its last `length` elements (sequences are oldest first)."""
+  return v[:, -length:]
+
+
+def _records_of_file(names: tf.Tensor, fid: tf.Tensor, expected: tf.Tensor,
+                     warn_only: bool) -> tf.data.Dataset:
+  """Records of one shard as (file index, record index, bytes), with a record count check.
+
+  A damaged record (bad CRC, cut length) ends `TFRecordDataset` with a DataLossError that
+  names no file; `ignore_errors` turns that into an early end, and the sentinel appended
+  after the last record compares the count with the manifest, naming the file and the
+  record where reading stopped.
+  """
+  path = names[fid]
+  recs = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors()
+  recs = recs.map(lambda r: (r, False))
+  end = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(True)))
+  ds = recs.concatenate(end).enumerate()
+
+  def keep(i, pair):
+    _, is_end = pair
+    ok = tf.logical_or(tf.logical_not(is_end), tf.equal(i, expected))
+    msg = [ERROR_TAG, "file", path, ", record", i,
+           ": unreadable from here on (damaged or truncated record framing); the manifest "
+           "lists", expected, "records"]
+    if warn_only:
+      check = tf.cond(ok, tf.no_op, lambda: tf.print("WARNING", *msg, "; skipping the rest"))
+    else:
+      check = tf.debugging.Assert(ok, msg)
+    with tf.control_dependencies([check]):
+      return tf.logical_not(is_end)
+
+  return ds.filter(keep).map(lambda i, pair: (fid, i, pair[0]))
+
+
+def _row_any(values_bad: tf.Tensor, rt: tf.RaggedTensor,
+             rowids: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Per-row OR of a per-value bool over a ragged tensor's flat values -> <bool>[batch]."""
+  rowids = rt.value_rowids() if rowids is None else rowids
+  bad = tf.math.unsorted_segment_max(tf.cast(values_bad, tf.int32), rowids, rt.nrows())
+  return bad > 0
+
+
+def _contract_checks(kind: schema.RecordKind, info: DatasetInfo,
+                     parsed: Mapping[str, object]) -> List[Tuple[str, str, tf.Tensor, tf.Tensor]]:
+  """Vectorised contract rules: list of (field, reason, bad <bool>[batch], shown <string>[batch])."""
+  out = []
+
+  def add(field, reason, bad, shown):
+    out.append((field, reason, bad, tf.strings.as_string(shown) if shown.dtype != tf.string
+                else shown))
+
+  for f in kind.fields:
+    v = parsed[f.name]
+    low, high = f.low, f.high
+    if f.id_space:
+      bounds = info.id_bounds(f.id_space)
+      if bounds is not None:
+        high = bounds[1] if high is None else min(high, bounds[1])
+    if f.is_seq:
+      lengths = v.row_lengths()
+      steps = lengths // f.width if f.kind == "seq2d" else lengths
+      if f.kind == "seq2d":
+        add(f.name, f"values not a multiple of width {f.width}", lengths % f.width != 0, lengths)
+      add(f.name, f"over-long sequence (contract max {f.max_len})", steps > f.max_len, steps)
+      if f.min_len:
+        add(f.name, f"sequence shorter than {f.min_len} (empty?)", steps < f.min_len, steps)
+      if f.aligned_with:
+        other = parsed[f.aligned_with].row_lengths()
+        add(f.name, f"length differs from {f.aligned_with}", steps != other, steps)
+      flat = v.flat_values
+      if f.dtype == "float32":
+        add(f.name, "NaN or inf", _row_any(~tf.math.is_finite(flat), v), lengths)
+      if low is not None:
+        add(f.name, f"value below {low}", _row_any(flat < low, v),
+            tf.reduce_min(v, axis=1))
+      if high is not None:
+        add(f.name, f"value above {high} (unknown id?)", _row_any(flat > high, v),
+            tf.reduce_max(v, axis=1))
+      if f.name.endswith("timestamps"):
+        rowids = v.value_rowids()
+        dec = tf.logical_and(flat[1:] < flat[:-1], tf.equal(rowids[1:], rowids[:-1]))
+        add(f.name, "timestamps decrease (sequences are oldest first)",
+            _row_any(dec, v, rowids[1:]), lengths)
+    else:
+      flat = tf.reshape(v, [tf.shape(v)[0], -1])
+      if f.dtype == "float32":
+        add(f.name, "NaN or inf", tf.reduce_any(~tf.math.is_finite(flat), axis=1),
+            tf.reduce_min(flat, axis=1))
+      is_default = tf.zeros_like(flat[:, 0], tf.bool)
+      if f.optional:
+        is_default = tf.equal(flat[:, 0], tf.cast(f.default, flat.dtype))
+      if low is not None:
+        add(f.name, f"value below {low}",
+            tf.logical_and(tf.reduce_any(flat < low, axis=1), ~is_default),
+            tf.reduce_min(flat, axis=1))
+      if high is not None:
+        what = "label outside {0,1}" if f.name == "label" else f"value above {high} (unknown id?)"
+        add(f.name, what, tf.logical_and(tf.reduce_any(flat > high, axis=1), ~is_default),
+            tf.reduce_max(flat, axis=1))
+  for group in kind.nonempty_any:
+    empty = tf.reduce_all(tf.stack([parsed[g].row_lengths() == 0 for g in group]), axis=0)
+    add(group[0], f"all of {list(group)} are empty", empty, parsed[kind.fields[0].name])
+  for seq_name, ts_name in kind.before:
+    seq = parsed[seq_name]
+    last = tf.reduce_max(seq, axis=1)  # -> int64 min for empty rows
+    add(seq_name, f"history later than the event's {ts_name} (future leaks into features)",
+        last > parsed[ts_name], last)
+  return out
+
+
+def read_dataset(directory: str, kind: str, split: str, batch_size: int,
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 repeat: bool = False, **options) -> tf.data.Dataset:
+  """Shortcut: `Reader(directory, kind, split, ReadOptions(**options)).dataset(...)`."""
+  return Reader(directory, kind, split, ReadOptions(**options)).dataset(
+      batch_size, input_context=input_context, repeat=repeat)
+
+
+def sequence_fields(kind: schema.RecordKind) -> Sequence[str]:
+  return [f.name for f in kind.fields if f.is_seq]
