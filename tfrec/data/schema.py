@@ -67,6 +67,8 @@ class Field:
     optional: may be absent; the reader then fills `default`.
     default: value filled for an absent optional scalar.
     aligned_with: name of a "seq" field this one must have the same length as.
+    domain: for item ids, the domain (SOURCE/TARGET) every id must belong to in the item
+      store (checked by `tfrec.data.validate`), or None for mixed.
   """
 
   name: str
@@ -82,6 +84,7 @@ class Field:
   optional: bool = False
   default: float = 0
   aligned_with: Optional[str] = None
+  domain: Optional[int] = None
 
   def __post_init__(self):
     if self.dtype not in ("int64", "float32", "bytes"):
@@ -140,6 +143,7 @@ def _seq_pair(prefix: str, domain_doc: str, max_len: int = MAX_SEQ_LEN):
   """Item-id sequence plus its aligned timestamps for one domain."""
   return (
       Field(f"{prefix}_item_ids", "int64", "seq", max_len=max_len, id_space="item", low=1,
+            domain=SOURCE if prefix == "source" else TARGET,
             doc=f"user's recent {domain_doc} item ids before the event, newest last "
                 "(SEMI §3.1, truncated to 50 as in §4.1)"),
       Field(f"{prefix}_timestamps", "int64", "seq", max_len=max_len, low=0,
@@ -160,7 +164,7 @@ _USER = (
 RANKING = RecordKind(
     "ranking",
     _USER + (
-        Field("item_id", "int64", "scalar", id_space="item", low=1,
+        Field("item_id", "int64", "scalar", id_space="item", low=1, domain=TARGET,
               doc="target-domain candidate item shown to the user (SEMI: micro-video)"),
         Field("timestamp", "int64", "scalar", low=0, doc="event time (s)"),
         Field("label", "int64", "scalar", low=0, high=1,
@@ -186,9 +190,9 @@ CCL_PAIR = RecordKind(
 DUAL_PAIR = RecordKind(
     "dual_pair",
     (
-        Field("target_item_id", "int64", "scalar", id_space="item", low=1,
+        Field("target_item_id", "int64", "scalar", id_space="item", low=1, domain=TARGET,
               doc="target-domain item (storytelling / micro-video)"),
-        Field("source_item_id", "int64", "scalar", id_space="item", low=1,
+        Field("source_item_id", "int64", "scalar", id_space="item", low=1, domain=SOURCE,
               doc="source-domain item mounted on it (ADAPT §III-D: the product in the story)"),
     ),
     doc="a positive cross-domain item pair for DUAL pre-training (ADAPT §III-D)",

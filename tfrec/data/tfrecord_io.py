@@ -236,14 +236,19 @@ class Manifest:
       DataError naming the shard that is missing, truncated, extended or changed.
     """
     for shard, path in zip(self.shards, self.paths(directory)):
-      if not os.path.exists(path):
-        raise DataError(path, "shard listed in the manifest is missing")
-      size = os.path.getsize(path)
-      if size != shard.bytes:
-        raise DataError(path, f"{size} bytes on disk, manifest says {shard.bytes}: the shard "
-                        "was truncated or appended to")
-      if checksums and file_sha256(path) != shard.sha256:
-        raise DataError(path, "sha256 differs from the manifest: the shard is damaged")
+      self.verify_shard(shard, path, checksums)
+
+  @staticmethod
+  def verify_shard(shard: Shard, path: str, checksums: bool = True) -> None:
+    """Checks one shard file against its manifest entry; raises DataError naming it."""
+    if not os.path.exists(path):
+      raise DataError(path, "shard listed in the manifest is missing")
+    size = os.path.getsize(path)
+    if size != shard.bytes:
+      raise DataError(path, f"{size} bytes on disk, manifest says {shard.bytes}: the shard "
+                      "was truncated or appended to")
+    if checksums and file_sha256(path) != shard.sha256:
+      raise DataError(path, "sha256 differs from the manifest: the shard is damaged")
 
 
 # ----------------------------------------------------------------------------- writer

@@ -1,0 +1,54 @@
+"""`python -m tfrec.data.validate`: reports every problem with file, record and field."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ranking_record, tiny_info, tiny_store
+from test_data_pipeline import _raw
+from tfrec.data.tfrecord_io import ShardedWriter
+from tfrec.data.validate import validate
+
+
+def test_clean_dataset_passes(tiny_dir):
+  report = validate(tiny_dir)
+  assert report.ok, report.render()
+  assert report.records == {"item store": 10, "ranking/train": 20}
+
+
+def test_every_problem_is_reported_not_only_the_first(tmp_path):
+  d = str(tmp_path)
+  tiny_info().save(d)
+  tiny_store().save(d)
+  bad = {1: dict(label=5), 4: dict(source_item_ids=[7], source_timestamps=[1]),
+         6: dict(item_id=10), 8: dict(oracle_prob=np.float32("nan"))}
+  with ShardedWriter(d, "ranking", "train", 1, tiny_info()) as w:
+    for i in range(10):
+      if i in bad:
+        w.write_serialized(_raw(ranking_record(i, **bad[i])), 0)
+      else:
+        w.write(ranking_record(i))
+  report = validate(d)
+  got = sorted((e.record, e.field) for e in report.errors)
+  assert got == [(1, "label"), (4, "source_item_ids"), (6, "item_id"), (8, "oracle_prob")]
+  text = report.render()
+  assert "item 7 is in domain target, the field needs source" in text
+  assert "cold-start item 10 appears in a train split" in text
+
+
+def test_cli_exit_codes(tiny_dir):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  ok = subprocess.run([sys.executable, "-m", "tfrec.data.validate", tiny_dir],
+                      capture_output=True, text=True, env=env)
+  assert ok.returncode == 0, ok.stdout + ok.stderr
+  assert "OK: no problems found." in ok.stdout
+  shard = os.path.join(tiny_dir, "ranking", "train-00001-of-00002.tfrecord")
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) - 5)
+  bad = subprocess.run([sys.executable, "-m", "tfrec.data.validate", tiny_dir],
+                       capture_output=True, text=True, env=env)
+  assert bad.returncode == 1
+  assert f"file {shard}" in bad.stdout and "truncated" in bad.stdout
+  assert "readable records, the manifest lists 10" in bad.stdout
