@@ -148,7 +148,10 @@ def encode(kind: schema.RecordKind, arrays: Mapping[str, np.ndarray]) -> bytes:
       feats[f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=v.tolist()))
     else:
       feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=list(v)))
-  return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+  # deterministic=True sorts the feature map: the same record gives the same bytes in every
+  # process (the upb backend otherwise writes it in hash order, which PYTHONHASHSEED changes).
+  return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(
+      deterministic=True)
 
 
 def decode(kind: schema.RecordKind, serialized: bytes, path: str = "<bytes>",

@@ -1,0 +1,337 @@
+"""Tests of the synthetic cross-domain generator (`tfrec.data.synthetic`), on the tiny preset."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
+from tfrec.data import schema
+from tfrec.data import synthetic as syn
+from tfrec.data.info import DatasetInfo
+from tfrec.data.item_store import ItemStore
+from tfrec.data.tfrecord_io import Manifest, check_record, decode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAST_DAY_S = (syn.get_config("tiny").days - 1) * syn.DAY_S
+
+
+def _auc(labels, scores) -> float:
+  """Rank-based ROC AUC with averaged ties."""
+  labels = np.asarray(labels, bool)
+  scores = np.asarray(scores, np.float64)
+  _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+  ends = np.cumsum(counts)
+  ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
+  pos = labels.sum()
+  neg = len(labels) - pos
+  return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def _all_records(world, num_users=None):
+  """kind -> split -> records of the first `num_users` users (all by default)."""
+  out = {kind: {split: [] for split in syn.SPLITS[kind]} for kind in syn._USER_KINDS}
+  for user_id in range(num_users or world.config.num_users):
+    for kind, by_split in syn.user_records(world, user_id).items():
+      for split, recs in by_split.items():
+        out[kind][split].extend(recs)
+  return out
+
+
+def _topic_share_score(world, recs, domain):
+  """Share of the `domain` history items whose topic equals the candidate's topic (0 if none)."""
+  scores = []
+  for r in recs:
+    hist = np.asarray(r[f"{domain}_item_ids"], np.int64)
+    same = world.topic[hist] == world.topic[r["item_id"]]
+    scores.append(same.mean() if len(hist) else 0.0)
+  return np.asarray(scores)
+
+
+def _ranking(records, splits=("train", "test")):
+  return [r for split in splits for r in records["ranking"][split]]
+
+
+@pytest.fixture(scope="module")
+def world():
+  return syn.build_world(syn.get_config("tiny"))
+
+
+@pytest.fixture(scope="module")
+def records(world):
+  return _all_records(world)
+
+
+def _files(directory):
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_presets_and_overrides():
+  assert set(syn.CONFIGS) == {"tiny", "small", "default", "large"}
+  sizes = [syn.CONFIGS[n].num_users for n in ("tiny", "small", "default", "large")]
+  assert sizes == sorted(sizes) and sizes[-1] >= 100_000
+  cfg = syn.get_config("tiny", seed=7, transfer=0.0, num_users=None)
+  assert (cfg.seed, cfg.transfer, cfg.name, cfg.num_users) == (7, 0.0, "tiny", 200)
+  with pytest.raises(ValueError, match="unknown synthetic config"):
+    syn.get_config("huge")
+  with pytest.raises(ValueError, match="no_such_field"):
+    syn.get_config("tiny", no_such_field=1)
+  with pytest.raises(ValueError, match="transfer"):
+    syn.get_config("tiny", transfer=1.5)
+  with pytest.raises(ValueError, match="scenario_traffic"):
+    syn.get_config("tiny", num_scenarios=3)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_generate_is_deterministic_across_runs_and_processes(tmp_path):
+  cfg = syn.get_config("tiny", num_users=40)
+  syn.generate(cfg, str(tmp_path / "a"), num_shards=2, verbose=False)
+  code = ("import sys; from tfrec.data import synthetic as s; "
+          "s.generate(s.get_config('tiny', num_users=40), sys.argv[1], num_shards=2, "
+          "verbose=False)")
+  env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=REPO)
+  subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], check=True, env=env,
+                 cwd=REPO, capture_output=True)
+  syn.generate(syn.get_config("tiny", num_users=40, seed=1), str(tmp_path / "c"),
+               num_shards=2, verbose=False)
+  a, b, c = (_files(tmp_path / name) for name in "abc")
+  assert "items.npz" in a and "ranking/train-00001-of-00002.tfrecord" in a
+  assert a == b  # Byte-identical, even with another PYTHONHASHSEED.
+  assert a["items.npz"] != c["items.npz"]
+  assert a["ranking/train-00000-of-00002.tfrecord"] != c["ranking/train-00000-of-00002.tfrecord"]
+
+
+def test_generate_layout_and_records(tmp_path):
+  cfg = syn.get_config("tiny", num_users=30)
+  info = syn.generate(cfg, str(tmp_path), num_shards=3, verbose=False)
+  loaded = DatasetInfo.load(str(tmp_path))
+  assert loaded == info and info.name == "synthetic/tiny"
+  assert info.extra["config"]["num_users"] == 30 and info.extra["seed"] == 0
+  store = ItemStore.load(str(tmp_path))
+  store.validate(info=info)
+  assert store.num_items == info.num_items and store.visual_dim == cfg.visual_dim
+  for kind, splits in syn.SPLITS.items():
+    for split in splits:
+      manifest = Manifest.load(str(tmp_path), kind, split)
+      manifest.verify(str(tmp_path))
+      assert len(manifest.shards) == 3 and manifest.num_records > 0, (kind, split)
+      with open(manifest.paths(str(tmp_path))[0], "rb") as f:
+        assert f.read(1)  # Shard 0 holds users 0, 3, ...: not empty.
+  import tensorflow as tf
+  path = Manifest.load(str(tmp_path), "ranking", "train").paths(str(tmp_path))[1]
+  for raw in tf.data.TFRecordDataset(path).take(20).as_numpy_iterator():
+    rec = decode(schema.RANKING, raw, path)
+    check_record(schema.RANKING, rec, info)
+    assert rec["user_id"][0] % 3 == 1  # shard = user_id % num_shards.
+    assert 0.0 <= rec["oracle_prob"][0] <= 1.0
+
+
+def test_cli_tiny(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "tfrec.data.synthetic", f"--out={tmp_path}", "--config=tiny",
+       "--num_users=20", "--seed=3", "--workers=1"],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "ranking/test" in out.stdout and "oracle AUC" in out.stdout
+  info = DatasetInfo.load(str(tmp_path))
+  assert info.num_users == 20 and info.extra["seed"] == 3
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def test_user_records_pass_the_schema(world, records):
+  info = syn.dataset_info(world.config)
+  for kind, by_split in records.items():
+    for split, recs in by_split.items():
+      assert recs, (kind, split)
+      for rec in recs:
+        check_record(schema.get_kind(kind), rec, info)
+  for rec in syn.dual_pair_records(world):
+    check_record(schema.DUAL_PAIR, rec, info)
+
+
+def test_user_records_do_not_depend_on_other_users(world):
+  alone = syn.user_records(world, 5)
+  in_loop = [syn.user_records(world, u) for u in range(8)]
+  assert alone == in_loop[5]
+  assert alone != in_loop[4]
+  again = syn.user_records(syn.build_world(world.config, with_visual=False), 5)
+  assert again == alone  # A rebuilt world (without visuals, as in the workers) agrees.
+
+
+def test_histories_are_past_and_newest_last(records):
+  for rec in _ranking(records, ("train", "test", "test_cold")):
+    assert rec["source_item_ids"] or rec["target_item_ids"]
+    for domain in ("source", "target"):
+      ts = np.asarray(rec[f"{domain}_timestamps"])
+      assert len(ts) == len(rec[f"{domain}_item_ids"]) <= schema.MAX_SEQ_LEN
+      assert np.all(ts < rec["timestamp"]) and np.all(np.diff(ts) >= 0)
+  for rec in records["matching"]["train"] + records["matching"]["test"]:
+    ts = np.asarray(rec["seq_timestamps"])
+    assert 1 <= len(ts) <= schema.MAX_MATCH_SEQ_LEN
+    assert np.all(ts < rec["timestamp"]) and np.all(np.diff(ts) >= 0)
+    sub = np.asarray(rec["seq_subsidiary"]).reshape(len(ts), schema.NUM_SUBSIDIARY)
+    assert np.all(sub[:, 0] >= 1) and np.all(sub[:, 0] == np.round(sub[:, 0]))
+    assert np.all(sub[:, 1] >= 0)
+  # The next positive shows up in later histories (clicks join the target history).
+  rec = records["matching"]["train"][0]
+  later = [r for r in records["matching"]["train"] if r["user_id"] == rec["user_id"]
+           and r["timestamp"] > rec["timestamp"]]
+  assert later and rec["positive_item_id"] in later[0]["seq_item_ids"]
+
+
+def test_split_by_day(records):
+  for rec in records["ranking"]["train"] + records["matching"]["train"]:
+    assert rec["timestamp"] < LAST_DAY_S
+  for rec in (records["ranking"]["test"] + records["ranking"]["test_cold"]
+              + records["matching"]["test"]):
+    assert LAST_DAY_S <= rec["timestamp"] < LAST_DAY_S + syn.DAY_S
+  for rec in records["ccl_pair"]["train"]:
+    ts = rec["source_timestamps"] + rec["target_timestamps"]
+    assert max(ts) < LAST_DAY_S and max(ts) - min(ts) < 3600  # One session (< 1 hour).
+
+
+def test_cold_items_only_in_test_cold(world, records):
+  cold = set(world.store.item_ids(cold=True).tolist())
+  assert len(cold) == round(world.config.cold_item_share * world.config.num_target_items)
+  assert all(world.store.domain[i] == schema.TARGET for i in cold)
+  seen = set()
+  for rec in _ranking(records):
+    seen.update([rec["item_id"], *rec["source_item_ids"], *rec["target_item_ids"]])
+  for rec in records["matching"]["train"] + records["matching"]["test"]:
+    seen.update([rec["positive_item_id"], *rec["seq_item_ids"]])
+  for rec in records["ccl_pair"]["train"]:
+    seen.update(rec["source_item_ids"] + rec["target_item_ids"])
+  for rec in syn.dual_pair_records(world):
+    seen.update([rec["target_item_id"], rec["source_item_id"]])
+  assert not seen & cold
+  cold_recs = records["ranking"]["test_cold"]
+  assert cold_recs and all(r["item_id"] in cold for r in cold_recs)
+  for rec in cold_recs:  # Their histories are warm too.
+    assert not set(rec["source_item_ids"] + rec["target_item_ids"]) & cold
+
+
+def test_ccl_and_dual_pairs(world, records):
+  for rec in records["ccl_pair"]["train"]:
+    assert world.store.domain[rec["source_item_ids"]].max() == schema.SOURCE
+    assert world.store.domain[rec["target_item_ids"]].min() == schema.TARGET
+  pairs = syn.dual_pair_records(world)
+  warm_targets = world.store.item_ids(domain=schema.TARGET, cold=False)
+  assert {p["target_item_id"] for p in pairs} == set(warm_targets.tolist())
+  assert len(pairs) > len(warm_targets)  # Some items get a second pair.
+  tgt = np.array([p["target_item_id"] for p in pairs])
+  src = np.array([p["source_item_id"] for p in pairs])
+  assert np.all(world.store.domain[src] == schema.SOURCE)
+  assert np.all(world.topic[src] == world.topic[tgt])
+  assert np.mean(world.store.category[src] == world.store.category[tgt]) > 0.6
+
+
+# ----------------------------------------------------------------------------- planted structure
+
+
+def test_oracle_is_informative_and_labels_follow_it(records):
+  test = records["ranking"]["test"]
+  labels = np.array([r["label"] for r in test])
+  probs = np.array([r["oracle_prob"] for r in test])
+  assert _auc(labels, probs) > 0.7
+  train = records["ranking"]["train"]
+  labels = np.array([r["label"] for r in train])
+  probs = np.array([r["oracle_prob"] for r in train])
+  assert 0.3 <= labels.mean() <= 0.5
+  assert abs(labels.mean() - probs.mean()) < 0.03
+  # Calibration: within oracle-probability bins the click rate follows the probability.
+  for low, high in ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0)):
+    sel = (probs >= low) & (probs < high)
+    assert abs(labels[sel].mean() - probs[sel].mean()) < 0.05
+
+
+def test_source_history_helps_sparse_target_users(world, records):
+  recs = [r for r in _ranking(records) if len(r["target_item_ids"]) <= 2]
+  assert len(recs) > 300
+  labels = [r["label"] for r in recs]
+  auc_source = _auc(labels, _topic_share_score(world, recs, "source"))
+  auc_target = _auc(labels, _topic_share_score(world, recs, "target"))
+  assert auc_source > auc_target + 0.03 and auc_source > 0.65
+
+
+def test_transfer_controls_what_the_source_tells():
+  aucs = {}
+  for transfer in (0.0, 1.0):
+    w = syn.build_world(syn.get_config("tiny", transfer=transfer))
+    recs = _ranking(_all_records(w, num_users=120))
+    aucs[transfer] = _auc([r["label"] for r in recs], _topic_share_score(w, recs, "source"))
+  assert aucs[1.0] > aucs[0.0] + 0.05, aucs
+
+
+# ----------------------------------------------------------------------------- item features
+
+
+def _measured_tag_overlap(store):
+  used = [set(store.tags[store.item_ids(domain=d)].ravel().tolist()) - {0} for d in (0, 1)]
+  return [len(used[0] & used[1]) / len(u) for u in used]
+
+
+@pytest.mark.parametrize("overlap", [0.3, 0.6])
+def test_tag_overlap(overlap):
+  w = syn.build_world(syn.get_config("tiny", tag_overlap=overlap))
+  for share in _measured_tag_overlap(w.store):
+    assert abs(share - overlap) < 0.1
+
+
+def test_item_store_layout(world):
+  store, cfg = world.store, world.config
+  assert store.num_items == cfg.num_source_items + cfg.num_target_items
+  for col in store.columns().values():
+    assert not np.any(col[0])
+  src, tgt = store.item_ids(domain=0), store.item_ids(domain=1)
+  assert src.max() == cfg.num_source_items and tgt.min() == cfg.num_source_items + 1
+  assert np.all((store.category[1:] - 1) // cfg.categories_per_topic == world.topic[1:])
+  assert np.all((store.tags[1:] > 0).sum(1) >= 2) and store.tags.max() <= cfg.num_tags
+  title_len = (store.title > 0).sum(1)
+  assert title_len[src].max() <= 6 and title_len[tgt].min() >= 8
+  func = (store.title >= 1) & (store.title <= cfg.title_function_words)
+  assert not func[src].any() and func[tgt].mean() > 0.15
+  # Title tokens other than function words belong to the item's topic block.
+  block = (store.title - cfg.title_function_words - 1) // cfg.tokens_per_topic
+  topical = store.title > cfg.title_function_words
+  assert np.all(block[topical] == np.broadcast_to(world.topic[:, None], block.shape)[topical])
+
+
+def test_visual_domain_gap(world):
+  store = world.store
+  src, tgt = store.item_ids(domain=0), store.item_ids(domain=1)
+  centroids = np.stack([store.visual[src].mean(0), store.visual[tgt].mean(0)])
+  items = np.concatenate([src, tgt])
+  dist = ((store.visual[items][:, None, :] - centroids[None]) ** 2).sum(-1)
+  accuracy = np.mean(dist.argmin(1) == store.domain[items])
+  assert accuracy > 0.9
+  no_visual = syn.build_world(syn.get_config("tiny", visual_dim=0)).store
+  assert no_visual.visual.shape == (store.num_items + 1, 0)
+  np.testing.assert_array_equal(no_visual.tags, store.tags)  # Visual has its own stream.
+
+
+def test_streaming_summary_auc_matches_exact(records):
+  stats = syn._Stats()
+  half = len(records["ranking"]["test"]) // 2
+  part = syn._Stats()
+  stats.add("ranking", "test", records["ranking"]["test"][:half])
+  part.add("ranking", "test", records["ranking"]["test"][half:])
+  stats.merge(part)
+  test = records["ranking"]["test"]
+  exact = _auc([r["label"] for r in test], [r["oracle_prob"] for r in test])
+  assert abs(stats.auc("test") - exact) < 0.005
+  assert stats.counts["ranking", "test"] == len(test)
