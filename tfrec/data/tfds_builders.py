@@ -1,0 +1,115 @@
+"""`tensorflow-datasets` builders for tfrec's datasets.
+
+    import tfrec.data.tfds_builders  # registers the builders
+    ds = tfds.load("tfrec_synthetic/tiny_ranking", split="train")
+
+Builder `tfrec_synthetic`: one config per (generator preset, record kind), named
+`<preset>_<kind>` (e.g. `default_ranking`, `small_ccl_pair`), with the kind's splits
+(ranking: train / test / test_cold; matching: train / test; pairs: train). Feature shapes
+follow `tfrec.data.schema`: scalars `[]`, fixed fields `[width]`, sequences `[None]` (natural
+length, newest last) and `[None, width]`; padding and masks are the tfrec reader's job.
+The examples carry item ids only; `item_store(preset)` rebuilds the matching item feature
+store (the generator is deterministic for its seed).
+
+TFDS caches what it builds under its data_dir (default ~/tensorflow_datasets); the tfrec
+reader (`tfrec.data.pipeline`) is the path with manifests and contract checks for training.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Iterator, Tuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+import tfrec  # noqa: F401
+from tfrec.data import schema, synthetic
+from tfrec.data.item_store import ItemStore
+
+_KIND_SPLITS = {
+    "ranking": ("train", "test", "test_cold"),
+    "matching": ("train", "test"),
+    "ccl_pair": ("train",),
+    "dual_pair": ("train",),
+}
+
+
+def features_for(kind: schema.RecordKind) -> tfds.features.FeaturesDict:
+  """TFDS features of a record kind, from the schema."""
+  out = {}
+  for f in kind.fields:
+    dtype = np.int64 if f.dtype == "int64" else np.float32
+    if f.kind == "scalar":
+      shape = ()
+    elif f.kind == "fixed":
+      shape = (f.width,)
+    elif f.kind == "seq":
+      shape = (None,)
+    else:
+      shape = (None, f.width)
+    out[f.name] = tfds.features.Tensor(shape=shape, dtype=dtype, doc=f.doc)
+  return tfds.features.FeaturesDict(out)
+
+
+def to_example(kind: schema.RecordKind, record: Dict) -> Dict[str, np.ndarray]:
+  """A generator record as TFDS values: every field present, seq2d reshaped."""
+  out = {}
+  for f in kind.fields:
+    dtype = np.int64 if f.dtype == "int64" else np.float32
+    v = record.get(f.name)
+    if v is None:
+      v = f.default
+    v = np.asarray(v, dtype)
+    if f.kind == "seq2d":
+      v = v.reshape(-1, f.width)
+    out[f.name] = v
+  return out
+
+
+class SyntheticConfig(tfds.core.BuilderConfig):
+  """Config `<preset>_<kind>`."""
+
+  def __init__(self, preset: str, kind: str):
+    super().__init__(name=f"{preset}_{kind}",
+                     description=f"tfrec synthetic generator, preset {preset!r}, {kind} records")
+    self.preset = preset
+    self.kind = kind
+
+
+class TfrecSynthetic(tfds.core.GeneratorBasedBuilder):
+  """tfrec's synthetic cross-domain data with a planted oracle (see tfrec.data.synthetic)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release, schema version 1."}
+  BUILDER_CONFIGS = [SyntheticConfig(p, k) for p, k in
+                     itertools.product(("tiny", "small", "default"), _KIND_SPLITS)]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    kind = schema.get_kind(self.builder_config.kind)
+    return self.dataset_info_from_configs(
+        features=features_for(kind),
+        description=f"{kind.doc}. " + (synthetic.__doc__ or "").split("\n\n")[0],
+        metadata=tfds.core.MetadataDict(
+            dataset_info=synthetic.dataset_info(
+                synthetic.get_config(self.builder_config.preset)).__dict__),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    return {split: self._generate_examples(split)
+            for split in _KIND_SPLITS[self.builder_config.kind]}
+
+  def _generate_examples(self, split: str) -> Iterator[Tuple[str, Dict]]:
+    cfg = synthetic.get_config(self.builder_config.preset)
+    world = synthetic.build_world(cfg)
+    kind = schema.get_kind(self.builder_config.kind)
+    for user in range(cfg.num_users):
+      records = synthetic.user_records(world, user).get(kind.name, {}).get(split, [])
+      for i, rec in enumerate(records):
+        yield f"{user}-{i}", to_example(kind, rec)
+
+
+def item_store(preset: str) -> ItemStore:
+  """The item feature store that the `<preset>_*` configs' item ids refer to."""
+  return synthetic.build_world(synthetic.get_config(preset)).store
