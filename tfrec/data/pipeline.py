@@ -260,6 +260,7 @@ class Reader:
     asserts = []
     for field, reason, bad, shown in checks:
       first = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+      # Only the first bad row is formatted, and only when the assertion fails.
       asserts.append(tf.debugging.Assert(
           tf.logical_not(tf.reduce_any(bad)),
           [ERROR_TAG, "file", where[first], f"field {field}: {reason}; value:",
@@ -339,12 +340,14 @@ def _row_any(values_bad: tf.Tensor, rt: tf.RaggedTensor,
 
 def _contract_checks(kind: schema.RecordKind, info: DatasetInfo,
                      parsed: Mapping[str, object]) -> List[Tuple[str, str, tf.Tensor, tf.Tensor]]:
-  """Vectorised contract rules: list of (field, reason, bad <bool>[batch], shown <string>[batch])."""
+  """Vectorised contract rules: list of (field, reason, bad <bool>[batch], shown [batch]).
+
+  `shown` is the per-row value (a count, min or max) printed for the first bad row only.
+  """
   out = []
 
   def add(field, reason, bad, shown):
-    out.append((field, reason, bad, tf.strings.as_string(shown) if shown.dtype != tf.string
-                else shown))
+    out.append((field, reason, bad, shown))
 
   for f in kind.fields:
     v = parsed[f.name]

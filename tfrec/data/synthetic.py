@@ -64,8 +64,7 @@ from tfrec.data.synthetic_world import (CONFIGS, DAY_S, USER_FEATURE_SIZES, Sess
                                         SyntheticConfig, UserProfile, World, build_world,
                                         click_probability, draw, dual_pair_records, get_config,
                                         make_user, plan_sessions)
-from tfrec.data.tfrecord_io import (Manifest, Shard, ShardedWriter,
-                                    manifest_path, shard_name)
+from tfrec.data.tfrecord_io import Manifest, Shard, ShardedWriter, shard_name
 
 __all__ = ["SyntheticConfig", "CONFIGS", "get_config", "World", "build_world", "user_records",
            "dual_pair_records", "click_probability", "dataset_info", "default_num_shards",
@@ -413,10 +412,7 @@ def _assemble(out_dir: str, tmp_dir: str, num_shards: int) -> None:
         os.replace(os.path.join(tmp_dir, str(k), kind, part.file),
                    os.path.join(out_dir, kind, name))
         shards.append(Shard(name, part.records, part.bytes, part.sha256))
-      path = manifest_path(out_dir, kind, split)
-      with open(path + ".tmp", "w") as f:
-        f.write(Manifest(kind, split, shards).to_json())
-      os.replace(path + ".tmp", path)
+      Manifest(kind, split, shards).save(out_dir)
 
 
 def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = None,

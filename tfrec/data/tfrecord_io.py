@@ -229,6 +229,14 @@ class Manifest:
       raise DataError(path, f"schema version {m.schema_version} != {schema.SCHEMA_VERSION}")
     return m
 
+  def save(self, directory: str) -> str:
+    """Writes `<kind>/<split>.manifest.json` atomically (temporary file, then rename)."""
+    path = manifest_path(directory, self.kind, self.split)
+    with open(path + ".tmp", "w") as f:
+      f.write(self.to_json())
+    os.replace(path + ".tmp", path)
+    return path
+
   def paths(self, directory: str) -> List[str]:
     return [os.path.join(directory, self.kind, s.file) for s in self.shards]
 
@@ -331,11 +339,7 @@ class ShardedWriter:
       os.replace(tmp, final)
       shards.append(Shard(os.path.basename(final), n, os.path.getsize(final),
                           file_sha256(final)))
-    m = Manifest(self.kind.name, self.split, shards)
-    path = manifest_path(self.directory, self.kind.name, self.split)
-    with open(path + ".tmp", "w") as f:
-      f.write(m.to_json())
-    os.replace(path + ".tmp", path)
+    Manifest(self.kind.name, self.split, shards).save(self.directory)
 
   @property
   def counts(self) -> List[int]:
