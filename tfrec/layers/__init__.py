@@ -1,0 +1,22 @@
+"""Reusable Keras 2 layers shared by the models: attention block, target attention, time-block
+embedding, MLP and masked pooling. Every layer is registered as `tfrec>ClassName`.
+
+Conventions: sequences are right-padded (oldest first) with `<bool>[batch, seq]` masks, True =
+real item; padded positions never influence a result and all-padded rows give finite values.
+"""
+
+from tfrec.layers.attention import MultiHeadAttentionBlock, masked_softmax
+from tfrec.layers.mlp import MLP
+from tfrec.layers.pooling import SequencePooling
+from tfrec.layers.target_attention import TargetAttention
+from tfrec.layers.time_block import TimeBlockEmbedding, time_block_index
+
+__all__ = [
+    "MLP",
+    "MultiHeadAttentionBlock",
+    "SequencePooling",
+    "TargetAttention",
+    "TimeBlockEmbedding",
+    "masked_softmax",
+    "time_block_index",
+]

@@ -1,0 +1,264 @@
+"""Multi-head attention block of SEMI (Lei et al., KDD 2021) §3.2.2, eq. 2-3, and `masked_softmax`.
+
+`masked_softmax` is the one implementation of attention masking in tfrec: every attention layer
+(this block, `TargetAttention`) normalises its scores through it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Optional, Union
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.layers._utils import clone_initializer
+
+
+def masked_softmax(logits: tf.Tensor, mask: Optional[tf.Tensor] = None,
+                   axis: int = -1) -> tf.Tensor:
+  """Softmax over `axis` that gives masked entries exactly zero weight (SEMI eq. 3's softmax).
+
+  A masked logit is replaced by the most negative finite value of its dtype before the softmax,
+  so its weight underflows to exactly 0 whenever one entry of the slice is unmasked; the weights
+  are then multiplied by the mask, so a slice whose entries are ALL masked gets all-zero weights
+  (never NaN, and independent of the masked logits). Gradients are finite in both cases.
+
+  Args:
+    logits: <float>[..., n] attention scores.
+    mask: <bool>[..., n] (anything broadcastable to `logits`); True = may receive weight.
+      None: a plain softmax.
+    axis: the axis to normalise over.
+
+  Returns:
+    <float>[..., n] weights of `logits`' shape: they sum to 1 over `axis` where at least one entry
+    is unmasked and are all 0 where every entry is masked.
+  """
+  if mask is None:
+    return tf.nn.softmax(logits, axis=axis)
+  mask = tf.cast(mask, tf.bool)
+  filled = tf.where(mask, logits, tf.constant(logits.dtype.min, logits.dtype))
+  return tf.nn.softmax(filled, axis=axis) * tf.cast(mask, logits.dtype)
+
+
+def _build_in_scope(layer: keras.layers.Layer, shape: tf.TensorShape) -> None:
+  """Builds a sublayer under its own name scope, so its variables get distinct names."""
+  with tf.name_scope(layer.name):
+    layer.build(shape)
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class MultiHeadAttentionBlock(keras.layers.Layer):
+  """Transformer block of SEMI §3.2.2 (eq. 2-3) with a position-wise feed-forward network.
+
+  Computes, with `h = num_heads` heads of width `d_h = head_dim`:
+
+    head_i = softmax(Q W_i^Q (K W_i^K)^T / sqrt(d_h)) V W_i^V             (eq. 3, d_k = d_h)
+    A      = Concat(head_1, ..., head_h) W^O                              (eq. 2 + projection)
+    X      = LayerNorm(Q + Dropout(A))                                    (residual + norm)
+    Y      = LayerNorm(X + Dropout(FFN(X))),  FFN(x) = act(x W_1 + b_1) W_2 + b_2
+
+  Norm order: post-norm (residual add, then layer norm) as in the original transformer [31] that
+  §3.2.2 follows and in BST (whose block SEMI's baseline shares, App. A.2); the paper says no
+  more.
+  The output projection W^O maps the concatenated heads back to the query width so that the
+  residual can be added; SEMI's eq. 2 omits it, Vaswani et al. have it.
+
+  Masks: a key with `key_mask` False never receives weight; a query whose keys are all masked
+  gets all-zero weights and heads (A = b^O), so its output stays finite, never NaN. `query_mask` zeroes
+  the outputs of padded queries. `attention_mask` <bool>[batch, q, k] restricts which key each
+  query sees (e.g. THACIL's forward mask, eq. 7). All heads are computed at once with einsum.
+  Query, key and value share the feature width `dim`.
+
+  Args:
+    num_heads: number of heads n_h.
+    head_dim: width d_h of each head; None: dim // num_heads (dim must then be divisible).
+    ff_dim: hidden width of the feed-forward network; None: dim; 0: no feed-forward sublayer.
+    dropout: rate applied to each sublayer's output before the residual add.
+    attention_dropout: rate applied to the attention weights.
+    use_layer_norm: apply layer normalisation after each residual add.
+    use_residual: add the sublayer input to its output (False with ff_dim=0 and no layer
+      norm gives the bare multi-head attention of ADAPT eq. 9-10 plus W^O).
+    activation: activation of the feed-forward hidden layer.
+    use_bias: biases in the Q/K/V/output projections.
+    kernel_initializer: initialiser of all kernels (projections and feed-forward).
+    kernel_regularizer: regulariser of all kernels.
+    layer_norm_epsilon: epsilon of the layer norms.
+
+  Call args:
+    query: <float32>[batch, q, dim].
+    value: <float32>[batch, k, dim]; None: self-attention (value = key = query, and `key_mask`
+      defaults to `query_mask`).
+    key: <float32>[batch, k, dim]; None: key = value.
+    query_mask: <bool>[batch, q], True = real query; padded queries give zero outputs.
+    key_mask: <bool>[batch, k], True = real key.
+    attention_mask: <bool>[batch, q, k], True = query may attend to key.
+    training: dropout switch.
+    return_attention_scores: also return the attention weights.
+
+  Returns:
+    <float32>[batch, q, dim]; with `return_attention_scores` also the weights
+    <float32>[batch, num_heads, q, k] (before dropout).
+  """
+
+  def __init__(self,
+               num_heads: int = 1,
+               head_dim: Optional[int] = None,
+               ff_dim: Optional[int] = None,
+               dropout: float = 0.0,
+               attention_dropout: float = 0.0,
+               use_layer_norm: bool = True,
+               use_residual: bool = True,
+               activation: Union[str, Callable[..., Any]] = "relu",
+               use_bias: bool = True,
+               kernel_initializer: Any = "glorot_uniform",
+               kernel_regularizer: Any = None,
+               layer_norm_epsilon: float = 1e-6,
+               **kwargs):
+    super().__init__(**kwargs)
+    if num_heads < 1:
+      raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+    if head_dim is not None and head_dim < 1:
+      raise ValueError(f"head_dim must be >= 1 or None, got {head_dim}")
+    if ff_dim is not None and ff_dim < 0:
+      raise ValueError(f"ff_dim must be >= 0 or None, got {ff_dim}")
+    for name, rate in (("dropout", dropout), ("attention_dropout", attention_dropout)):
+      if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {rate}")
+    self.num_heads = num_heads
+    self.head_dim = head_dim
+    self.ff_dim = ff_dim
+    self.dropout = dropout
+    self.attention_dropout = attention_dropout
+    self.use_layer_norm = use_layer_norm
+    self.use_residual = use_residual
+    self.activation = keras.activations.get(activation)
+    self.use_bias = use_bias
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self.layer_norm_epsilon = layer_norm_epsilon
+    self._output_dropout = keras.layers.Dropout(dropout)
+    self._weights_dropout = keras.layers.Dropout(attention_dropout)
+
+  def build(self, query_shape: tf.TensorShape) -> None:
+    dim = tf.TensorShape(query_shape)[-1]
+    if dim is None:
+      raise ValueError("MultiHeadAttentionBlock needs a known last dimension of the query")
+    dim = int(dim)
+    if self.head_dim is None and dim % self.num_heads:
+      raise ValueError(f"dim {dim} is not divisible by num_heads {self.num_heads}; "
+                       "pass head_dim explicitly")
+    self._dim = dim
+    self._head_dim = self.head_dim or dim // self.num_heads
+    inner = self.num_heads * self._head_dim
+    self._kernels = {}
+    self._biases = {}
+    for name, shape in (("query", [dim, inner]), ("key", [dim, inner]), ("value", [dim, inner]),
+                        ("output", [inner, dim])):
+      self._kernels[name] = self.add_weight(
+          f"{name}_kernel", shape=shape, initializer=clone_initializer(self.kernel_initializer),
+          regularizer=self.kernel_regularizer)
+      if self.use_bias:
+        self._biases[name] = self.add_weight(f"{name}_bias", shape=[shape[1]],
+                                             initializer="zeros")
+    ff_dim = dim if self.ff_dim is None else self.ff_dim
+    self._ff_hidden = self._ff_output = None
+    if ff_dim:
+      self._ff_hidden = keras.layers.Dense(
+          ff_dim, activation=self.activation, name="ff_hidden",
+          kernel_initializer=clone_initializer(self.kernel_initializer),
+          kernel_regularizer=self.kernel_regularizer)
+      self._ff_output = keras.layers.Dense(
+          dim, name="ff_output", kernel_initializer=clone_initializer(self.kernel_initializer),
+          kernel_regularizer=self.kernel_regularizer)
+      _build_in_scope(self._ff_hidden, query_shape)
+      _build_in_scope(self._ff_output, tf.TensorShape(query_shape)[:-1].concatenate([ff_dim]))
+    self._attention_norm = self._ff_norm = None
+    if self.use_layer_norm:
+      self._attention_norm = keras.layers.LayerNormalization(
+          epsilon=self.layer_norm_epsilon, name="attention_norm")
+      _build_in_scope(self._attention_norm, query_shape)
+      if ff_dim:
+        self._ff_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon,
+                                                        name="ff_norm")
+        _build_in_scope(self._ff_norm, query_shape)
+    super().build(query_shape)
+
+  def _project(self, x: tf.Tensor, name: str) -> tf.Tensor:
+    """<float>[batch, n, dim] -> <float>[batch, n, heads, head_dim]."""
+    kernel = tf.reshape(self._kernels[name], [self._dim, self.num_heads, self._head_dim])
+    out = tf.einsum("bnd,dhe->bnhe", x, kernel)
+    if self.use_bias:
+      out += tf.reshape(self._biases[name], [self.num_heads, self._head_dim])
+    return out
+
+  def _sublayer(self, x: tf.Tensor, y: tf.Tensor, norm: Optional[keras.layers.Layer],
+                training: Optional[bool]) -> tf.Tensor:
+    """Dropout(y), residual add, then (post-)norm."""
+    y = self._output_dropout(y, training=training)
+    if self.use_residual:
+      y = x + y
+    return norm(y) if norm is not None else y
+
+  def call(self,
+           query: tf.Tensor,
+           value: Optional[tf.Tensor] = None,
+           key: Optional[tf.Tensor] = None,
+           query_mask: Optional[tf.Tensor] = None,
+           key_mask: Optional[tf.Tensor] = None,
+           attention_mask: Optional[tf.Tensor] = None,
+           training: Optional[bool] = None,
+           return_attention_scores: bool = False):
+    if value is None:
+      if key is not None:
+        raise ValueError("pass `value` together with `key` (self-attention takes neither)")
+      value = query
+      if key_mask is None:
+        key_mask = query_mask
+    if key is None:
+      key = value
+    for name, t in (("key", key), ("value", value)):
+      if t.shape[-1] is not None and t.shape[-1] != self._dim:
+        raise ValueError(f"{name} width {t.shape[-1]} differs from the query width {self._dim}")
+    q = self._project(query, "query")
+    k = self._project(key, "key")
+    v = self._project(value, "value")
+    logits = tf.einsum("bqhe,bkhe->bhqk", q, k) * (1.0 / math.sqrt(self._head_dim))
+    mask = None
+    if key_mask is not None:
+      mask = tf.cast(key_mask, tf.bool)[:, None, None, :]
+    if attention_mask is not None:
+      pair = tf.cast(attention_mask, tf.bool)[:, None, :, :]
+      mask = pair if mask is None else tf.logical_and(mask, pair)
+    weights = masked_softmax(logits, mask, axis=-1)
+    heads = tf.einsum("bhqk,bkhe->bqhe", self._weights_dropout(weights, training=training), v)
+    output_kernel = tf.reshape(self._kernels["output"],
+                               [self.num_heads, self._head_dim, self._dim])
+    attended = tf.einsum("bqhe,hed->bqd", heads, output_kernel)
+    if self.use_bias:
+      attended += self._biases["output"]
+    x = self._sublayer(query, attended, self._attention_norm, training)
+    if self._ff_hidden is not None:
+      x = self._sublayer(x, self._ff_output(self._ff_hidden(x)), self._ff_norm, training)
+    if query_mask is not None:
+      x *= tf.cast(query_mask, x.dtype)[..., None]
+    if return_attention_scores:
+      return x, weights
+    return x
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update(
+        num_heads=self.num_heads,
+        head_dim=self.head_dim,
+        ff_dim=self.ff_dim,
+        dropout=self.dropout,
+        attention_dropout=self.attention_dropout,
+        use_layer_norm=self.use_layer_norm,
+        use_residual=self.use_residual,
+        activation=keras.activations.serialize(self.activation),
+        use_bias=self.use_bias,
+        kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        layer_norm_epsilon=self.layer_norm_epsilon)
+    return config
