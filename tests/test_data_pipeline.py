@@ -233,14 +233,12 @@ def _shard(tiny_dir, i=0):
 def test_truncated_shard_at_record_boundary_is_named(tiny_dir):
   path = _shard(tiny_dir)
   data = open(path, "rb").read()
-  record_len = len(data) // 10  # ten records of similar size; cut at a boundary below
   offsets, pos = [], 0
   while pos < len(data):  # TFRecord framing: 8-byte length, 4 crc, data, 4 crc
     n = int.from_bytes(data[pos:pos + 8], "little")
     pos += 16 + n
     offsets.append(pos)
-  open(path, "wb").write(data[:offsets[6]])
-  del record_len
+  open(path, "wb").write(data[:offsets[6]])  # cut at the boundary after record 6
   with pytest.raises(DataError, match=re.escape(path) + ".*truncated"):
     Reader(tiny_dir, "ranking", "train")
   # Even without the size check, counting the records finds the loss and names the file.

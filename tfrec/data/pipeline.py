@@ -22,7 +22,7 @@ logged, and `Reader.report()` says how many records were expected, delivered and
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
@@ -415,6 +415,3 @@ def read_dataset(directory: str, kind: str, split: str, batch_size: int,
   return Reader(directory, kind, split, ReadOptions(**options)).dataset(
       batch_size, input_context=input_context, repeat=repeat)
 
-
-def sequence_fields(kind: schema.RecordKind) -> Sequence[str]:
-  return [f.name for f in kind.fields if f.is_seq]

@@ -114,7 +114,6 @@ def _seq_steps(f: schema.Field, value: np.ndarray) -> int:
 
 
 def _check_cross_fields(kind: schema.RecordKind, out: Dict[str, np.ndarray]) -> None:
-  by_name = kind.by_name
   for f in kind.fields:
     if f.aligned_with and f.name in out:
       a = _seq_steps(f, out[f.name])
@@ -131,7 +130,6 @@ def _check_cross_fields(kind: schema.RecordKind, out: Dict[str, np.ndarray]) -> 
     if out[seq_name].size and out[seq_name].max() > out[ts_name][0]:
       raise ValueError(f"field {seq_name}: history later than the event's {ts_name} "
                        "(future leaks into the features)")
-  del by_name
 
 
 def encode(kind: schema.RecordKind, arrays: Mapping[str, np.ndarray]) -> bytes:
