@@ -1,0 +1,164 @@
+"""Frozen run configuration: what `main` resolves from flags once, and what a run directory keeps.
+
+Library code takes these objects (or plain arguments), never `absl.FLAGS`. A run directory holds
+`config.json` (this object) and `flags.txt` (the resolved flags, usable as a `--flagfile`), so
+`tfrec.evaluate` and `tfrec.export` rebuild exactly the trained model.
+
+Run directory layout:
+  <run_dir>/config.json, flags.txt
+  <run_dir>/checkpoints/best*, final*   weights (TF checkpoint format; best by validation AUC)
+  <run_dir>/backup/                     BackupAndRestore state (deleted when a run completes)
+  <run_dir>/logs/train, logs/validation TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+CONFIG_FILE = "config.json"
+FLAGS_FILE = "flags.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the examples come from (a dataset directory in the tfrec data contract).
+
+  Attributes:
+    data_dir: dataset directory (dataset.json, items.npz, ranking/...).
+    train_split, eval_split: split names of the `ranking` kind.
+    max_seq_len: histories are truncated (newest kept) and padded to this length.
+    shuffle_buffer: records in the training shuffle buffer (0: no shuffling).
+    on_bad_record: "raise" (stop, naming file/record/field) or "skip" (drop and count).
+    verify_checksums: hash every shard against its manifest before reading.
+  """
+
+  data_dir: str
+  train_split: str = "train"
+  eval_split: str = "test"
+  max_seq_len: int = 50
+  shuffle_buffer: int = 10_000
+  on_bad_record: str = "raise"
+  verify_checksums: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A registered model name plus the arguments given for it (unset ones: model defaults)."""
+
+  name: str
+  kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How to train.
+
+  Attributes:
+    run_dir: where checkpoints, logs and the resolved config go.
+    batch_size: global batch size (split across replicas).
+    epochs: passes over the training split.
+    steps_per_epoch: None: one pass over the training split (ceil(records / batch)).
+    validation_steps: None: the whole eval split each epoch; 0: no validation.
+    learning_rate: Adam learning rate (SEMI A.1: 1e-3).
+    seed: seeds Python, NumPy, TensorFlow and the shuffle; with `deterministic`, reruns give
+      identical weights.
+    deterministic: enable TensorFlow op determinism (slower).
+    strategy: "default", "one_device", "mirrored" or "multi_worker" (reads TF_CONFIG).
+    cpu_replicas: split the CPU into this many logical devices (exercises MirroredStrategy
+      without GPUs); 0: leave devices alone.
+    precision: "float32", "mixed_float16" or "mixed_bfloat16".
+    jit_compile: XLA-compile the train step.
+    backup_every_steps: BackupAndRestore period in steps (0: at epoch ends only).
+    early_stopping_patience: epochs without validation-AUC gain before stopping (0: off).
+    log_every_steps: TensorBoard scalar period in steps.
+    profile_batch: "" (off), "N" or "N,M": TensorBoard profiler batches.
+    init_from: a run directory or checkpoint to initialise weights from (partial allowed).
+    export_dir: write a SavedModel here after training (chief only).
+    verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+  """
+
+  run_dir: str
+  batch_size: int = 1024
+  epochs: int = 1
+  steps_per_epoch: Optional[int] = None
+  validation_steps: Optional[int] = None
+  learning_rate: float = 1e-3
+  seed: int = 0
+  deterministic: bool = False
+  strategy: str = "default"
+  cpu_replicas: int = 0
+  precision: str = "float32"
+  jit_compile: bool = False
+  backup_every_steps: int = 100
+  early_stopping_patience: int = 0
+  log_every_steps: int = 50
+  profile_batch: str = ""
+  init_from: str = ""
+  export_dir: str = ""
+  verbose: int = 1
+
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  data: DataConfig
+  model: ModelConfig
+  train: TrainConfig
+
+  def __post_init__(self):
+    if self.train.strategy not in STRATEGIES:
+      raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.train.strategy!r}")
+    if self.train.precision not in PRECISIONS:
+      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.train.precision!r}")
+    if self.train.batch_size < 1 or self.train.epochs < 1:
+      raise ValueError("batch_size and epochs must be >= 1")
+    if self.data.on_bad_record not in ("raise", "skip"):
+      raise ValueError(f"on_bad_record must be raise or skip, got {self.data.on_bad_record!r}")
+
+  def to_json(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: Dict[str, Any]) -> "RunConfig":
+    return cls(data=DataConfig(**d["data"]), model=ModelConfig(**d["model"]),
+               train=TrainConfig(**d["train"]))
+
+  def save(self, run_dir: Optional[str] = None) -> str:
+    run_dir = run_dir or self.train.run_dir
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, CONFIG_FILE)
+    tmp = path + ".incomplete"
+    with open(tmp, "w") as f:
+      json.dump(self.to_json(), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+  @classmethod
+  def load(cls, run_dir: str) -> "RunConfig":
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path}: no run configuration (is {run_dir} a tfrec run "
+                              "directory written by python -m tfrec.train?)")
+    with open(path) as f:
+      return cls.from_json(json.load(f))
+
+
+def run_paths(run_dir: str) -> Dict[str, str]:
+  """The fixed sub-paths of a run directory."""
+  return {
+      "checkpoints": os.path.join(run_dir, "checkpoints"),
+      "best": os.path.join(run_dir, "checkpoints", "best"),
+      "final": os.path.join(run_dir, "checkpoints", "final"),
+      "backup": os.path.join(run_dir, "backup"),
+      "logs": os.path.join(run_dir, "logs"),
+  }
+
+
+def parse_int_list(text: str) -> Tuple[int, ...]:
+  return tuple(int(x) for x in text.split(",") if x.strip())

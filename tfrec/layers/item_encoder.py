@@ -1,0 +1,164 @@
+"""Item input representation shared by every ranking model: a learnt id embedding, a category
+embedding and the projected multi-modal feature of the item store (SEMI §3.2.3: "the multi-modal
+item feature"; App. A.2: the baselines take the same multi-modal embeddings as input)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.layers._utils import clone_initializer
+
+FEATURES = ("id", "category", "visual")
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class ItemEncoder(keras.layers.Layer):
+  """Maps item ids to `dim`-wide vectors from the item store, inside the model.
+
+  e(i) = [id]       E_id[i]
+       + [category] E_cat[category(i)]
+       + [visual]   visual(i) W_v + b_v       (the frozen multi-modal feature, projected)
+
+  The store's columns live in the layer as non-trainable weights (`item_category`,
+  `item_visual`), so a checkpoint or SavedModel carries them and a serving request needs only
+  item ids, as in SEMI's deployment (App. A.3). Fill them with `set_item_features(store)` after
+  the layer is built; until then they are zeros. Row 0 is the padding item.
+
+  Args:
+    num_items: item ids are in [0, num_items]; 0 = padding.
+    dim: output width d.
+    features: which of "id", "category", "visual" to sum (at least one).
+    num_categories: category ids in [0, num_categories] (needed with "category").
+    visual_dim: width of the store's visual vectors (needed with "visual"; must be > 0).
+    embeddings_initializer: initialiser of the id and category tables.
+    embeddings_regularizer: regulariser of the id and category tables.
+
+  Call args:
+    ids: <int>[...] item ids, any shape; callers check their range (see `check_item_ids`).
+
+  Returns:
+    <float32>[..., dim] (the layer's compute dtype under mixed precision).
+  """
+
+  def __init__(self,
+               num_items: int,
+               dim: int,
+               features: Sequence[str] = ("id", "category", "visual"),
+               num_categories: int = 0,
+               visual_dim: int = 0,
+               embeddings_initializer: Any = "glorot_uniform",
+               embeddings_regularizer: Any = None,
+               **kwargs):
+    super().__init__(**kwargs)
+    features = tuple(features)
+    unknown = set(features) - set(FEATURES)
+    if not features or unknown:
+      raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {features}")
+    if "category" in features and num_categories < 1:
+      raise ValueError("the 'category' feature needs num_categories >= 1")
+    if "visual" in features and visual_dim < 1:
+      raise ValueError("the 'visual' feature needs visual_dim >= 1 (this dataset's item store "
+                       "has no visual vectors: leave 'visual' out of the item features)")
+    self.num_items = int(num_items)
+    self.dim = int(dim)
+    self.features = features
+    self.num_categories = int(num_categories)
+    self.visual_dim = int(visual_dim)
+    self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+    self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+    self._projection = None
+    if "visual" in features:
+      self._projection = keras.layers.Dense(dim, name="visual_projection")
+
+  def build(self, input_shape: tf.TensorShape) -> None:
+    rows = self.num_items + 1
+    self.id_embeddings = self.category_embeddings = None
+    self.item_category = self.item_visual = None
+    if "id" in self.features:
+      self.id_embeddings = self.add_weight(
+          "id_embeddings", shape=[rows, self.dim],
+          initializer=clone_initializer(self.embeddings_initializer),
+          regularizer=self.embeddings_regularizer)
+    if "category" in self.features:
+      self.category_embeddings = self.add_weight(
+          "category_embeddings", shape=[self.num_categories + 1, self.dim],
+          initializer=clone_initializer(self.embeddings_initializer),
+          regularizer=self.embeddings_regularizer)
+      self.item_category = self.add_weight("item_category", shape=[rows], dtype=tf.int32,
+                                           initializer="zeros", trainable=False)
+    if "visual" in self.features:
+      self.item_visual = self.add_weight("item_visual", shape=[rows, self.visual_dim],
+                                         dtype=tf.float32, initializer="zeros", trainable=False)
+      with tf.name_scope(self._projection.name):
+        self._projection.build(tf.TensorShape([None, self.visual_dim]))
+    super().build(input_shape)
+
+  def set_item_features(self, store: Any) -> None:
+    """Copies the item store's columns into the layer (an `ItemStore`, built layer)."""
+    if not self.built:
+      raise RuntimeError("build the ItemEncoder (call it once) before set_item_features")
+    if store.num_items != self.num_items:
+      raise ValueError(f"item store has {store.num_items} items, the encoder {self.num_items}")
+    if self.item_category is not None:
+      if int(np.max(store.category)) > self.num_categories:
+        raise ValueError(f"item store has category {int(np.max(store.category))} > "
+                         f"num_categories {self.num_categories}")
+      self.item_category.assign(store.category.astype(np.int32))
+    if self.item_visual is not None:
+      if store.visual_dim != self.visual_dim:
+        raise ValueError(f"item store visual_dim {store.visual_dim} != {self.visual_dim}")
+      self.item_visual.assign(store.visual.astype(np.float32))
+
+  def call(self, ids: tf.Tensor) -> tf.Tensor:
+    ids = tf.cast(ids, tf.int32)
+    parts = []
+    if self.id_embeddings is not None:
+      parts.append(tf.gather(self.id_embeddings, ids))
+    if self.category_embeddings is not None:
+      parts.append(tf.gather(self.category_embeddings, tf.gather(self.item_category, ids)))
+    if self.item_visual is not None:
+      visual = tf.cast(tf.gather(self.item_visual, ids), self.compute_dtype)
+      parts.append(self._projection(visual))
+    out = parts[0]
+    for p in parts[1:]:
+      out = out + tf.cast(p, out.dtype)
+    return tf.cast(out, self.compute_dtype)
+
+  def compute_mask(self, inputs, mask=None):
+    return None
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update(
+        num_items=self.num_items,
+        dim=self.dim,
+        features=list(self.features),
+        num_categories=self.num_categories,
+        visual_dim=self.visual_dim,
+        embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+        embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer))
+    return config
+
+
+def check_item_ids(ids: tf.Tensor, num_items: int, name: str, allow_padding: bool) -> tf.Tensor:
+  """Asserts `ids` are in [low, num_items] (low = 0 with padding, else 1) before any gather.
+
+  On GPU an out-of-range `tf.gather` returns zeros instead of failing, so serving code checks
+  ids first. Returns `ids` with the check as a control dependency.
+  """
+  ids = tf.convert_to_tensor(ids)
+  low = 0 if allow_padding else 1
+  ok = tf.reduce_all((ids >= low) & (ids <= num_items))
+  bad = tf.boolean_mask(ids, (ids < low) | (ids > num_items))
+  assert_op = tf.debugging.Assert(
+      ok, [f"{name}: item ids must be in [{low}, {num_items}]; unknown ids:", bad[:10]],
+      name=f"check_{name}")
+  with tf.control_dependencies([assert_op]):
+    return tf.identity(ids)
+
+
+__all__ = ["ItemEncoder", "check_item_ids", "FEATURES"]

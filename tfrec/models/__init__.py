@@ -1,0 +1,12 @@
+"""Ranking models, one file per paper model or baseline, composed from `tfrec.layers`.
+
+`registry.build(name, **kwargs)` builds a model by its registered name (`--model=NAME`).
+"""
+
+from tfrec.models import registry
+from tfrec.models.base import RankingModel
+from tfrec.models.bst import BST
+from tfrec.models.din import DIN
+from tfrec.models.youtubenet import YouTubeNet
+
+__all__ = ["BST", "DIN", "RankingModel", "YouTubeNet", "registry"]

@@ -1,0 +1,196 @@
+"""The ranking-model contract every tfrec ranking model follows, and the parts they share.
+
+A ranking model scores (user, candidate item) pairs in two steps so that serving can encode a
+user once per request and score many candidates against that encoding (SEMI App. A.3):
+
+  user  = model.encode_user(features)              # dict of <float>[batch, ...] tensors
+  logit = model.score(user, candidate_ids)         # <float32>[batch, num_candidates]
+
+`call(features)` chains both for training: one candidate per row (`features["item_id"]`) and
+returns <float32>[batch] logits; the loss is binary cross-entropy on them (SEMI eq. 10).
+Training uses `num_candidates = 1` with `batch` users; serving uses `batch = 1` with N
+candidates. Nothing a model computes in `encode_user` may depend on the candidate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.data import schema
+from tfrec.layers.item_encoder import ItemEncoder
+from tfrec.layers.mlp import MLP
+from tfrec.layers.time_block import TimeBlockEmbedding
+
+DOMAINS = schema.DOMAIN_NAMES  # ("source", "target")
+
+
+class RankingModel(keras.Model):
+  """Base class: item encoder, per-domain history inputs, the output MLP, the two-step scoring.
+
+  Subclasses implement `encode_user` and `score`, and list in `get_config` what they add.
+
+  Args:
+    num_items: item ids are in [1, num_items] (0 = padding).
+    dim: width d of item and sequence representations (SEMI A.1: 128).
+    item_features: what the item encoder sums: "id", "category", "visual".
+    num_categories: category vocabulary (needed with "category").
+    visual_dim: width of the item store's visual vectors (needed with "visual").
+    domains: histories the model reads, a subset of ("source", "target").
+    max_seq_len: length each history is padded/truncated to by the input pipeline.
+    mlp_units: hidden widths of the output MLP (SEMI §3.4: [128]); a final width-1 logit layer
+      is added.
+    dropout: dropout of the output MLP and of attention blocks (SEMI A.1: 0.1).
+    use_time_blocks: add the 1-hour time-block embedding to history items (SEMI §3.2.3).
+    num_time_blocks: time blocks (the last collects everything older); 168 = one week.
+  """
+
+  def __init__(self,
+               num_items: int,
+               dim: int = 128,
+               item_features: Sequence[str] = ("id", "category", "visual"),
+               num_categories: int = 0,
+               visual_dim: int = 0,
+               domains: Sequence[str] = ("target",),
+               max_seq_len: int = schema.MAX_SEQ_LEN,
+               mlp_units: Sequence[int] = (128,),
+               dropout: float = 0.1,
+               use_time_blocks: bool = False,
+               num_time_blocks: int = 168,
+               **kwargs):
+    super().__init__(**kwargs)
+    domains = tuple(domains)
+    if not domains or set(domains) - set(DOMAINS) or len(set(domains)) != len(domains):
+      raise ValueError(f"domains must be distinct names from {DOMAINS}, got {domains}")
+    self.num_items = int(num_items)
+    self.dim = int(dim)
+    self.item_features = tuple(item_features)
+    self.num_categories = int(num_categories)
+    self.visual_dim = int(visual_dim)
+    self.domains = domains
+    self.max_seq_len = int(max_seq_len)
+    self.mlp_units = tuple(int(u) for u in mlp_units)
+    self.dropout = float(dropout)
+    self.use_time_blocks = bool(use_time_blocks)
+    self.num_time_blocks = int(num_time_blocks)
+    self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
+                                    visual_dim=visual_dim, name="item_encoder")
+    self.time_blocks = (TimeBlockEmbedding(dim, num_blocks=num_time_blocks, name="time_blocks")
+                        if use_time_blocks else None)
+    # The logit layer stays float32 under mixed precision (a numerically safe sigmoid/BCE).
+    self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=dropout, linear_output=True,
+                          name="output_mlp", dtype="float32")
+
+  # ------------------------------------------------------------------ the scoring contract
+
+  def encode_user(self, features: Dict[str, tf.Tensor],
+                  training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    """Candidate-independent user state; every value is batch-major [batch, ...]."""
+    raise NotImplementedError
+
+  def score(self, user: Dict[str, tf.Tensor], candidate_ids: tf.Tensor,
+            training: Optional[bool] = None) -> tf.Tensor:
+    """<int>[batch, n] candidates against `user` (batch rows) -> <float32>[batch, n] logits."""
+    raise NotImplementedError
+
+  def call(self, features: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
+    user = self.encode_user(features, training=training)
+    return self.score(user, features["item_id"][:, None], training=training)[:, 0]
+
+  # ------------------------------------------------------------------ inputs
+
+  @property
+  def user_input_names(self) -> Tuple[str, ...]:
+    """Features `encode_user` reads (what a serving request carries for the user)."""
+    names = ["timestamp"]
+    for d in self.domains:
+      names += [f"{d}_item_ids", f"{d}_timestamps", f"{d}_mask"]
+    return tuple(names)
+
+  def dummy_features(self, batch: int = 1) -> Dict[str, tf.Tensor]:
+    """All-padding features of the right shapes, for building the model's weights."""
+    feats = {"timestamp": tf.zeros([batch], tf.int64), "item_id": tf.ones([batch], tf.int64)}
+    for d in self.domains:
+      feats[f"{d}_item_ids"] = tf.zeros([batch, self.max_seq_len], tf.int64)
+      feats[f"{d}_timestamps"] = tf.zeros([batch, self.max_seq_len], tf.int64)
+      feats[f"{d}_mask"] = tf.zeros([batch, self.max_seq_len], tf.bool)
+    return feats
+
+  def build_and_fill(self, item_store: Any) -> "RankingModel":
+    """Creates the weights (one call on dummy features) and copies the item store in."""
+    self(self.dummy_features(), training=False)
+    self.item_encoder.set_item_features(item_store)
+    return self
+
+  def domain_sequence(self, features: Dict[str, tf.Tensor], domain: str) -> Tuple[tf.Tensor, tf.Tensor]:
+    """One domain's history as model inputs (SEMI §3.2.3).
+
+    Returns:
+      (<float>[batch, seq, dim] item encodings [+ time-block embeddings], zero at padding;
+       <bool>[batch, seq] mask).
+    """
+    mask = tf.cast(features[f"{domain}_mask"], tf.bool)
+    x = self.item_encoder(features[f"{domain}_item_ids"])
+    if self.time_blocks is not None:
+      x = x + tf.cast(self.time_blocks(features[f"{domain}_timestamps"],
+                                       features["timestamp"], mask), x.dtype)
+    return x * tf.cast(mask, x.dtype)[..., None], mask
+
+  def merged_sequence(self, features: Dict[str, tf.Tensor],
+                     domain_embeddings: Optional[tf.Variable] = None
+                     ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """All of `self.domains` as one time-ordered sequence (Cross-BST, SEMI §4.2.1 (10)).
+
+    Real items come first, oldest first (stable by domain order for equal times), padding
+    last. `domain_embeddings` <float>[2, dim], when given, is added per item's domain.
+
+    Returns:
+      (<float>[batch, sum of seq, dim]; <bool>[batch, sum of seq]).
+    """
+    xs, masks, times = [], [], []
+    for d in self.domains:
+      x, m = self.domain_sequence(features, d)
+      if domain_embeddings is not None:
+        row = tf.cast(domain_embeddings[DOMAINS.index(d)], x.dtype)
+        x = x + row * tf.cast(m, x.dtype)[..., None]
+      xs.append(x)
+      masks.append(m)
+      times.append(tf.cast(features[f"{d}_timestamps"], tf.int64))
+    x, mask, t = (tf.concat(v, axis=1) for v in (xs, masks, times))
+    if len(self.domains) == 1:
+      return x, mask
+    key = tf.where(mask, t, tf.int64.max)
+    order = tf.argsort(key, axis=1, stable=True)
+    return tf.gather(x, order, batch_dims=1), tf.gather(mask, order, batch_dims=1)
+
+  def candidates(self, candidate_ids: tf.Tensor) -> tf.Tensor:
+    """<int>[batch, n] -> <float>[batch, n, dim] candidate item encodings."""
+    return self.item_encoder(candidate_ids)
+
+  def logits(self, parts: Sequence[tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
+    """Concatenates [batch, n, *] parts (user parts broadcast over n) -> [batch, n] logits."""
+    n = tf.shape(parts[-1])[1]
+    expanded = []
+    for p in parts:
+      if p.shape.rank == 2:
+        p = tf.repeat(p[:, None, :], n, axis=1)
+      expanded.append(tf.cast(p, self.compute_dtype))
+    return self.output_mlp(tf.concat(expanded, axis=-1), training=training)[..., 0]
+
+  # ------------------------------------------------------------------ config
+
+  def get_config(self) -> Dict[str, Any]:
+    return dict(num_items=self.num_items, dim=self.dim, item_features=list(self.item_features),
+                num_categories=self.num_categories, visual_dim=self.visual_dim,
+                domains=list(self.domains), max_seq_len=self.max_seq_len,
+                mlp_units=list(self.mlp_units), dropout=self.dropout,
+                use_time_blocks=self.use_time_blocks, num_time_blocks=self.num_time_blocks)
+
+  @classmethod
+  def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RankingModel":
+    return cls(**config)
+
+
+__all__ = ["RankingModel", "DOMAINS"]
