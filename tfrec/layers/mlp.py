@@ -59,18 +59,20 @@ class MLP(keras.layers.Layer):
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
     self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
     self._stack = []
+    policy = self.dtype_policy  # sublayers follow this layer's dtype (e.g. a float32 logit MLP)
     for i, width in enumerate(units):
       linear = linear_output and i == len(units) - 1
       self._stack.append(keras.layers.Dense(
           width, kernel_initializer=clone_initializer(self.kernel_initializer),
-          kernel_regularizer=self.kernel_regularizer, name=f"dense_{i}"))
+          kernel_regularizer=self.kernel_regularizer, name=f"dense_{i}", dtype=policy))
       if linear:
         continue
       if use_batch_norm:
-        self._stack.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
-      self._stack.append(keras.layers.Activation(self.activation, name=f"activation_{i}"))
+        self._stack.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}", dtype=policy))
+      self._stack.append(keras.layers.Activation(self.activation, name=f"activation_{i}",
+                                                   dtype=policy))
       if dropout:
-        self._stack.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
+        self._stack.append(keras.layers.Dropout(dropout, name=f"dropout_{i}", dtype=policy))
 
   def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
     x = inputs

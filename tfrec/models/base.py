@@ -177,7 +177,10 @@ class RankingModel(keras.Model):
       if p.shape.rank == 2:
         p = tf.repeat(p[:, None, :], n, axis=1)
       expanded.append(tf.cast(p, self.compute_dtype))
-    return self.output_mlp(tf.concat(expanded, axis=-1), training=training)[..., 0]
+    logits = self.output_mlp(tf.concat(expanded, axis=-1), training=training)[..., 0]
+    # MLP's inner Dense layers take the global policy, not its dtype="float32": under mixed
+    # precision they return bfloat16/float16, so the contract's float32 is enforced here.
+    return tf.cast(logits, tf.float32)
 
   # ------------------------------------------------------------------ config
 
