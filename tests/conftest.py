@@ -73,3 +73,14 @@ def tiny_dir(tmp_path):
   write_records(d, "ranking", "train", [ranking_record(i) for i in range(20)], num_shards=2,
                 info=info)
   return d
+
+
+@pytest.fixture(scope="session")
+def syn_dir(tmp_path_factory):
+  """Tiny synthetic dataset (60 users) with 2 shards per split, so two workers can share it."""
+  import dataclasses
+  from tfrec.data import synthetic
+  d = str(tmp_path_factory.mktemp("syn") / "tiny")
+  cfg = dataclasses.replace(synthetic.get_config("tiny"), num_users=60)
+  synthetic.generate(cfg, d, num_shards=2, verbose=False)
+  return d

@@ -19,61 +19,61 @@ _MODEL_LIST = ("item_features", "domains")
 _MODEL_INT_LIST = ("mlp_units", "attention_units")
 
 
-def define_flags() -> None:
-  """Defines every flag of train / evaluate / export (idempotent)."""
-  if "model" in FLAGS:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Defines every flag of train / evaluate / export in `fv` (idempotent)."""
+  if "model" in fv:
     return
   # Data.
   flags.DEFINE_string("data_dir", None, "Dataset directory in the tfrec data contract "
-                      "(python -m tfrec.data.synthetic --out DIR, or tfrec.data.movielens).")
-  flags.DEFINE_string("train_split", "train", "Training split of the ranking records.")
-  flags.DEFINE_string("eval_split", "test", "Validation/evaluation split.")
-  flags.DEFINE_integer("max_seq_len", 50, "History length per domain (newest kept, padded).")
-  flags.DEFINE_integer("shuffle_buffer", 10_000, "Training shuffle buffer in records (0: off).")
+                      "(python -m tfrec.data.synthetic --out DIR, or tfrec.data.movielens).", flag_values=fv)
+  flags.DEFINE_string("train_split", "train", "Training split of the ranking records.", flag_values=fv)
+  flags.DEFINE_string("eval_split", "test", "Validation/evaluation split.", flag_values=fv)
+  flags.DEFINE_integer("max_seq_len", 50, "History length per domain (newest kept, padded).", flag_values=fv)
+  flags.DEFINE_integer("shuffle_buffer", 10_000, "Training shuffle buffer in records (0: off).", flag_values=fv)
   flags.DEFINE_enum("on_bad_record", "raise", ["raise", "skip"],
                     "A record that breaks the data contract stops the run (raise, naming file, "
-                    "record and field) or is dropped and counted (skip).")
-  flags.DEFINE_bool("verify_checksums", True, "Hash shards against their manifests first.")
+                    "record and field) or is dropped and counted (skip).", flag_values=fv)
+  flags.DEFINE_bool("verify_checksums", True, "Hash shards against their manifests first.", flag_values=fv)
   # Model.
   flags.DEFINE_string("model", None, "Registered model name (tfrec.models.registry), e.g. "
-                      "youtubenet, din, bst, cross_bst.")
-  flags.DEFINE_integer("dim", None, "Item/sequence representation width (SEMI A.1: 128).")
+                      "youtubenet, din, bst, cross_bst.", flag_values=fv)
+  flags.DEFINE_integer("dim", None, "Item/sequence representation width (SEMI A.1: 128).", flag_values=fv)
   flags.DEFINE_list("item_features", None, "Item encoder inputs among id,category,visual "
-                    "(default: all the dataset has).")
+                    "(default: all the dataset has).", flag_values=fv)
   flags.DEFINE_list("domains", None, "Histories the model reads: source,target (default: the "
-                    "model's own).")
-  flags.DEFINE_list("mlp_units", None, "Hidden widths of the output MLP (SEMI: 128).")
-  flags.DEFINE_float("dropout", None, "Dropout rate (SEMI A.1: 0.1).")
-  flags.DEFINE_integer("num_heads", None, "Attention heads (SEMI A.1: 8).")
-  flags.DEFINE_integer("ff_dim", None, "Feed-forward width of attention blocks (SEMI: 128).")
-  flags.DEFINE_list("attention_units", None, "DIN activation-unit widths (DIN: 80,40).")
-  flags.DEFINE_bool("use_time_blocks", None, "Add 1-hour time-block embeddings (SEMI §3.2.3).")
-  flags.DEFINE_integer("num_time_blocks", None, "Time blocks, the last one 'older' (168).")
+                    "model's own).", flag_values=fv)
+  flags.DEFINE_list("mlp_units", None, "Hidden widths of the output MLP (SEMI: 128).", flag_values=fv)
+  flags.DEFINE_float("dropout", None, "Dropout rate (SEMI A.1: 0.1).", flag_values=fv)
+  flags.DEFINE_integer("num_heads", None, "Attention heads (SEMI A.1: 8).", flag_values=fv)
+  flags.DEFINE_integer("ff_dim", None, "Feed-forward width of attention blocks (SEMI: 128).", flag_values=fv)
+  flags.DEFINE_list("attention_units", None, "DIN activation-unit widths (DIN: 80,40).", flag_values=fv)
+  flags.DEFINE_bool("use_time_blocks", None, "Add 1-hour time-block embeddings (SEMI §3.2.3).", flag_values=fv)
+  flags.DEFINE_integer("num_time_blocks", None, "Time blocks, the last one 'older' (168).", flag_values=fv)
   # Training.
-  flags.DEFINE_string("run_dir", None, "Run directory: checkpoints, logs, resolved flags.")
-  flags.DEFINE_integer("batch_size", 1024, "Global batch size.")
-  flags.DEFINE_integer("epochs", 1, "Epochs.")
-  flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
+  flags.DEFINE_string("run_dir", None, "Run directory: checkpoints, logs, resolved flags.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 1024, "Global batch size.", flag_values=fv)
+  flags.DEFINE_integer("epochs", 1, "Epochs.", flag_values=fv)
+  flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).", flag_values=fv)
   flags.DEFINE_integer("validation_steps", None, "Validation steps per epoch (default: the "
-                       "whole eval split; 0: no validation).")
-  flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (SEMI A.1: 1e-3).")
-  flags.DEFINE_integer("seed", 0, "Seed of Python, NumPy, TensorFlow and the shuffle.")
+                       "whole eval split; 0: no validation).", flag_values=fv)
+  flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (SEMI A.1: 1e-3).", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Seed of Python, NumPy, TensorFlow and the shuffle.", flag_values=fv)
   flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism: reruns give identical "
-                    "weights (slower).")
+                    "weights (slower).", flag_values=fv)
   flags.DEFINE_enum("strategy", "default", list(config_lib.STRATEGIES),
-                    "tf.distribute strategy; multi_worker reads TF_CONFIG.")
+                    "tf.distribute strategy; multi_worker reads TF_CONFIG.", flag_values=fv)
   flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (MirroredStrategy "
-                       "without GPUs, for tests and CI).")
+                       "without GPUs, for tests and CI).", flag_values=fv)
   flags.DEFINE_enum("precision", "float32", list(config_lib.PRECISIONS),
-                    "Keras mixed-precision policy.")
-  flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
-  flags.DEFINE_integer("backup_every_steps", 100, "BackupAndRestore period in steps (0: epochs).")
-  flags.DEFINE_integer("early_stopping_patience", 0, "Epochs without val AUC gain (0: off).")
-  flags.DEFINE_integer("log_every_steps", 50, "TensorBoard scalar period in steps.")
-  flags.DEFINE_string("profile_batch", "", "TensorBoard profiler batches: N or N,M ('' off).")
-  flags.DEFINE_string("init_from", "", "Run directory or checkpoint to initialise weights from.")
-  flags.DEFINE_string("export_dir", "", "Export a SavedModel here after training.")
-  flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
+                    "Keras mixed-precision policy.", flag_values=fv)
+  flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.", flag_values=fv)
+  flags.DEFINE_integer("backup_every_steps", 100, "BackupAndRestore period in steps (0: epochs).", flag_values=fv)
+  flags.DEFINE_integer("early_stopping_patience", 0, "Epochs without val AUC gain (0: off).", flag_values=fv)
+  flags.DEFINE_integer("log_every_steps", 50, "TensorBoard scalar period in steps.", flag_values=fv)
+  flags.DEFINE_string("profile_batch", "", "TensorBoard profiler batches: N or N,M ('' off).", flag_values=fv)
+  flags.DEFINE_string("init_from", "", "Run directory or checkpoint to initialise weights from.", flag_values=fv)
+  flags.DEFINE_string("export_dir", "", "Export a SavedModel here after training.", flag_values=fv)
+  flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.", flag_values=fv)
 
 
 def model_kwargs(fl=FLAGS) -> dict:
