@@ -289,3 +289,57 @@ def test_baseline_configs_run_as_is_for_two_steps(syn_dir, tmp_path, monkeypatch
   cfg = tfrec_flags.run_config(fl)
   result = train_lib.train(cfg)
   assert result.steps == 2 and np.isfinite(result.history["loss"]).all()
+
+
+@pytest.mark.parametrize("precision,jit", [("mixed_bfloat16", False), ("float32", True)])
+def test_mixed_precision_and_xla_switches_train(syn_dir, tmp_path, precision, jit):
+  cfg = make_config(syn_dir, str(tmp_path / "run"), model="cross_bst",
+                    model_kwargs=dict(num_heads=2), steps_per_epoch=3, precision=precision,
+                    jit_compile=jit)
+  try:
+    result = train_lib.train(cfg)
+    assert np.isfinite(result.history["loss"]).all()
+    assert keras.mixed_precision.global_policy().name == precision
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  model, *_ = runs.restore_model(cfg.train.run_dir, "final")
+  assert all(w.dtype in (tf.float32, tf.int32) for w in model.weights)  # variables stay fp32
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_run_scalars_over_http(syn_dir, tmp_path):
+  """Starts `tensorboard` on a loopback port and reads the training loss through its API."""
+  import json
+  import socket
+  import subprocess
+  import sys
+  import time
+  import urllib.request
+  run = str(tmp_path / "run")
+  train_lib.train(make_config(syn_dir, run, steps_per_epoch=3, epochs=2))
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
+                           config_lib.run_paths(run)["logs"], "--host", "127.0.0.1", "--port",
+                           str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=train&tag=epoch_loss")
+  try:
+    deadline, data = time.time() + 90, None
+    while time.time() < deadline:
+      try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+          data = json.loads(r.read())
+        if len(data) == 2:
+          break
+      except OSError:
+        pass
+      time.sleep(1)
+    assert data is not None and len(data) == 2, data
+    served = [row[2] for row in data]  # [wall_time, step, value]
+    local = [v for _, v in scalars(os.path.join(config_lib.run_paths(run)["logs"], "train"))
+             ["epoch_loss"]]
+    np.testing.assert_allclose(served, local, rtol=1e-6)
+  finally:
+    proc.kill()
+    proc.wait()
