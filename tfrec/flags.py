@@ -73,6 +73,12 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string("profile_batch", "", "TensorBoard profiler batches: N or N,M ('' off).", flag_values=fv)
   flags.DEFINE_string("init_from", "", "Run directory or checkpoint to initialise weights from.", flag_values=fv)
   flags.DEFINE_string("export_dir", "", "Export a SavedModel here after training.", flag_values=fv)
+  flags.DEFINE_string("checkpoint", "best", "evaluate/export: weights of --run_dir to use: best "
+                      "(highest validation AUC), final, or a checkpoint path prefix.",
+                      flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "train: delete --run_dir first if it exists; export: "
+                    "replace a non-empty --export_dir.",
+                    flag_values=fv)
   flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.", flag_values=fv)
 
 

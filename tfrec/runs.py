@@ -30,32 +30,43 @@ def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) 
   return model.build_and_fill(store)
 
 
-def checkpoint_path(run_dir_or_path: str, which: str = "best") -> str:
-  """A checkpoint prefix from a run directory (`which` = best | final) or a prefix itself.
+CHECKPOINTS = ("best", "final")
+
+
+def checkpoint_path(run_dir: str, which: str = "best") -> str:
+  """The checkpoint prefix `which` of a run: "best" or "final" (exactly that one, never the
+  other: results record which weights they come from), or a checkpoint prefix itself.
 
   Raises:
-    FileNotFoundError: naming what is missing (never a silent fresh start).
+    FileNotFoundError: naming the missing checkpoint and what the run holds (never a silent
+      fresh start or a silent substitute).
   """
-  if tf.io.gfile.exists(run_dir_or_path + ".index"):
-    return run_dir_or_path
-  paths = config_lib.run_paths(run_dir_or_path)
-  order = [which] + [w for w in ("best", "final") if w != which]
-  for w in order:
-    if tf.io.gfile.exists(paths[w] + ".index"):
-      return paths[w]
-  raise FileNotFoundError(f"{run_dir_or_path}: no checkpoint ({' or '.join(order)} under "
-                          f"{paths['checkpoints']}); has the run finished an epoch?")
+  if which in CHECKPOINTS:
+    paths = config_lib.run_paths(run_dir)
+    path = paths[which]
+    if not tf.io.gfile.exists(path + ".index"):
+      have = [w for w in CHECKPOINTS if tf.io.gfile.exists(paths[w] + ".index")]
+      raise FileNotFoundError(
+          f"{path}: no '{which}' checkpoint in {run_dir} (it has: {', '.join(have) or 'none'}"
+          f"{'' if have else '; has the run finished an epoch?'})")
+    return path
+  if not tf.io.gfile.exists(which + ".index"):
+    raise FileNotFoundError(f"{which}: not a checkpoint prefix (no {which}.index); a "
+                            f"checkpoint is one of {' | '.join(CHECKPOINTS)} | a path prefix")
+  return which
 
 
 def restore_model(run_dir: str, which: str = "best", data_dir: Optional[str] = None
                   ) -> Tuple[RankingModel, config_lib.RunConfig, DatasetInfo, ItemStore]:
-  """Rebuilds a run's model from its `config.json` and loads its `which` checkpoint."""
+  """Rebuilds a run's model from its `config.json` and loads its `which` checkpoint
+  (best | final | a checkpoint prefix, see `checkpoint_path`)."""
   cfg = config_lib.RunConfig.load(run_dir)
   data_dir = data_dir or cfg.data.data_dir
   info, store = DatasetInfo.load(data_dir), ItemStore.load(data_dir)
   model = build_model(cfg, info, store)
   path = checkpoint_path(run_dir, which)
-  model.load_weights(path).assert_existing_objects_matched()
+  # Training checkpoints also hold optimizer slots, which an inference model does not need.
+  model.load_weights(path).assert_existing_objects_matched().expect_partial()
   return model, cfg, info, store
 
 

@@ -82,8 +82,9 @@ def _write_path(path: str, chief: bool) -> str:
 
 
 def _init_from(model: keras.Model, source: str) -> None:
-  """Initialises weights from a run directory or checkpoint prefix (partial matches allowed)."""
-  path = runs.checkpoint_path(source)
+  """Initialises weights from a run directory (its best checkpoint) or a checkpoint prefix;
+  partial matches are allowed (e.g. pre-trained encoders only)."""
+  path = runs.checkpoint_path(source, "best" if os.path.isdir(source) else source)
   status = model.load_weights(path)
   status.expect_partial()
   logging.info("initialised weights from %s", path)
@@ -147,6 +148,9 @@ def train(cfg: config_lib.RunConfig,
   setup_runtime(cfg)
   chief = distribute.is_chief(strategy)
   _check_run_dir(cfg, chief)
+  if t.export_dir and chief:
+    from tfrec import export as export_lib
+    export_lib.check_export_dir(t.export_dir)  # fail before training, not after
   if chief:
     cfg.save()
     if flags_text:
@@ -210,13 +214,16 @@ def main(argv: Sequence[str]) -> None:
   except ValueError as e:
     sys.exit(f"tfrec.train: {e}")
   flags_text = "\n".join(f.serialize() for f in fl.get_flags_for_module("tfrec.flags")
-                         if f.value is not None and f.serialize()) + "\n"
+                         if f.value is not None and f.serialize() and f.name != "overwrite")
+  if fl.overwrite and os.path.isdir(cfg.train.run_dir):
+    logging.warning("--overwrite: deleting %s", cfg.train.run_dir)
+    shutil.rmtree(cfg.train.run_dir)
   try:
-    result = train(cfg, flags_text=flags_text)
+    result = train(cfg, flags_text=flags_text + "\n")
   except cb.TrainingDiverged as e:
     logging.error("%s", e)
     sys.exit(f"tfrec.train: diverged: {e}")
-  except cb.CheckpointError as e:
+  except (cb.CheckpointError, FileExistsError, FileNotFoundError) as e:
     sys.exit(f"tfrec.train: {e}")
   last = {k: v[-1] for k, v in result.history.items() if v}
   print(f"tfrec.train: done, {result.steps} steps; "

@@ -25,7 +25,7 @@ class ItemEncoder(keras.layers.Layer):
 
   The store's columns live in the layer as non-trainable weights (`item_category`,
   `item_visual`), so a checkpoint or SavedModel carries them and a serving request needs only
-  item ids, as in SEMI's deployment (App. A.3). Fill them with `set_item_features(store)` after
+  item ids, as in SEMI's deployment (App. A.4). Fill them with `set_item_features(store)` after
   the layer is built; until then they are zeros. Row 0 is the padding item.
 
   Args:

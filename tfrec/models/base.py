@@ -1,7 +1,7 @@
 """The ranking-model contract every tfrec ranking model follows, and the parts they share.
 
 A ranking model scores (user, candidate item) pairs in two steps so that serving can encode a
-user once per request and score many candidates against that encoding (SEMI App. A.3):
+user once per request and score many candidates against that encoding (SEMI App. A.4):
 
   user  = model.encode_user(features)              # dict of <float>[batch, ...] tensors
   logit = model.score(user, candidate_ids)         # <float32>[batch, num_candidates]
