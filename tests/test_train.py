@@ -278,17 +278,22 @@ def test_every_config_parses_and_names_a_registered_model(monkeypatch):
                    **cfg.model.kwargs)
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if "baselines" in p])
-def test_baseline_configs_run_as_is_for_two_steps(syn_dir, tmp_path, monkeypatch, path):
-  """Each flagfile as written (paper sizes), with only data, run dir and length shortened."""
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.endswith("base.flags")],
+                         ids=lambda p: os.path.relpath(p, REPO))
+def test_every_config_runs_as_is_for_two_steps(syn_dir, tmp_path, monkeypatch, path):
+  """Each flagfile as written (model sizes included), with only the data, the output
+  directories and the length shortened."""
   monkeypatch.chdir(REPO)
   fl = _fresh_flags()
   fl(["prog", f"--flagfile={path}", f"--data_dir={syn_dir}", f"--run_dir={tmp_path}/r",
       "--steps_per_epoch=2", "--epochs=1", "--validation_steps=1", "--batch_size=64",
-      "--verbose=0"])
+      "--verbose=0"] + ([f"--export_dir={tmp_path}/e/1"] if "--export_dir" in open(path).read()
+                     else []))
   cfg = tfrec_flags.run_config(fl)
   result = train_lib.train(cfg)
   assert result.steps == 2 and np.isfinite(result.history["loss"]).all()
+  if cfg.train.export_dir:
+    assert tf.saved_model.load(cfg.train.export_dir).signatures["rank"] is not None
 
 
 @pytest.mark.parametrize("precision,jit", [("mixed_bfloat16", False), ("float32", True)])
