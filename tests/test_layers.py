@@ -42,7 +42,7 @@ def block_weights(layer):
 
 
 def np_attention_block(w, query, value, key_mask, num_heads, use_residual=True,
-                       use_layer_norm=True, eps=1e-6):
+                       use_layer_norm=True, eps=1.001e-5):
   """SEMI eq. 2-3, head by head, + W^O, post-norm residuals and a ReLU feed-forward network."""
   head_dim = w["query_kernel"].shape[1] // num_heads
   bias = lambda n: w.get(f"{n}_bias", 0.0)  # noqa: E731
@@ -121,7 +121,8 @@ def test_attention_golden_by_hand():
   np.testing.assert_allclose(weights.numpy(), [[[[1.0, 0.0], [1.0, 0.0]]]], atol=1e-6)
   # Post-norm: LayerNorm(X + A); X + A = [1.669762, 0.330238] has mean 1 and std 0.669762.
   normed = MultiHeadAttentionBlock(num_heads=1, ff_dim=0, kernel_initializer="identity")
-  np.testing.assert_allclose(normed(x).numpy(), [[[1.0, -1.0], [-1.0, 1.0]]], atol=1e-5)
+  unit = 0.669762 / np.sqrt(0.669762 ** 2 + 1.001e-5)  # the layer norm's epsilon
+  np.testing.assert_allclose(normed(x).numpy(), [[[unit, -unit], [-unit, unit]]], atol=1e-5)
 
 
 @pytest.mark.parametrize("use_residual,use_layer_norm,ff_dim", [

@@ -134,8 +134,9 @@ class RankingModel(keras.Model):
     mask = tf.cast(features[f"{domain}_mask"], tf.bool)
     x = self.item_encoder(features[f"{domain}_item_ids"])
     if self.time_blocks is not None:
+      # No mask here: the sum is masked once below.
       x = x + tf.cast(self.time_blocks(features[f"{domain}_timestamps"],
-                                       features["timestamp"], mask), x.dtype)
+                                       features["timestamp"]), x.dtype)
     return x * tf.cast(mask, x.dtype)[..., None], mask
 
   def merged_sequence(self, features: Dict[str, tf.Tensor],

@@ -70,9 +70,32 @@ class BST(RankingModel):
             training: Optional[bool] = None) -> tf.Tensor:
     cand = self.candidates(candidate_ids)
     row = self.block(cand, user["history"], key_mask=user["mask"], training=training)
-    has_history = tf.reduce_any(user["mask"], axis=1)[:, None, None]
-    row = tf.where(has_history, row, tf.zeros_like(row))  # no history: no interest vector
-    return self.logits([user["pooled"], row, cand], training=training)
+    return self._head(user["pooled"], row, cand, user["mask"], training)
+
+  def call(self, features: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
+    """Training/pointwise path: one candidate per row, computed in ONE block call.
+
+    The history rows and the candidate's row share keys and values (the history), so
+    Block(Q=[S; v_t], K=V=S) gives H and r_t together and projects the history's K and V once
+    (score-once serving projects them once per request anyway). Identical to
+    `score(encode_user(features), item_id)`: the history rows never see the candidate.
+    """
+    history, mask = self.merged_sequence(features, self.domain_embeddings)
+    cand = self.candidates(features["item_id"][:, None])  # [batch, 1, dim]
+    seq_len = history.shape[1]
+    queries = tf.concat([history, tf.cast(cand, history.dtype)], axis=1)
+    query_mask = tf.concat([mask, tf.ones_like(mask[:, :1])], axis=1)
+    both = self.block(queries, history, key_mask=mask, query_mask=query_mask, training=training)
+    encoded, row = tf.split(both, [seq_len, 1], axis=1)  # split: a strided slice's gradient
+    # cost about 50 ms per step at SEMI sizes (measured)
+    return self._head(self.pooling(encoded, mask), row, cand, mask, training)[:, 0]
+
+  def _head(self, pooled: tf.Tensor, row: tf.Tensor, cand: tf.Tensor, mask: tf.Tensor,
+            training: Optional[bool]) -> tf.Tensor:
+    """logit = MLP([mean(H), r_t, v_t]); r_t = 0 for a user without history (no interest)."""
+    has_history = tf.reduce_any(mask, axis=1)[:, None, None]
+    row = tf.where(has_history, row, tf.zeros_like(row))
+    return self.logits([pooled, row, cand], training=training)
 
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), "num_heads": self.num_heads, "ff_dim": self.ff_dim}
