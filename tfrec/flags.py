@@ -21,7 +21,7 @@ _MODEL_INT_LIST = ("mlp_units", "attention_units")
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   """Defines every flag of train / evaluate / export in `fv` (idempotent)."""
-  if "model" in fv:
+  if "data_dir" in fv:  # a tfrec-only name: a clash on a shared name (model) fails loudly
     return
   # Data.
   flags.DEFINE_string("data_dir", None, "Dataset directory in the tfrec data contract "

@@ -5,7 +5,7 @@ import sys
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
-BENCHES = ("input",)
+BENCHES = ("input", "train", "serve")
 
 
 def main() -> None:

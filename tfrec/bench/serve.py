@@ -38,63 +38,34 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec import export as export_lib
-from tfrec.data import schema
-from tfrec.data.item_store import ItemStore
-from tfrec.models import registry
+from tfrec.bench import common
 
 FLAGS = flags.FLAGS
 SEMI_MS = 30.0  # SEMI App. A.4: ~500 candidates per request in ~30 ms.
 HOUR = 3600
 
 
-def _define(kind: str, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
-  """Defines a flag unless another bench module loaded in this process already did.
-
-  `bench train` defines `model`, `seq`, `dim`, `heads`, `ff_dim`, `items`, `categories` and
-  `seed` with the same meaning and default.
-  """
-  if name not in FLAGS:
-    getattr(flags, f"DEFINE_{kind}")(name, default, help=help_text, **kwargs)
-
-
-_define("string", "model", "cross_bst", "Registered model to serve (tfrec.models.registry).")
-_define("integer", "candidates", 500, "Candidates per request (SEMI App. A.4: about 500).")
-_define("integer", "requests", 200, "Timed `rank` requests.")
-_define("integer", "naive_requests", 40, "Timed naive requests (user replicated per candidate).")
-_define("integer", "warmup_requests", 10, "Untimed requests of each kind first.")
-_define("integer", "seq", 50, "History length per domain, all positions real (SEMI: 50).")
-_define("integer", "dim", 128, "Item/sequence width d (SEMI A.1: 128).")
-_define("integer", "heads", 8, "Attention heads (SEMI A.1: 8).")
-_define("integer", "ff_dim", 128, "Feed-forward width of the attention block (SEMI: 128).")
-_define("integer", "items", 20_000, "Items in the in-memory item store.")
-_define("integer", "categories", 50, "Item categories.")
-_define("integer", "visual_dim", 128, "Width of the item store's visual vectors.")
-_define("integer", "seed", 0, "Seed of the random store, weights and requests.")
-
-
-def synthetic_store(items: int, categories: int, visual_dim: int, seed: int) -> ItemStore:
-  """Random item store: ids 1..items//2 source, the rest target; row 0 padding."""
-  rng = np.random.default_rng(seed)
-  n = items + 1
-  half = items // 2
-  return ItemStore(
-      domain=np.r_[0, np.zeros(half), np.ones(items - half)],
-      category=np.r_[0, rng.integers(1, categories + 1, items)],
-      tags=np.zeros([n, schema.MAX_TAGS]), title=np.zeros([n, schema.MAX_TITLE_LEN]),
-      visual=np.r_[np.zeros([1, visual_dim]),
-                   rng.normal(size=[items, visual_dim])].astype(np.float32),
-      cold=np.zeros(n))
+common.define("string", "model", "cross_bst", "Registered model to serve (tfrec.models.registry).")
+common.define("integer", "candidates", 500, "Candidates per request (SEMI App. A.4: about 500).")
+common.define("integer", "requests", 200, "Timed `rank` requests.")
+common.define("integer", "naive_requests", 40, "Timed naive requests (user replicated per candidate).")
+common.define("integer", "warmup_requests", 10, "Untimed requests of each kind first.")
+common.define("integer", "seq", 50, "History length per domain, all positions real (SEMI: 50).")
+common.define("integer", "dim", 128, "Item/sequence width d (SEMI A.1: 128).")
+common.define("integer", "heads", 8, "Attention heads (SEMI A.1: 8).")
+common.define("integer", "ff_dim", 128, "Feed-forward width of the attention block (SEMI: 128).")
+common.define("integer", "items", 20_000, "Items in the in-memory item store.")
+common.define("integer", "categories", 50, "Item categories.")
+common.define("integer", "visual_dim", 128, "Width of the item store's visual vectors.")
+common.define("integer", "seed", 0, "Seed of the random store, weights and requests.")
 
 
 def build_model(name: str, items: int, categories: int, visual_dim: int, seq: int, dim: int,
                 heads: int, ff_dim: int, seed: int):
-  """Registered model `name` at the given sizes, random weights, store filled in."""
+  """Registered model `name` at the given sizes, random weights, a random store filled in."""
   tf.random.set_seed(seed)
-  accepted = registry.accepted_args(registry.get(name).cls)
-  extra = {k: v for k, v in dict(num_heads=heads, ff_dim=ff_dim).items() if k in accepted}
-  model = registry.build(name, num_items=items, dim=dim, num_categories=categories,
-                         visual_dim=visual_dim, max_seq_len=seq, **extra)
-  return model.build_and_fill(synthetic_store(items, categories, visual_dim, seed))
+  store = common.random_item_store(items, categories, visual_dim, seed)
+  return common.build_model(name, store, categories, seq, dim, heads, ff_dim)
 
 
 def make_requests(model, count: int, candidates: int, seq: int, seed: int

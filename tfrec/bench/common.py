@@ -1,0 +1,51 @@
+"""What the benchmarks share: flag definition across bench modules, a random item store, and a
+registered model at benchmark sizes."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from absl import flags
+import numpy as np
+
+from tfrec.data import schema
+from tfrec.data.item_store import ItemStore
+from tfrec.models import registry
+from tfrec.models.base import RankingModel
+
+FLAGS = flags.FLAGS
+
+
+def define(kind: str, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
+  """Defines a flag unless another bench module loaded in this process already did (the bench
+  modules share `model`, `seq`, `dim`, `heads`, `ff_dim`, `items`, `categories`, `seed` with
+  the same meaning and default)."""
+  if name not in FLAGS:
+    getattr(flags, f"DEFINE_{kind}")(name, default, help=help_text, **kwargs)
+
+
+def random_item_store(num_items: int, num_categories: int, visual_dim: int,
+                      seed: int) -> ItemStore:
+  """Random in-memory store: ids 1..num_items//2 source, the rest target; row 0 padding."""
+  rng = np.random.default_rng(seed)
+  n, half = num_items + 1, num_items // 2
+  return ItemStore(
+      domain=np.r_[0, np.zeros(half), np.ones(num_items - half)],
+      category=np.r_[0, rng.integers(1, num_categories + 1, num_items)],
+      tags=np.zeros([n, schema.MAX_TAGS]), title=np.zeros([n, schema.MAX_TITLE_LEN]),
+      visual=np.r_[np.zeros([1, visual_dim]),
+                   rng.normal(size=[num_items, visual_dim])].astype(np.float32),
+      cold=np.zeros(n))
+
+
+def build_model(name: str, store: ItemStore, num_categories: int, seq: int, dim: int,
+                heads: int, ff_dim: int, dropout: Optional[float] = None,
+                item_features: Optional[Sequence[str]] = None) -> RankingModel:
+  """Registered model `name` at the given sizes with `store` filled in. Arguments a model does
+  not take (DIN, YouTubeNet: no heads) are left out; None: the model's default."""
+  args = dict(num_items=store.num_items, dim=dim, num_categories=num_categories,
+              visual_dim=store.visual_dim, max_seq_len=seq, num_heads=heads, ff_dim=ff_dim,
+              dropout=dropout, item_features=item_features)
+  accepted = registry.accepted_args(registry.get(name).cls)
+  model = registry.build(name, **{k: v for k, v in args.items() if k in accepted})
+  return model.build_and_fill(store)
