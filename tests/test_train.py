@@ -72,11 +72,13 @@ def test_fit_writes_checkpoints_logs_and_config(syn_dir, tmp_path):
   assert all(v > 0 for _, v in train_tags["examples_per_second"])
   val_tags = scalars(os.path.join(paths["logs"], "validation"))
   assert {"epoch_loss", "epoch_auc"} <= set(val_tags)
-  # The best checkpoint is the epoch with the highest validation AUC.
-  best_epoch = int(np.argmax(result.history["val_auc"]))
+  # The best checkpoint is the epoch with the highest validation AUC: re-validating it on the
+  # same (unshuffled) validation batches reproduces that AUC.
   model, *_ = runs.restore_model(run, "best")
-  model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
-  assert best_epoch >= 0 and model.count_params() > 0
+  model.compile(metrics=[keras.metrics.AUC(from_logits=True, name="auc")])
+  val = runs.reader(cfg, cfg.data.eval_split, training=False).dataset(32).take(2)
+  auc = model.evaluate(val.map(runs.split_label), verbose=0, return_dict=True)["auc"]
+  assert auc == pytest.approx(max(result.history["val_auc"]), abs=1e-5)
 
 
 def test_same_run_dir_with_other_options_is_refused(syn_dir, tmp_path):
@@ -118,16 +120,35 @@ if "counting_youtubenet_test" not in registry.names():
   registry.register("counting_youtubenet_test", CountingYouTubeNet, "test-only counter")
 
 
-class Kill(keras.callbacks.Callback):
-  """Simulates a killed process: raises after global step `at`."""
+class AtStep(keras.callbacks.Callback):
+  """Runs `action(model)` after global step `at`."""
 
-  def __init__(self, at):
+  def __init__(self, at, action):
     super().__init__()
-    self.at = at
+    self.at, self.action = at, action
 
   def on_train_batch_end(self, batch, logs=None):
     if int(self.model.optimizer.iterations.numpy()) == self.at:
-      raise KeyboardInterrupt(f"killed at step {self.at}")
+      self.action(self.model)
+
+
+def Kill(at):  # noqa: N802  (reads as a callback class at the call sites)
+  """Simulates a killed process after step `at`."""
+
+  def kill(model):
+    raise KeyboardInterrupt(f"killed at step {at}")
+
+  return AtStep(at, kill)
+
+
+def PoisonWeights(at):  # noqa: N802
+  """Makes the weights NaN after step `at`, as a diverging optimiser would."""
+
+  def poison(model):
+    for w in model.trainable_weights:
+      w.assign(tf.fill(tf.shape(w), np.nan))
+
+  return AtStep(at, poison)
 
 
 def counting_config(syn_dir, run):
@@ -159,7 +180,6 @@ def test_killed_run_resumes_at_the_same_step_and_input_position(
   result = train_lib.train(cfg)
   assert result.steps == steps
   seen = seen_counts(run)
-  assert seen.sum() == total if derive_position else True
   if derive_position:
     assert result.resumed_from_step == 6
     np.testing.assert_array_equal(seen, np.ones(total))  # every example exactly once
@@ -175,19 +195,6 @@ def test_uninterrupted_epoch_sees_every_example_once(syn_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------- failures
-
-class PoisonWeights(keras.callbacks.Callback):
-  """Makes the weights NaN after step `at`, as a diverging optimiser would."""
-
-  def __init__(self, at):
-    super().__init__()
-    self.at = at
-
-  def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.optimizer.iterations.numpy()) == self.at:
-      for w in self.model.trainable_weights:
-        w.assign(tf.fill(tf.shape(w), np.nan))
-
 
 def test_nan_loss_stops_keeps_last_good_backup_and_never_exports(syn_dir, tmp_path):
   run = str(tmp_path / "run")
