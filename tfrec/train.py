@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
