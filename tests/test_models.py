@@ -29,7 +29,9 @@ TARGET_ITEMS = (6, 11)
 
 # Per-model arguments that keep every model tiny (dim 8, seq 5, 10 items).
 EXTRA = {"bst": dict(num_heads=2, ff_dim=DIM), "cross_bst": dict(num_heads=2, ff_dim=DIM),
-         "din": dict(attention_units=(DIM, 4))}
+         "din": dict(attention_units=(DIM, 4)), "semi": dict(num_heads=2, ff_dim=DIM),
+         "semi_micro_video": dict(num_heads=2, ff_dim=DIM),
+         "semi_product": dict(num_heads=2, ff_dim=DIM)}
 NAMES = registry.names()
 
 
@@ -346,6 +348,11 @@ NON_DEFAULT = {
                 use_time_blocks=False, num_heads=4, ff_dim=4),
     "cross_bst": dict(item_features=("visual",), domains=("target", "source"),
                       mlp_units=(6, 4), dropout=0.2, num_time_blocks=4, num_heads=1, ff_dim=3),
+    "semi": dict(item_features=("visual",), mlp_units=(6, 4), dropout=0.2, num_time_blocks=4,
+                 num_heads=4, ff_dim=3, use_inter_domain=False),
+    "semi_micro_video": dict(item_features=("id",), mlp_units=(5,), num_heads=1, ff_dim=5),
+    "semi_product": dict(item_features=("category",), domains=("source", "target"),
+                         num_heads=2, ff_dim=6),
 }
 
 

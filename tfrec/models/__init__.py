@@ -7,6 +7,7 @@ from tfrec.models import registry
 from tfrec.models.base import RankingModel
 from tfrec.models.bst import BST
 from tfrec.models.din import DIN
+from tfrec.models.semi import SEMI
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["BST", "DIN", "RankingModel", "YouTubeNet", "registry"]
+__all__ = ["BST", "DIN", "RankingModel", "SEMI", "YouTubeNet", "registry"]
