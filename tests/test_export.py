@@ -27,7 +27,7 @@ DIM = 8
 SEQ = 5  # the models' max_seq_len
 HOUR = 3600
 NOW = 10 * HOUR
-NAMES = registry.names()
+NAMES = registry.names("ranking")
 EXTRA = {"bst": dict(num_heads=2), "cross_bst": dict(num_heads=2)}
 
 # One user: three source events, two target events (hours before NOW fall in different time

@@ -32,7 +32,7 @@ EXTRA = {"bst": dict(num_heads=2, ff_dim=DIM), "cross_bst": dict(num_heads=2, ff
          "din": dict(attention_units=(DIM, 4)), "semi": dict(num_heads=2, ff_dim=DIM),
          "semi_micro_video": dict(num_heads=2, ff_dim=DIM),
          "semi_product": dict(num_heads=2, ff_dim=DIM)}
-NAMES = registry.names()
+NAMES = registry.names("ranking")
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -88,8 +88,9 @@ FLAGS = flags.FLAGS
 FORMAT = "tfrec.evaluate/1"
 # Pass 1 keeps these per example; "file" and "record" too when the data carry provenance.
 _COLUMNS = ("labels", "logits", "user_ids", "item_ids", "oracle_prob", "timestamps",
-            "scenario_ids")
-_KEPT = ("labels", "logits", "user_ids", "item_ids", "oracle_prob", "file", "record")
+            "scenario_ids", "source_len", "target_len")
+_KEPT = ("labels", "logits", "user_ids", "item_ids", "oracle_prob", "source_len", "target_len",
+         "file", "record")
 
 _REDUCTION_TEXT = {
     "mean": "plain mean over users (EasyRec)",
@@ -192,7 +193,8 @@ def evaluate(model: RankingModel,
     seen_description: what `seen_items` holds (recorded).
     popularity_description: what `popularity` counts (recorded).
     keep_arrays: also return numpy arrays under "arrays" (not JSON-serialisable): per example
-      "labels", "logits", "user_ids", "item_ids", "oracle_prob" (and "file", "record" when
+      "labels", "logits", "user_ids", "item_ids", "oracle_prob", "source_len", "target_len"
+      (history lengths after truncation) (and "file", "record" when
       the data carry provenance: index into `Reader.paths`, record in that file); per ranked
       positive "rows" (indices into the examples), "candidates" <int64>[n, 1 + m], "scores"
       <float32>[n, 1 + m] and "oracle_scores" <float64>[n, 1 + m] (None without an oracle).
@@ -268,6 +270,10 @@ def _pointwise_pass(ds: tf.data.Dataset, pointwise: Callable, max_examples: int
     cols["timestamps"].append(batch["timestamp"].numpy())
     cols["scenario_ids"].append(batch["scenario_id"].numpy() if "scenario_id" in batch
                                 else np.zeros(n, np.int64))
+    for d in ("source", "target"):  # history lengths (after truncation): user activity groups
+      mask = batch.get(f"{d}_mask")
+      cols[f"{d}_len"].append(np.zeros(n, np.int64) if mask is None
+                              else np.sum(mask.numpy(), axis=1).astype(np.int64))
     if "_file" in batch:
       cols.setdefault("file", []).append(batch["_file"].numpy())
       cols.setdefault("record", []).append(batch["_record"].numpy())
@@ -354,7 +360,8 @@ def load_run(run_dir: str, checkpoint: str = "best", data_dir: Optional[str] = N
     run_data_dir = cfg.data.data_dir
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
   path = runs.checkpoint_path(run_dir, checkpoint)  # fails before the model is built
-  model, _, info, store = runs.restore_model(run_dir, path, data_dir=cfg.data.data_dir)
+  model, _, info, store = runs.restore_model(run_dir, path, data_dir=cfg.data.data_dir,
+                                             ranking_only=True)
   return LoadedRun(model=model, cfg=cfg, info=info, store=store, run_dir=run_dir,
                    checkpoint=checkpoint, checkpoint_path=path, run_data_dir=run_data_dir)
 

@@ -333,7 +333,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best",
     data_dir: the dataset (item store) to fill the model with; None: the run's.
     overwrite: see `export`.
   """
-  model = runs.restore_model(run_dir, checkpoint, data_dir=data_dir)[0]
+  model = runs.restore_model(run_dir, checkpoint, data_dir=data_dir, ranking_only=True)[0]
   return export(model, export_dir, overwrite=overwrite)
 
 

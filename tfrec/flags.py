@@ -14,7 +14,8 @@ from tfrec import config as config_lib
 
 FLAGS = flags.FLAGS
 
-_MODEL_INT = ("dim", "num_heads", "ff_dim", "num_time_blocks")
+_MODEL_INT = ("dim", "num_heads", "ff_dim", "num_time_blocks", "queue_size")
+_MODEL_FLOAT = ("dropout", "momentum", "temperature")
 _MODEL_LIST = ("item_features", "domains")
 _MODEL_INT_LIST = ("mlp_units", "attention_units")
 
@@ -36,7 +37,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_bool("verify_checksums", True, "Hash shards against their manifests first.", flag_values=fv)
   # Model.
   flags.DEFINE_string("model", None, "Registered model name (tfrec.models.registry), e.g. "
-                      "youtubenet, din, bst, cross_bst.", flag_values=fv)
+                      "youtubenet, din, bst, cross_bst, semi, ccl.", flag_values=fv)
   flags.DEFINE_integer("dim", None, "Item/sequence representation width (SEMI A.1: 128).", flag_values=fv)
   flags.DEFINE_list("item_features", None, "Item encoder inputs among id,category,visual "
                     "(default: all the dataset has).", flag_values=fv)
@@ -49,6 +50,14 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_list("attention_units", None, "DIN activation-unit widths (DIN: 80,40).", flag_values=fv)
   flags.DEFINE_bool("use_time_blocks", None, "Add 1-hour time-block embeddings (SEMI §3.2.3).", flag_values=fv)
   flags.DEFINE_integer("num_time_blocks", None, "Time blocks, the last one 'older' (168).", flag_values=fv)
+  flags.DEFINE_integer("queue_size", None, "CCL: keys per dictionary K (SEMI A.1: 40960).",
+                       flag_values=fv)
+  flags.DEFINE_float("momentum", None, "CCL: key-encoder momentum m, eq. 9 (SEMI A.1: 0.999).",
+                     flag_values=fv)
+  flags.DEFINE_float("temperature", None, "CCL: InfoNCE temperature tau, eq. 5-6 (SEMI A.1: "
+                     "0.7).", flag_values=fv)
+  flags.DEFINE_bool("normalize", None, "CCL: L2-normalise queries and keys (MoCo; not in the "
+                    "paper's eq. 5-6).", flag_values=fv)
   # Training.
   flags.DEFINE_string("run_dir", None, "Run directory: checkpoints, logs, resolved flags.", flag_values=fv)
   flags.DEFINE_integer("batch_size", 1024, "Global batch size.", flag_values=fv)
@@ -85,7 +94,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 def model_kwargs(fl=FLAGS) -> dict:
   """The model flags the user set (None = not set), converted to their types."""
   kwargs = {}
-  for name in _MODEL_INT + ("dropout", "use_time_blocks"):
+  for name in _MODEL_INT + _MODEL_FLOAT + ("use_time_blocks", "normalize"):
     if fl[name].value is not None:
       kwargs[name] = fl[name].value
   for name in _MODEL_LIST:

@@ -3,10 +3,12 @@ directory, and the readers of a run's splits."""
 
 from __future__ import annotations
 
+import collections
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
+import tf_keras as keras
 
 from tfrec import config as config_lib
 from tfrec.data.info import DatasetInfo
@@ -56,11 +58,20 @@ def checkpoint_path(run_dir: str, which: str = "best") -> str:
   return which
 
 
-def restore_model(run_dir: str, which: str = "best", data_dir: Optional[str] = None
+def restore_model(run_dir: str, which: str = "best", data_dir: Optional[str] = None,
+                  ranking_only: bool = False
                   ) -> Tuple[RankingModel, config_lib.RunConfig, DatasetInfo, ItemStore]:
   """Rebuilds a run's model from its `config.json` and loads its `which` checkpoint
-  (best | final | a checkpoint prefix, see `checkpoint_path`)."""
+  (best | final | a checkpoint prefix, see `checkpoint_path`).
+
+  Raises:
+    ValueError: `ranking_only` and the run is a pre-training run (CCL), which scores nothing.
+  """
   cfg = config_lib.RunConfig.load(run_dir)
+  if ranking_only and record_kind(cfg) != "ranking":
+    raise ValueError(f"{run_dir} is a {cfg.model.name} pre-training run ({record_kind(cfg)} "
+                     "records): it ranks nothing; evaluate or export the ranking run that "
+                     "initialises from it (--init_from)")
   data_dir = data_dir or cfg.data.data_dir
   info, store = DatasetInfo.load(data_dir), ItemStore.load(data_dir)
   model = build_model(cfg, info, store)
@@ -70,16 +81,22 @@ def restore_model(run_dir: str, which: str = "best", data_dir: Optional[str] = N
   return model, cfg, info, store
 
 
+def record_kind(cfg: config_lib.RunConfig) -> str:
+  """The record kind the run's model trains on: "ranking", or "ccl_pair" for CCL."""
+  return registry.record_kind(cfg.model.name)
+
+
 def reader(cfg: config_lib.RunConfig, split: str, training: bool,
-           info: Optional[DatasetInfo] = None, with_provenance: bool = False) -> Reader:
-  """The ranking reader of `split` with the run's options (shuffled when `training`)."""
+           info: Optional[DatasetInfo] = None, with_provenance: bool = False,
+           kind: str = "ranking") -> Reader:
+  """The `kind` reader of `split` with the run's options (shuffled when `training`)."""
   d = cfg.data
   max_lens = {f"{dom}_{f}": d.max_seq_len for dom in ("source", "target")
               for f in ("item_ids", "timestamps")}
   opts = ReadOptions(max_lens=max_lens, shuffle_buffer=d.shuffle_buffer if training else 0,
                      seed=cfg.train.seed, deterministic=True, on_bad_record=d.on_bad_record,
                      verify_checksums=d.verify_checksums, with_provenance=with_provenance)
-  return Reader(d.data_dir, "ranking", split, opts, info=info)
+  return Reader(d.data_dir, kind, split, opts, info=info)
 
 
 def split_label(batch):
@@ -87,6 +104,54 @@ def split_label(batch):
   features = dict(batch)
   label = tf.cast(features.pop("label"), tf.float32)
   return features, label
+
+
+def init_from(model: keras.Model, source: str) -> Tuple[List[str], List[str]]:
+  """Initialises `model`'s layers from another run (its best checkpoint) or a checkpoint prefix.
+
+  Each direct layer of `model` (by attribute name, as checkpoints key them) that the checkpoint
+  holds is restored completely; the rest keep their initial values, and nothing else is read:
+  not the other run's optimizer (its step count and slots would otherwise be restored into
+  this run's optimizer by deferred restoration) and not layers this model lacks (CCL's key
+  encoders and queues). `model.required_init_parts()`, when defined, names layers that must
+  be restored (SEMI: the sequence encoders CCL pre-trains).
+
+  Returns:
+    (restored layer names, layer names left at their initial values).
+
+  Raises:
+    ValueError: a required layer is missing from the checkpoint, or a layer's variables do not
+      all match (different sizes: the runs must share dim, heads, features...).
+  """
+  path = checkpoint_path(source, "best" if os.path.isdir(source) else source)
+  values = [k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+            if k.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and ".OPTIMIZER_SLOT" not in k]
+  saved = collections.Counter(k.split("/", 1)[0] for k in values)  # layer -> variables
+  parts = {name: obj for name, obj in model._trackable_children(save_type="checkpoint").items()
+           if isinstance(obj, keras.layers.Layer) and obj.weights}
+  required = tuple(getattr(model, "required_init_parts", lambda: ())())
+  missing = [n for n in required if n not in saved or n not in parts]
+  if missing:
+    raise ValueError(f"--init_from={source}: {path} lacks {missing} (it holds "
+                     f"{sorted(saved)}); {model.name} needs them, e.g. a CCL run for SEMI")
+  restored = sorted(n for n in parts if n in saved)
+  if not restored:
+    raise ValueError(f"--init_from={source}: {path} holds none of {model.name}'s layers "
+                     f"{sorted(parts)}")
+  unlike = {n: (saved[n], len(parts[n].weights)) for n in restored
+            if saved[n] != len(parts[n].weights)}
+  if unlike:
+    raise ValueError(f"--init_from={source}: layers differ in their variables (checkpoint, "
+                     f"model): {unlike}; the runs must share item features and block options")
+  root = tf.Module()  # the chosen layers under their checkpoint names, nothing else
+  for n in restored:
+    setattr(root, n, parts[n])
+  try:  # a shape mismatch raises here
+    tf.train.Checkpoint(root=root).restore(path).expect_partial()
+  except (ValueError, tf.errors.InvalidArgumentError) as e:
+    raise ValueError(f"--init_from={source}: {path} does not fit {model.name}'s layers "
+                     f"{restored} (different sizes?): {e}") from None
+  return restored, sorted(set(parts) - set(restored))
 
 
 def exists(path: str) -> bool:

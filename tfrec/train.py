@@ -81,28 +81,34 @@ def _write_path(path: str, chief: bool) -> str:
   return os.path.join(tempfile.mkdtemp(prefix="tfrec_worker_"), os.path.basename(path))
 
 
-def _init_from(model: keras.Model, source: str) -> None:
-  """Initialises weights from a run directory (its best checkpoint) or a checkpoint prefix;
-  partial matches are allowed (e.g. pre-trained encoders only)."""
-  path = runs.checkpoint_path(source, "best" if os.path.isdir(source) else source)
-  status = model.load_weights(path)
-  status.expect_partial()
-  logging.info("initialised weights from %s", path)
+def _init_from(model: keras.Model, source: str, store: ItemStore) -> None:
+  """Initialises layers from another run (`runs.init_from`); the item-store tables are then
+  re-filled from this run's dataset, which they must describe."""
+  restored, kept = runs.init_from(model, source)
+  model.item_encoder.set_item_features(store)
+  logging.info("initialised %s from %s; initial values kept for %s", ", ".join(restored),
+               source, ", ".join(kept) or "nothing")
+
+
+# What the best checkpoint keeps per record kind: (training metric, mode); validation
+# prefixes "val_".
+_MONITOR = {"ranking": ("auc", "max"), "ccl_pair": ("loss", "min")}
 
 
 def build_callbacks(cfg: config_lib.RunConfig, strategy: tf.distribute.Strategy,
-                    validate: bool, extra: Sequence[keras.callbacks.Callback] = ()
-                    ) -> List[keras.callbacks.Callback]:
+                    validate: bool, extra: Sequence[keras.callbacks.Callback] = (),
+                    kind: str = "ranking") -> List[keras.callbacks.Callback]:
   """NaN guard first (so no backup saves a diverged step), then backup, checkpoints, logs."""
   t = cfg.train
   paths = config_lib.run_paths(t.run_dir)
-  monitor = "val_auc" if validate else "auc"
+  metric, mode = _MONITOR[kind]
+  monitor = f"val_{metric}" if validate else metric
   chief = distribute.is_chief(strategy)
   callbacks = [cb.NanGuard()]
   callbacks.append(keras.callbacks.BackupAndRestore(
       paths["backup"], save_freq=t.backup_every_steps or "epoch", delete_checkpoint=True))
   callbacks.append(keras.callbacks.ModelCheckpoint(
-      paths["best"], monitor=monitor, mode="max", save_best_only=True, save_weights_only=True))
+      paths["best"], monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True))
   profile = tuple(int(x) for x in t.profile_batch.split(",")) if t.profile_batch else 0
   callbacks.append(keras.callbacks.TensorBoard(
       paths["logs"], update_freq=t.log_every_steps, profile_batch=profile, write_graph=False))
@@ -110,13 +116,15 @@ def build_callbacks(cfg: config_lib.RunConfig, strategy: tf.distribute.Strategy,
     callbacks.append(cb.Throughput(os.path.join(paths["logs"], "train"), t.batch_size,
                                    every=t.log_every_steps))
   if t.early_stopping_patience:
-    callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+    callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                    patience=t.early_stopping_patience))
   return callbacks + list(extra)
 
 
-def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps: int = 0):
-  """A distributed dataset of (features, label); training streams repeat epoch after epoch."""
+def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps: int = 0,
+                 labelled: bool = True):
+  """A distributed dataset of (features, label) (features alone when not `labelled`);
+  training streams repeat epoch after epoch."""
   replicas = strategy.num_replicas_in_sync
   pipelines = distribute.num_input_pipelines(strategy)
 
@@ -128,9 +136,25 @@ def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps:
         # Resume at the input position of the restored step: each step consumes one
         # per-replica batch per local replica of this pipeline.
         ds = ds.skip(skip_steps * max(1, replicas // pipelines))
-    return ds.map(runs.split_label)
+    return ds.map(runs.split_label) if labelled else ds
 
   return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def fill_queues(model: keras.Model, strategy: tf.distribute.Strategy, reader_,
+                batch_size: int) -> int:
+  """CCL Algorithm 1 lines 2-4: fills the dictionaries with keys of random training pairs
+  (`reader_`: a shuffled reader with its own seed) before the first step. Returns the keys
+  written."""
+  steps = math.ceil(model.queue_size / batch_size)
+  ds = iter(_distributed(strategy, reader_, batch_size, True, labelled=False))
+  step = tf.function(lambda batch: strategy.run(model.fill_step, args=(batch,)))
+  for _ in range(steps):
+    step(next(ds))
+  written = int(model.target_queue.count.numpy())
+  logging.info("CCL dictionaries filled: %d keys each (K=%d)", min(written, model.queue_size),
+               model.queue_size)
+  return written
 
 
 def train(cfg: config_lib.RunConfig,
@@ -148,6 +172,9 @@ def train(cfg: config_lib.RunConfig,
   setup_runtime(cfg)
   chief = distribute.is_chief(strategy)
   _check_run_dir(cfg, chief)
+  if t.export_dir and runs.record_kind(cfg) != "ranking":
+    raise ValueError(f"--export_dir: {cfg.model.name} is a pre-training model; export the "
+                     "ranking model that initialises from it")
   if t.export_dir and chief:
     from tfrec import export as export_lib
     export_lib.check_export_dir(t.export_dir)  # fail before training, not after
@@ -159,25 +186,38 @@ def train(cfg: config_lib.RunConfig,
   paths = config_lib.run_paths(t.run_dir)
   info = DatasetInfo.load(cfg.data.data_dir)
   store = ItemStore.load(cfg.data.data_dir)
+  kind = runs.record_kind(cfg)
   train_reader = runs.reader(cfg, cfg.data.train_split, training=True, info=info,
-                             with_provenance=True)
+                             with_provenance=True, kind=kind)
   pipelines = distribute.num_input_pipelines(strategy)
   per_replica = max(1, t.batch_size // strategy.num_replicas_in_sync)
   batches = math.ceil(train_reader.num_records / pipelines / per_replica)
   steps_per_epoch = t.steps_per_epoch or max(
       1, math.ceil(batches / max(1, strategy.num_replicas_in_sync // pipelines)))
   start_step = cb.backup_step(paths["backup"]) if chief or pipelines == 1 else 0
-  validate = t.validation_steps != 0
+  ranking = kind == "ranking"
+  validate = t.validation_steps != 0 and ranking  # ccl_pair data has one split
   with strategy.scope():
     model = runs.build_model(cfg, info, store)
     if t.init_from and start_step == 0:
-      _init_from(model, t.init_from)
-    model.compile(
-        optimizer=keras.optimizers.Adam(t.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-        jit_compile=t.jit_compile)
-  train_ds = _distributed(strategy, train_reader, t.batch_size, True, skip_steps=start_step)
+      _init_from(model, t.init_from, store)
+    if ranking:
+      model.compile(
+          optimizer=keras.optimizers.Adam(t.learning_rate),
+          loss=keras.losses.BinaryCrossentropy(from_logits=True),
+          metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
+          jit_compile=t.jit_compile)
+    else:  # the model's own train_step computes its objective (CCL: eq. 5-8)
+      if t.batch_size > model.queue_size:
+        raise ValueError(f"--batch_size={t.batch_size} exceeds --queue_size="
+                         f"{model.queue_size}: a step enqueues the whole global batch")
+      model.compile(optimizer=keras.optimizers.Adam(t.learning_rate), jit_compile=t.jit_compile)
+  if not ranking and start_step == 0:
+    fill_cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, seed=t.seed + 7919))
+    fill_queues(model, strategy, runs.reader(fill_cfg, cfg.data.train_split, training=True,
+                                             info=info, kind=kind), t.batch_size)
+  train_ds = _distributed(strategy, train_reader, t.batch_size, True, skip_steps=start_step,
+                          labelled=ranking)
   val_ds = None
   if validate:
     val_reader = runs.reader(cfg, cfg.data.eval_split, training=False, info=info)
@@ -191,7 +231,7 @@ def train(cfg: config_lib.RunConfig,
   history = model.fit(
       train_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
       validation_steps=t.validation_steps, verbose=t.verbose,
-      callbacks=build_callbacks(cfg, strategy, validate, extra_callbacks))
+      callbacks=build_callbacks(cfg, strategy, validate, extra_callbacks, kind=kind))
   final = _write_path(paths["final"], chief)
   model.save_weights(final)
   if not chief:
@@ -223,7 +263,7 @@ def main(argv: Sequence[str]) -> None:
   except cb.TrainingDiverged as e:
     logging.error("%s", e)
     sys.exit(f"tfrec.train: diverged: {e}")
-  except (cb.CheckpointError, FileExistsError, FileNotFoundError) as e:
+  except (cb.CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
     sys.exit(f"tfrec.train: {e}")
   last = {k: v[-1] for k, v in result.history.items() if v}
   print(f"tfrec.train: done, {result.steps} steps; "

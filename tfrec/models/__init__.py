@@ -1,4 +1,4 @@
-"""Ranking models, one file per paper model or baseline, composed from `tfrec.layers`.
+"""Ranking models (and the CCL pre-training model), one file per paper model or baseline, composed from `tfrec.layers`.
 
 `registry.build(name, **kwargs)` builds a model by its registered name (`--model=NAME`).
 """
@@ -6,8 +6,9 @@
 from tfrec.models import registry
 from tfrec.models.base import RankingModel
 from tfrec.models.bst import BST
+from tfrec.models.ccl import CCL
 from tfrec.models.din import DIN
 from tfrec.models.semi import SEMI
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["BST", "DIN", "RankingModel", "SEMI", "YouTubeNet", "registry"]
+__all__ = ["BST", "CCL", "DIN", "RankingModel", "SEMI", "YouTubeNet", "registry"]

@@ -27,6 +27,26 @@ from tfrec.layers.time_block import TimeBlockEmbedding
 DOMAINS = schema.DOMAIN_NAMES  # ("source", "target")
 
 
+def sequence_input(item_encoder: ItemEncoder, time_blocks: Optional[TimeBlockEmbedding],
+                   features: Dict[str, tf.Tensor], domain: str) -> Tuple[tf.Tensor, tf.Tensor]:
+  """One domain's history as sequence-encoder inputs (SEMI §3.2.3): v_i^in = v_i^m + t_i^v.
+
+  Reads `<domain>_item_ids`, `<domain>_mask` and, with `time_blocks`, `<domain>_timestamps`
+  and the reference time `timestamp` <int>[batch] (blocks count back from it).
+
+  Returns:
+    (<float>[batch, seq, dim] item encodings [+ time-block embeddings], zero at padding;
+     <bool>[batch, seq] mask).
+  """
+  mask = tf.cast(features[f"{domain}_mask"], tf.bool)
+  x = item_encoder(features[f"{domain}_item_ids"])
+  if time_blocks is not None:
+    # No mask here: the sum is masked once below.
+    x = x + tf.cast(time_blocks(features[f"{domain}_timestamps"], features["timestamp"]),
+                    x.dtype)
+  return x * tf.cast(mask, x.dtype)[..., None], mask
+
+
 class RankingModel(keras.Model):
   """Base class: item encoder, per-domain history inputs, the output MLP, the two-step scoring.
 
@@ -125,19 +145,8 @@ class RankingModel(keras.Model):
     return self
 
   def domain_sequence(self, features: Dict[str, tf.Tensor], domain: str) -> Tuple[tf.Tensor, tf.Tensor]:
-    """One domain's history as model inputs (SEMI §3.2.3).
-
-    Returns:
-      (<float>[batch, seq, dim] item encodings [+ time-block embeddings], zero at padding;
-       <bool>[batch, seq] mask).
-    """
-    mask = tf.cast(features[f"{domain}_mask"], tf.bool)
-    x = self.item_encoder(features[f"{domain}_item_ids"])
-    if self.time_blocks is not None:
-      # No mask here: the sum is masked once below.
-      x = x + tf.cast(self.time_blocks(features[f"{domain}_timestamps"],
-                                       features["timestamp"]), x.dtype)
-    return x * tf.cast(mask, x.dtype)[..., None], mask
+    """One domain's history as model inputs (SEMI §3.2.3); see `sequence_input`."""
+    return sequence_input(self.item_encoder, self.time_blocks, features, domain)
 
   def merged_sequence(self, features: Dict[str, tf.Tensor],
                      domain_embeddings: Optional[tf.Variable] = None
@@ -197,4 +206,4 @@ class RankingModel(keras.Model):
     return cls(**config)
 
 
-__all__ = ["RankingModel", "DOMAINS"]
+__all__ = ["RankingModel", "DOMAINS", "sequence_input"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +41,17 @@ def get(name: str) -> Entry:
                    "defined outside tfrec.models must be imported before it is named.") from None
 
 
-def names() -> List[str]:
+def record_kind(name: str) -> str:
+  """The record kind model `name` trains on: "ranking" (a `RankingModel`: it scores
+  (user, candidate) pairs) or another kind such as "ccl_pair" for pre-training models."""
+  return getattr(get(name).cls, "RECORD_KIND", "ranking")
+
+
+def names(record_kind: Optional[str] = None) -> List[str]:
+  """Registered names, all or those of one record kind (`names("ranking")`: the rankers)."""
   _load_builtin()
-  return sorted(_ENTRIES)
+  return sorted(n for n in _ENTRIES if record_kind is None
+                or getattr(_ENTRIES[n].cls, "RECORD_KIND", "ranking") == record_kind)
 
 
 def accepted_args(cls: type) -> Tuple[str, ...]:

@@ -18,7 +18,7 @@ attention blocks and the MLP run per candidate (`score`).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -66,6 +66,12 @@ class SEMI(RankingModel):
   def encoder(self, domain: str) -> MultiHeadAttentionBlock:
     """The intra-domain sequence encoder of `domain` (§3.2.3)."""
     return getattr(self, f"{domain}_encoder")
+
+  def required_init_parts(self) -> Tuple[str, ...]:
+    """What `--init_from=<CCL run>` must restore (§3.4: "we first initialize the parameters
+    of two sequence encoders pre-trained by the CCL algorithm"): the item encoder and the
+    shared time blocks (the encoders' inputs, §3.2.3) and each domain's attention block."""
+    return ("item_encoder", "time_blocks") + tuple(f"{d}_encoder" for d in self.domains)
 
   def _target_attention(self, domain: str) -> TargetAttention:
     return getattr(self, f"target_attention_{_DOMAIN_LETTER[domain]}")

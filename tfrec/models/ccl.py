@@ -1,0 +1,272 @@
+"""CCL: Cross-domain Contrastive Learning pre-training of SEMI's sequence encoders (Lei et al.,
+KDD 2021, §3.3, Algorithm 1, eq. 4-9).
+
+  q^vs = g(f_vs(V)),  k^vs = g(z_vs(V)),  q^ps = g(f_ps(P)),  k^ps = g(z_ps(P))       (eq. 4)
+  g = max pooling over the real items; f = query encoders, z = momentum key encoders
+  per step (Algorithm 1): keys of the batch -> ENQUEUE into D_vs, D_ps (lines 10-13), then
+  L = CE(softmax(q^vs . D_ps^T / tau), i) + CE(softmax(q^ps . D_vs^T / tau), i)      (eq. 5-8)
+  where row i of each dictionary holds the batch pair's own key (the positive); gradients go
+  to the query encoders only, then theta_k <- m theta_k + (1 - m) theta_q            (eq. 9)
+
+A query encoder f is what SEMI's intra-domain encoder is (§3.2.3): the item encoder plus the
+1-hour time-block embedding shared by both domains, then one multi-head attention block per
+domain. Its layers carry SEMI's attribute names (`item_encoder`, `time_blocks`,
+`target_encoder`, `source_encoder`), so `--init_from=<CCL run>` loads them into SEMI. Key
+encoders start as copies of the query encoders (MoCo; Algorithm 1 line 1 draws both at random,
+which the first momentum steps would only average away).
+
+Choices the paper leaves open, stated here:
+  * Time blocks count back from the pair's latest event (a ccl_pair has no request time).
+  * Keys are encoded without dropout (`training=False`); queries with it.
+  * The dictionaries are filled with K keys of random training pairs before the first step
+    (Algorithm 1 lines 2-4, `fill_step`); train.py does this.
+  * `normalize=False` is the paper's eq. 5-6 (raw dot products); True L2-normalises q and k
+    (MoCo's choice).
+Under a tf.distribute strategy the keys of all replicas are gathered in replica order and
+enqueued once per step (`tasks.queue.KeyQueue`), so the dictionaries equal a one-device run's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.data import schema
+from tfrec.layers.attention import MultiHeadAttentionBlock
+from tfrec.layers.item_encoder import ItemEncoder
+from tfrec.layers.pooling import SequencePooling
+from tfrec.layers.time_block import TimeBlockEmbedding
+from tfrec.models import registry
+from tfrec.models.base import sequence_input
+from tfrec.tasks import momentum as momentum_lib
+from tfrec.tasks.queue import KeyQueue
+
+# Micro-video (target) queries look up the product (source) dictionary (eq. 5) and back (eq. 6).
+_OTHER = {"target": "source", "source": "target"}
+
+
+def reference_time(features: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """<int64>[batch]: each row's latest real event time over both domains."""
+  times = []
+  for d in ("source", "target"):
+    mask = tf.cast(features[f"{d}_mask"], tf.bool)
+    ts = tf.cast(features[f"{d}_timestamps"], tf.int64)
+    times.append(tf.where(mask, ts, tf.int64.min))
+  latest = tf.reduce_max(tf.concat(times, axis=1), axis=1)
+  return tf.maximum(latest, 0)
+
+
+def info_nce(queries: tf.Tensor, dictionary: tf.Tensor, positives: tf.Tensor,
+             temperature: float) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Per-example cross-domain InfoNCE (eq. 5-6) and top-1 hits.
+
+  Args:
+    queries: <float>[n, dim] q_i of one domain.
+    dictionary: <float32>[K, dim] the other domain's keys k_j (the updated queue).
+    positives: <int>[n] the row of q_i's own pair key k_i in `dictionary`.
+    temperature: tau.
+
+  Returns:
+    (<float32>[n] -log prob(y_i | ...) = -log softmax_j(q_i . k_j / tau)[positive_i];
+     <float32>[n] 1.0 where the positive scores highest).
+  """
+  logits = tf.matmul(tf.cast(queries, tf.float32), dictionary, transpose_b=True) / temperature
+  positives = tf.cast(positives, tf.int32)
+  loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=logits)
+  hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), positives),
+                 tf.float32)
+  return loss, hits
+
+
+def global_rows(per_example: tf.Tensor) -> tf.Tensor:
+  """Rows of the global batch: the sum over replicas of this replica's rows."""
+  n = tf.shape(per_example)[0]
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return n
+  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, n)
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class CCL(keras.Model):
+  """CCL pre-training model (Algorithm 1); trains with `fit` on `ccl_pair` records.
+
+  Args:
+    num_items, dim, item_features, num_categories, visual_dim, max_seq_len, dropout,
+      num_time_blocks: as SEMI's (`RankingModel`); they must match the SEMI run that will
+      initialise from this one.
+    num_heads, ff_dim: of both sequence encoders (A.1: 8, 128).
+    queue_size: K, keys per dictionary (A.1: 40 x 1024); >= the global batch size.
+    momentum: m of eq. 9 (A.1: 0.999).
+    temperature: tau of eq. 5-6 (A.1: 0.7).
+    normalize: L2-normalise q and k (not in the paper; MoCo does).
+
+  `call(features)` returns the queries {"target": q^vs, "source": q^ps}, <float>[batch, dim].
+  """
+
+  RECORD_KIND = "ccl_pair"
+  DOMAINS = ("target", "source")
+
+  def __init__(self, num_items: int, dim: int = 128,
+               item_features: Sequence[str] = ("id", "category", "visual"),
+               num_categories: int = 0, visual_dim: int = 0,
+               max_seq_len: int = schema.MAX_SEQ_LEN, num_heads: int = 8,
+               ff_dim: Optional[int] = 128, dropout: float = 0.1, num_time_blocks: int = 168,
+               queue_size: int = 40 * 1024, momentum: float = 0.999, temperature: float = 0.7,
+               normalize: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= momentum <= 1.0:
+      raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    if temperature <= 0:
+      raise ValueError(f"temperature must be > 0, got {temperature}")
+    self.num_items, self.dim = int(num_items), int(dim)
+    self.item_features = tuple(item_features)
+    self.num_categories, self.visual_dim = int(num_categories), int(visual_dim)
+    self.max_seq_len, self.num_heads = int(max_seq_len), int(num_heads)
+    self.ff_dim = None if ff_dim is None else int(ff_dim)
+    self.dropout, self.num_time_blocks = float(dropout), int(num_time_blocks)
+    self.queue_size, self.momentum = int(queue_size), float(momentum)
+    self.temperature, self.normalize = float(temperature), bool(normalize)
+    self.pool = SequencePooling("max", name="max_pool")  # g(.) of eq. 4
+    for prefix in ("", "key_"):  # query encoders f_*, then key encoders z_*
+      trainable = not prefix
+      setattr(self, f"{prefix}item_encoder", ItemEncoder(
+          num_items, dim, item_features, num_categories=num_categories, visual_dim=visual_dim,
+          name=f"{prefix}item_encoder", trainable=trainable))
+      setattr(self, f"{prefix}time_blocks", TimeBlockEmbedding(
+          dim, num_blocks=num_time_blocks, name=f"{prefix}time_blocks", trainable=trainable))
+      for d in self.DOMAINS:
+        setattr(self, f"{prefix}{d}_encoder", MultiHeadAttentionBlock(
+            num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout,
+            name=f"{prefix}{d}_encoder", trainable=trainable))
+    self.target_queue = KeyQueue(self.queue_size, dim, name="target_queue")  # D_vs
+    self.source_queue = KeyQueue(self.queue_size, dim, name="source_queue")  # D_ps
+    self.loss_tracker = keras.metrics.Mean("loss")
+    self.hit_trackers = {d: keras.metrics.Mean(f"top1_{d}") for d in self.DOMAINS}
+
+  # ------------------------------------------------------------------ encoders
+
+  def _layers(self, key: bool):
+    p = "key_" if key else ""
+    return [getattr(self, f"{p}item_encoder"), getattr(self, f"{p}time_blocks")] + [
+        getattr(self, f"{p}{d}_encoder") for d in self.DOMAINS]
+
+  def queue(self, domain: str) -> KeyQueue:
+    return getattr(self, f"{domain}_queue")
+
+  def encode(self, features: Dict[str, tf.Tensor], domain: str, key: bool = False,
+             training: Optional[bool] = None) -> tf.Tensor:
+    """q = g(f_d(seq)) (key=False) or k = g(z_d(seq)) (key=True): <float>[batch, dim] (eq. 4)."""
+    items, times, *_ = self._layers(key)
+    block = getattr(self, f"{'key_' if key else ''}{domain}_encoder")
+    feats = dict(features)
+    if "timestamp" not in feats:
+      feats["timestamp"] = reference_time(features)
+    x, mask = sequence_input(items, times, feats, domain)
+    out = self.pool(block(x, query_mask=mask, training=training), mask=mask)
+    return tf.math.l2_normalize(out, axis=-1) if self.normalize else out
+
+  def call(self, features: Dict[str, tf.Tensor], training: Optional[bool] = None):
+    return {d: self.encode(features, d, training=training) for d in self.DOMAINS}
+
+  def keys(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """k^vs, k^ps of a batch from the key encoders (no gradient, no dropout)."""
+    return {d: tf.stop_gradient(self.encode(features, d, key=True, training=False))
+            for d in self.DOMAINS}
+
+  # ------------------------------------------------------------------ building
+
+  def dummy_features(self, batch: int = 1) -> Dict[str, tf.Tensor]:
+    feats = {}
+    for d in self.DOMAINS:
+      feats[f"{d}_item_ids"] = tf.zeros([batch, self.max_seq_len], tf.int64)
+      feats[f"{d}_timestamps"] = tf.zeros([batch, self.max_seq_len], tf.int64)
+      feats[f"{d}_mask"] = tf.zeros([batch, self.max_seq_len], tf.bool)
+    return feats
+
+  def build_and_fill(self, item_store: Any) -> "CCL":
+    """Creates all weights, copies the query encoders into the key encoders (MoCo) and the
+    item store into both item encoders."""
+    feats = self.dummy_features()
+    self(feats, training=False)
+    with momentum_lib.first_replica_variables():
+      for d in self.DOMAINS:
+        self.encode(feats, d, key=True, training=False)
+    self.target_queue.build()
+    self.source_queue.build()
+    for layer in (self.item_encoder, self.key_item_encoder):
+      layer.set_item_features(item_store)
+    momentum_lib.copy_weights(self.variable_pairs())
+    return self
+
+  def variable_pairs(self):
+    """(query variable, key variable) for every trainable query variable. Not cached on the
+    model: Keras would track a stored list of variables as more model weights."""
+    return momentum_lib.variable_pairs(self._layers(False), self._layers(True))
+
+  # ------------------------------------------------------------------ Algorithm 1
+
+  def fill_step(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Lines 2-4: enqueue the key-encoded batch without training; returns the keys written."""
+    keys = self.keys(features)
+    for d in self.DOMAINS:
+      self.queue(d).enqueue(keys[d])
+    return self.target_queue.count.read_value()
+
+  def contrastive_losses(self, features: Dict[str, tf.Tensor],
+                         training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    """Lines 10-18 for this replica's batch: enqueue the keys, then eq. 5 and eq. 6.
+
+    Returns {"target": (loss, hits), "source": (loss, hits)}, each <float32>[batch]: "target"
+    is eq. 5 (micro-video queries against the product dictionary D_ps), "source" eq. 6.
+    """
+    keys = self.keys(features)
+    dictionaries, rows = {}, None
+    for d in self.DOMAINS:
+      dictionaries[d], rows = self.queue(d).enqueue(keys[d])  # same rows: queues in lockstep
+    queries = self(features, training=training)
+    return {d: info_nce(queries[d], dictionaries[_OTHER[d]], rows, self.temperature)
+            for d in self.DOMAINS}
+
+  def train_step(self, data):
+    features = data[0] if isinstance(data, tuple) else data
+    with tf.GradientTape() as tape:
+      out = self.contrastive_losses(features, training=True)
+      per_example = out["target"][0] + out["source"][0]
+      # Mean over the global batch (gradients are summed over replicas); replicas may hold
+      # different row counts (an epoch's last batch), so divide by the true global count.
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_rows(per_example))
+      if self.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+    self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+    momentum_lib.momentum_update(self.variable_pairs(), self.momentum)
+    self.loss_tracker.update_state(per_example)
+    for d in self.DOMAINS:
+      self.hit_trackers[d].update_state(out[d][1])
+    return {m.name: m.result() for m in self.metrics}
+
+  def test_step(self, data):
+    raise NotImplementedError("CCL has no validation pass (the ccl_pair data has one split)")
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker] + [self.hit_trackers[d] for d in self.DOMAINS]
+
+  def get_config(self) -> Dict[str, Any]:
+    return dict(num_items=self.num_items, dim=self.dim, item_features=list(self.item_features),
+                num_categories=self.num_categories, visual_dim=self.visual_dim,
+                max_seq_len=self.max_seq_len, num_heads=self.num_heads, ff_dim=self.ff_dim,
+                dropout=self.dropout, num_time_blocks=self.num_time_blocks,
+                queue_size=self.queue_size, momentum=self.momentum,
+                temperature=self.temperature, normalize=self.normalize)
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    return cls(**config)
+
+
+registry.register("ccl", CCL, "CCL pre-training of SEMI's sequence encoders (§3.3): MoCo-style "
+                  "queues, momentum key encoders, bidirectional cross-domain InfoNCE; trains on "
+                  "ccl_pair records; SEMI loads it with --init_from")
