@@ -260,7 +260,11 @@ def test_seeded_deterministic_runs_give_identical_weights(syn_dir, tmp_path):
 
 # --------------------------------------------------------------------------- configs
 
-CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.flags"), recursive=True))
+# Runnable configs; configs/reproduce/ holds overlays applied after a row's own flagfile
+# (tests/test_reproduce.py checks them).
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.flags"),
+                                      recursive=True)
+                 if os.sep + "reproduce" + os.sep not in p)
 
 
 def _fresh_flags():
@@ -292,10 +296,15 @@ def test_every_config_runs_as_is_for_two_steps(syn_dir, tmp_path, monkeypatch, p
   directories and the length shortened."""
   monkeypatch.chdir(REPO)
   fl = _fresh_flags()
+  text = open(path).read()
+  extra = [f"--export_dir={tmp_path}/e/1"] if "--export_dir" in text else []
+  if "--model=ccl" in text:  # the tiny data's ccl_pair split; a dictionary it can fill fast
+    extra += ["--train_split=train", "--queue_size=128"]
+  if "--init_from" in text:  # the pre-training run it names is covered by tests/test_ccl.py
+    extra += ["--init_from="]
   fl(["prog", f"--flagfile={path}", f"--data_dir={syn_dir}", f"--run_dir={tmp_path}/r",
       "--steps_per_epoch=2", "--epochs=1", "--validation_steps=1", "--batch_size=64",
-      "--verbose=0"] + ([f"--export_dir={tmp_path}/e/1"] if "--export_dir" in open(path).read()
-                     else []))
+      "--verbose=0"] + extra)
   cfg = tfrec_flags.run_config(fl)
   result = train_lib.train(cfg)
   assert result.steps == 2 and np.isfinite(result.history["loss"]).all()

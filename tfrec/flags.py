@@ -18,6 +18,8 @@ _MODEL_INT = ("dim", "num_heads", "ff_dim", "num_time_blocks", "queue_size")
 _MODEL_FLOAT = ("dropout", "momentum", "temperature")
 _MODEL_LIST = ("item_features", "domains")
 _MODEL_INT_LIST = ("mlp_units", "attention_units")
+MODEL_FLAGS = _MODEL_INT + _MODEL_FLOAT + _MODEL_LIST + _MODEL_INT_LIST + ("use_time_blocks",
+                                                                          "normalize")
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -94,7 +96,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 def model_kwargs(fl=FLAGS) -> dict:
   """The model flags the user set (None = not set), converted to their types."""
   kwargs = {}
-  for name in _MODEL_INT + _MODEL_FLOAT + ("use_time_blocks", "normalize"):
+  for name in _MODEL_INT + _MODEL_FLOAT + ("use_time_blocks", "normalize"):  # scalars
     if fl[name].value is not None:
       kwargs[name] = fl[name].value
   for name in _MODEL_LIST:

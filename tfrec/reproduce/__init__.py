@@ -1,0 +1,1 @@
+"""Reproducing a paper's results tables over seeds: statistics, figures and reports."""

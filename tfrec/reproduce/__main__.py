@@ -1,0 +1,102 @@
+"""`python -m tfrec.reproduce --paper=semi --dataset=synthetic|movielens --seeds=3 [--scale=cpu]`
+
+Trains every row of the paper's tables and figures that tfrec has, `--seeds` times, evaluates
+each with the paper's protocol, and writes `docs/results/<paper>_<dataset>.md` with PNG figures
+beside it. Finished (row, seed) runs are cached under `--work_dir`, so an interrupted
+reproduction resumes, and `--parts` reproduces a subset.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Sequence
+
+import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from tfrec.reproduce import harness
+from tfrec.reproduce import semi
+
+PAPERS = {"semi": semi}
+PARTS = ("table1", "table2", "fig3", "fig4", "fig5")
+
+flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
+flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens"],
+                  "synthetic: the planted generator (generated when missing); movielens: "
+                  "MovieLens-1M as two domains (python -m tfrec.data.movielens --out DIR).")
+flags.DEFINE_integer("seeds", 3, "Seeds per row (0 .. seeds-1).")
+flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: the scaled-down variant for 2 CPU "
+                  "cores; paper: the paper's sizes (A.1).")
+flags.DEFINE_string("data_dir", None, "Dataset directory (default: data/reproduce/syn-<preset> "
+                    "or data/ml1m).")
+flags.DEFINE_string("work_dir", None, "Run directories (default: runs/reproduce/"
+                    "<paper>_<dataset>_<scale>).")
+flags.DEFINE_string("results_dir", "docs/results", "Where the results file and figures go.")
+flags.DEFINE_list("parts", list(PARTS), f"Subset of {', '.join(PARTS)}.")
+FLAGS = flags.FLAGS
+
+
+def dataset_dir(dataset: str, scale) -> str:
+  if FLAGS.data_dir:
+    return FLAGS.data_dir
+  return (f"data/reproduce/syn-{scale.synthetic_preset}" if dataset == "synthetic"
+          else "data/ml1m")
+
+
+def prepare_dataset(dataset: str, data_dir: str, scale) -> str:
+  """Generates the synthetic preset when missing; returns a description for the report."""
+  from tfrec.data.info import DatasetInfo
+  if dataset == "synthetic":
+    if not os.path.exists(os.path.join(data_dir, "dataset.json")):
+      from tfrec.data import synthetic
+      logging.info("generating the synthetic %s preset in %s", scale.synthetic_preset, data_dir)
+      synthetic.generate(synthetic.get_config(scale.synthetic_preset), data_dir, verbose=False)
+  elif not os.path.exists(os.path.join(data_dir, "dataset.json")):
+    raise FileNotFoundError(f"{data_dir}: no converted MovieLens-1M here; run `python -m "
+                            f"tfrec.data.movielens --out {data_dir}` first")
+  info = DatasetInfo.load(data_dir)
+  what = (f"synthetic preset `{scale.synthetic_preset}`" if dataset == "synthetic"
+          else "MovieLens-1M as two domains")
+  return (f"{what} in `{data_dir}`: {info.num_items:,} items, {info.num_users:,} users "
+          f"(`dataset.json`: {info.name})")
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  paper = PAPERS[FLAGS.paper]
+  scale = paper.SCALES[FLAGS.scale]
+  unknown = sorted(set(FLAGS.parts) - set(PARTS))
+  if unknown:
+    sys.exit(f"tfrec.reproduce: unknown --parts {unknown}; choose from {PARTS}")
+  data_dir = dataset_dir(FLAGS.dataset, scale)
+  try:
+    dataset_text = prepare_dataset(FLAGS.dataset, data_dir, scale)
+  except FileNotFoundError as e:
+    sys.exit(f"tfrec.reproduce: {e}")
+  work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_{FLAGS.dataset}_{scale.name}"
+  settings = harness.Settings(data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
+                              scale_flagfile=scale.scale_flagfile,
+                              pretrain_flagfile=scale.pretrain_flagfile)
+  exp = paper.experiments(scale)
+  rows = exp.rows(FLAGS.parts)
+  logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,
+               FLAGS.paper, data_dir)
+  start = time.time()
+  runner = harness.Runner(settings)
+  results = runner.run_all(rows)
+  out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_{FLAGS.dataset}.md")
+  command = ("python -m tfrec.reproduce " + " ".join(
+      f"--{n}={FLAGS[n].serialize().split('=', 1)[1]}" for n in ("paper", "dataset", "seeds",
+                                                                  "scale")))
+  path = paper.write_report(results, exp, scale, FLAGS.dataset, dataset_text, out,
+                            time.time() - start, command, runner.timings)
+  print(f"tfrec.reproduce: wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
