@@ -103,6 +103,24 @@ def exported(tmp_path_factory):
 # ----------------------------------------------------------------------------- correctness
 
 
+def test_saved_model_reads_items_from_its_precomputed_table(exported):
+  """The SavedModel holds every item's encoding (`item_table`, computed at export) and serves
+  from it: the item store's columns inside the loaded model no longer matter."""
+  model, _, loaded = exported("cross_bst")
+  close(loaded.item_table, model.item_encoder.encode_all())
+  assert loaded.item_table.shape == [NUM_ITEMS + 1, model.dim]
+  request = rank_request(model, USER)
+  before = loaded.signatures["rank"](**request)["logits"].numpy()
+  for v in loaded.model_variables:  # the item store's visual column inside the SavedModel
+    if "item_visual" in v.name:
+      v.assign(tf.zeros_like(v) + 123.0)
+  close(loaded.signatures["rank"](**request)["logits"], before)
+  # ... whereas the table itself is what the signature reads.
+  loaded.item_table.assign(tf.zeros_like(loaded.item_table))
+  assert not np.allclose(loaded.signatures["rank"](**request)["logits"], before)
+  _CACHE.pop("cross_bst")  # the loaded copy was altered
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_rank_scores_each_candidate_as_the_pointwise_model_does(exported, name):
   """Encode once, score N == N independent forward passes; for a user with an empty history in

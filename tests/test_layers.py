@@ -14,6 +14,7 @@ import tf_keras as keras  # noqa: E402
 from tfrec.layers import (MLP, MultiHeadAttentionBlock, SequencePooling,  # noqa: E402
                           TargetAttention, TimeBlockEmbedding, masked_softmax, time_block_index)
 
+from tfrec.layers.item_encoder import ItemEncoder  # noqa: E402
 HOUR = 3600
 
 
@@ -484,3 +485,15 @@ def test_save_and_load_in_functional_model(case, tmp_path):
   loaded = keras.models.load_model(str(tmp_path / "model"))
   assert type(loaded.layers[-1]) is c["cls"]
   np.testing.assert_allclose(loaded(c["inputs"]).numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_item_encoder_lookup_table_replaces_the_computation_inside_its_context():
+  enc = ItemEncoder(4, 3, ("id",))
+  ids = tf.constant([[1, 4], [0, 2]])
+  computed = enc(ids).numpy()
+  np.testing.assert_allclose(enc.encode_all().numpy()[[1, 4, 0, 2]], computed.reshape(4, 3))
+  table = tf.Variable(np.arange(15, dtype=np.float32).reshape(5, 3))
+  with enc.lookup_table(table):
+    np.testing.assert_array_equal(enc(ids).numpy(), table.numpy()[[[1, 4], [0, 2]]])
+  np.testing.assert_array_equal(enc(ids).numpy(), computed)  # restored on exit
+  assert len(enc.weights) == 1  # the table is not tracked by the layer

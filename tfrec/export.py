@@ -125,6 +125,13 @@ class ServingModule(tf.Module):
 
     self.rank = tf.function(rank, input_signature=[rank_input_specs(model.domains)])
     self.score = tf.function(score, input_signature=[score_input_specs(model.domains)])
+    # Every item's encoding, computed once here: requests then gather rows of this table
+    # instead of the store's columns plus the visual projection (measured by bench serve).
+    self.item_table = tf.Variable(model.item_encoder.encode_all(), trainable=False,
+                                  name="item_table")
+    with model.item_encoder.lookup_table(self.item_table):  # traced now, with the table
+      self.rank.get_concrete_function()
+      self.score.get_concrete_function()
 
   def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     score = self.score.get_concrete_function()

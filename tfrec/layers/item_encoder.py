@@ -4,7 +4,8 @@ item feature"; App. A.2: the baselines take the same multi-modal embeddings as i
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+import contextlib
+from typing import Any, Dict, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -71,6 +72,7 @@ class ItemEncoder(keras.layers.Layer):
     self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
     self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
     self._projection = None
+    self._serving_table = None  # see `lookup_table`
     if "visual" in features:
       self._projection = keras.layers.Dense(dim, name="visual_projection")
 
@@ -113,8 +115,31 @@ class ItemEncoder(keras.layers.Layer):
         raise ValueError(f"item store visual_dim {store.visual_dim} != {self.visual_dim}")
       self.item_visual.assign(store.visual.astype(np.float32))
 
+  def encode_all(self) -> tf.Tensor:
+    """<compute dtype>[num_items + 1, dim]: every item's encoding, row i = item i (0: padding)."""
+    return self._encode(tf.range(self.num_items + 1, dtype=tf.int32))
+
+  @contextlib.contextmanager
+  def lookup_table(self, table: tf.Variable) -> Iterator[None]:
+    """Inside, `call(ids)` gathers rows of `table` instead of computing them.
+
+    Serving: the encoding of an item depends on its id alone, so an exported model can hold
+    `encode_all()` once and skip the per-request gathers of the store's columns and the
+    visual projection (`tfrec.export`). `table` is not tracked by this layer.
+    """
+    object.__setattr__(self, "_serving_table", table)
+    try:
+      yield
+    finally:
+      object.__setattr__(self, "_serving_table", None)
+
   def call(self, ids: tf.Tensor) -> tf.Tensor:
     ids = tf.cast(ids, tf.int32)
+    if self._serving_table is not None:
+      return tf.cast(tf.gather(self._serving_table, ids), self.compute_dtype)
+    return self._encode(ids)
+
+  def _encode(self, ids: tf.Tensor) -> tf.Tensor:
     parts = []
     if self.id_embeddings is not None:
       parts.append(tf.gather(self.id_embeddings, ids))

@@ -38,6 +38,10 @@ flags.DEFINE_string("work_dir", None, "Run directories (default: runs/reproduce/
                     "<paper>_<dataset>_<scale>).")
 flags.DEFINE_string("results_dir", "docs/results", "Where the results file and figures go.")
 flags.DEFINE_list("parts", list(PARTS), f"Subset of {', '.join(PARTS)}.")
+flags.DEFINE_multi_string("extra_flags", [], "A flag appended to every ranking row's (repeat "
+                          "for several), e.g. --extra_flags=--epochs=2 on a larger dataset.")
+flags.DEFINE_integer("max_eval_examples", 0, "Evaluate the first N examples of the test split "
+                     "(0: all).")
 FLAGS = flags.FLAGS
 
 
@@ -81,7 +85,9 @@ def main(argv: Sequence[str]) -> None:
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_{FLAGS.dataset}_{scale.name}"
   settings = harness.Settings(data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
                               scale_flagfile=scale.scale_flagfile,
-                              pretrain_flagfile=scale.pretrain_flagfile)
+                              pretrain_flagfile=scale.pretrain_flagfile,
+                              extra_flags=tuple(FLAGS.extra_flags),
+                              max_eval_examples=FLAGS.max_eval_examples)
   exp = paper.experiments(scale)
   rows = exp.rows(FLAGS.parts)
   logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,
@@ -90,11 +96,15 @@ def main(argv: Sequence[str]) -> None:
   runner = harness.Runner(settings)
   results = runner.run_all(rows)
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_{FLAGS.dataset}.md")
-  command = ("python -m tfrec.reproduce " + " ".join(
-      f"--{n}={FLAGS[n].serialize().split('=', 1)[1]}" for n in ("paper", "dataset", "seeds",
-                                                                  "scale")))
+  command = "python -m tfrec.reproduce " + " ".join(
+      [f"--{n}={FLAGS[n].value}" for n in ("paper", "dataset", "seeds", "scale")]
+      + [f"--parts={','.join(FLAGS.parts)}"] * (list(FLAGS.parts) != list(PARTS))
+      + [f"--extra_flags={x}" for x in FLAGS.extra_flags]
+      + [f"--max_eval_examples={FLAGS.max_eval_examples}"] * bool(FLAGS.max_eval_examples))
   path = paper.write_report(results, exp, scale, FLAGS.dataset, dataset_text, out,
-                            time.time() - start, command, runner.timings)
+                            time.time() - start, command, runner.timings,
+                            extra_flags=FLAGS.extra_flags,
+                            max_eval_examples=FLAGS.max_eval_examples)
   print(f"tfrec.reproduce: wrote {path}")
 
 

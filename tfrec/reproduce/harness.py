@@ -76,6 +76,8 @@ class Settings:
     pretrain_flagfile: the same for pre-training runs.
     protocol: the sampled-ranking protocol of the paper (tfrec.metrics.PROTOCOLS).
     eval_split: the split results are reported on.
+    extra_flags: flags appended to every ranking row's (e.g. fewer epochs on a larger dataset).
+    max_eval_examples: evaluate the first N examples of the split (0: all of it).
   """
 
   data_dir: str
@@ -85,6 +87,8 @@ class Settings:
   pretrain_flagfile: str = ""
   protocol: str = "semi"
   eval_split: str = "test"
+  extra_flags: Tuple[str, ...] = ()  # appended to every ranking row (after the overlay)
+  max_eval_examples: int = 0  # 0: the whole split
 
 
 def parse_config(argv: Sequence[str]) -> config_lib.RunConfig:
@@ -167,13 +171,14 @@ class Runner:
     extra = list(row.flags)
     if row.pretrain is not None:
       extra.append(f"--init_from={self.pretrain(row.pretrain, seed)}")
-    self._train(self._common(seed, row.flagfile, extra, self.s.scale_flagfile, run_dir),
-                f"{row.name} seed {seed}")
+    self._train(self._common(seed, row.flagfile, extra + list(self.s.extra_flags),
+                             self.s.scale_flagfile, run_dir), f"{row.name} seed {seed}")
     start = time.time()
     keras.backend.clear_session()
     loaded = evaluate_lib.load_run(run_dir, "best")
     result = evaluate_lib.evaluate_split(loaded, self.s.eval_split, protocol=self.s.protocol,
-                                         seed=seed, keep_arrays=True)
+                                         seed=seed, keep_arrays=True,
+                                         max_examples=self.s.max_eval_examples)
     summary = summarize(result, row, seed)
     summary["eval_seconds"] = time.time() - start
     report.atomic_write_text(cached, json.dumps(summary, indent=1, sort_keys=True))

@@ -178,7 +178,8 @@ def _claim(text: str, a: List[float], b: List[float]) -> List[str]:
 
 def write_report(results: Mapping[str, List[Dict[str, Any]]], exp: Experiments, scale: Scale,
                  dataset: str, dataset_text: str, out_md: str, seconds: float,
-                 command: str, timings: Mapping[str, float]) -> str:
+                 command: str, timings: Mapping[str, float],
+                 extra_flags: Sequence[str] = (), max_eval_examples: int = 0) -> str:
   """Writes `out_md` and its figures (`<stem>_fig*.png` beside it); returns the path."""
   stem = os.path.splitext(out_md)[0]
   fig_dir, fig_base = os.path.dirname(out_md), os.path.basename(stem)
@@ -190,13 +191,17 @@ def write_report(results: Mapping[str, List[Dict[str, Any]]], exp: Experiments, 
            f"({seconds / 60:.0f} min on this machine). Do not edit: re-run the command; the "
            f"analysis below comes from `{fig_base}.notes.md`.", "",
            f"- **Dataset:** {dataset_text}",
-           f"- **Scale:** `{scale.name}`: {scale.description}.",
+           f"- **Scale:** `{scale.name}`: {scale.description}"
+           + (f"; every ranking row also gets `{' '.join(extra_flags)}`" if extra_flags
+              else "") + ".",
            f"- **Seeds:** {seeds} per row (mean ± sample std); p-values: one-sided Welch t-test "
            "against the best baseline (`*` p < 0.05, `**` p < 0.01).",
            "- **Protocol (§4.2.2):** AUC over the test impressions; HR@3 of each positive "
            "against 300 random target-domain items the user has not watched "
            "(`python -m tfrec.evaluate --protocol=semi`); every row is evaluated at its final "
-           "weights (no checkpoint is chosen on the test split).", ""]
+           "weights (no checkpoint is chosen on the test split)"
+           + (f"; the first {max_eval_examples:,} test examples only" if max_eval_examples
+              else "") + ".", ""]
   if np.isfinite(oracle["auc"]):
     lines += [f"- **Oracle ceiling** (the generator's planted P(click)): AUC "
               f"{oracle['auc']:.4f}, HR@3 {oracle['hr@3']:.4f}.", ""]
