@@ -19,16 +19,37 @@ def test_activity_groups_by_hand():
       "target_len": np.array([0, 1, 3, 4, 30, 30]),
       "labels": np.array([1, 0, 1, 0, 1, 0]),
       "logits": np.array([0.9, 0.1, 0.2, 0.8, 0.5, 0.5]),
-      # Ranked positives: examples 0 (group 0-1), 2 (2-5) and 4 (21+), 1 + 3 candidates each.
+      # Ranked positives: examples 0 (group 0-1), 2 (2-5) and 4 (6-30), 0-based ranks.
       "rows": np.array([0, 2, 4]),
-      "scores": np.array([[5.0, 1, 2, 3], [1.0, 2, 3, 4], [2.0, 3, 1, 0]]),
+      "ranks": np.array([0, 3, 1]),
   }
-  groups = harness.activity_groups(arrays, k=1)
+  groups = harness.activity_groups(arrays, k=1, edges=[1, 5, 30])
+  assert list(groups) == ["0-1", "2-5", "6-30"]
   assert groups["0-1"] == {"examples": 2, "auc": 1.0, "ranked": 1, "hr@1": 1.0}
-  assert groups["2-5"]["auc"] == 0.0 and groups["2-5"]["hr@1"] == 0.0  # rank 4 of 4
-  assert groups["21+"]["auc"] == 0.5  # a tie
-  assert groups["21+"]["hr@1"] == 0.0  # one negative (3.0) above the positive (2.0)
-  assert groups["6-10"]["examples"] == 0 and np.isnan(groups["6-10"]["auc"])
+  assert groups["2-5"]["auc"] == 0.0 and groups["2-5"]["hr@1"] == 0.0
+  assert groups["6-30"]["auc"] == 0.5  # a tie
+  assert groups["6-30"]["hr@1"] == 0.0  # one negative scored above the positive
+  assert harness.activity_groups(arrays, k=2, edges=[1, 5, 30])["6-30"]["hr@2"] == 1.0
+
+
+def test_quantile_edges_split_lengths_into_about_equal_groups():
+  lens = np.arange(100)  # 0..99: quintiles end at 19, 39, 59, 79, 99
+  assert harness.quantile_edges(lens) == [19, 39, 59, 79, 99]
+  assert harness.group_labels([19, 39, 59, 79, 99]) == ["0-19", "20-39", "40-59", "60-79",
+                                                        "80-99"]
+  # Repeated lengths merge groups rather than making empty ones.
+  assert harness.quantile_edges(np.array([2] * 50 + [7] * 50)) == [2, 7]
+  assert harness.group_labels([2, 7]) == ["0-2", "3-7"]
+
+
+def test_saved_arrays_keep_ranks_with_ties_against_the_positive(tmp_path):
+  path = str(tmp_path / "a.npz")
+  harness.save_arrays(path, {"target_len": [1, 2], "labels": [1, 0], "logits": [0.3, 0.1],
+                             "rows": np.array([0]),
+                             "scores": np.array([[1.0, 2.0, 1.0, 0.0]])})
+  with np.load(path) as f:
+    assert f["ranks"].tolist() == [2]  # 2.0 above and the tie at 1.0 count against it
+    assert f["target_len"].tolist() == [1, 2]
 
 
 def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
@@ -41,18 +62,22 @@ def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
   assert len({r.name for r in rows}) == len(rows)  # every run once
   # 5 (table 1) + 5 more (table 2) + 3 other K + 3 other MLEN
   assert len(rows) == 5 + 5 + 3 + 3
+  assert len(exp.rows(["diag"])) == 5 and len(exp.rows(["table2", "diag"])) == 6 + 2
   pretrain = {r.pretrain.name for r in rows if r.pretrain}
   assert pretrain == {"CCL K=256 MLEN=10", "CCL K=64 MLEN=10", "CCL K=128 MLEN=10",
                       "CCL K=512 MLEN=10", "CCL K=256 MLEN=1", "CCL K=256 MLEN=5",
                       "CCL K=256 MLEN=20"}
+  normalised = [r for r in exp.rows(["diag"]) if r.pretrain and "normalised" in r.name]
+  assert {r.pretrain.name for r in normalised} == {"CCL K=256 MLEN=10 normalised"}
+  assert all("--normalize" in r.pretrain.flags for r in normalised)
   for r in rows:
     for f in (r.flagfile,) + ((r.pretrain.flagfile,) if r.pretrain else ()):
       assert os.path.exists(os.path.join(REPO, f)), f
 
 
-def fake(name, seed, auc, hr, groups=None):
+def fake(name, seed, auc, hr):
   return {"row": name, "seed": seed, "metrics": {"auc": auc, "hr@3": hr},
-          "oracle": {"auc": 0.8, "hr@3": 0.6}, "k": 3, "groups": groups or {}}
+          "oracle": {"auc": 0.8, "hr@3": 0.6}, "k": 3}
 
 
 def test_results_file_from_known_numbers(tmp_path):
@@ -65,19 +90,28 @@ def test_results_file_from_known_numbers(tmp_path):
   for m in (1, 5, 20):
     base[f"SEMI w. CCL (MLEN={m})"] = 0.662
 
-  def groups(shift):
-    return {g: {"examples": 10, "ranked": 5, "auc": 0.6 + (shift if g == "0-1" else 0.0),
-                "hr@3": 0.4} for g, _, _ in harness.ACTIVITY_GROUPS}
+  for name in ("SEMI w. CCL (normalised q, k)", "SEMI-Product w. CCL (normalised q, k)"):
+    base[name] = 0.5
 
   results = {}
   for name, auc in base.items():
-    results[name] = [fake(name, s, auc + 0.001 * s, auc - 0.2 + 0.001 * s,
-                          groups(0.05 if name == "SEMI w. CCL" else 0.0)) for s in range(3)]
+    results[name] = [fake(name, s, auc + 0.001 * s, auc - 0.2 + 0.001 * s) for s in range(3)]
+  # Fig. 5 arrays: 10 examples of history lengths 0..9 (quintiles of 2); the w. CCL model
+  # ranks the least active group's examples perfectly, the w/o model inversely.
+  lens = np.arange(10)
+  labels = np.array([1, 0] * 5)
+  inverse = np.where(labels == 1, 0.0, 1.0)
+  best_first = np.where(lens < 2, 1.0 - inverse, inverse)
+  def arrays(logits):
+    return {"target_len": lens, "labels": labels, "logits": logits,
+            "rows": np.array([0, 2]), "ranks": np.array([0, 5])}
+  group_arrays = {"SEMI w/o CCL": [arrays(inverse)] * 3,
+                  "SEMI w. CCL": [arrays(best_first)] * 3}
   out = str(tmp_path / "semi_synthetic.md")
   with open(str(tmp_path / "semi_synthetic.notes.md"), "w") as f:
     f.write("Hand-written analysis.")
   semi.write_report(results, exp, semi.SCALES["cpu"], "synthetic", "tiny", out, 60.0,
-                    "python -m tfrec.reproduce", {})
+                    "python -m tfrec.reproduce", {}, group_arrays=group_arrays)
   text = open(out).read()
   assert "| Cross-Domain | SEMI w. CCL | 0.6710 ± 0.0010 |" in text
   assert "(baseline)" in text  # Cross-BST is the best baseline on both metrics
@@ -85,7 +119,10 @@ def test_results_file_from_known_numbers(tmp_path):
   assert "| SEMI w. CCL > SEMI w/o CCL (AUC) |" in text
   assert "Cross-BST > BST (target only) (AUC) | 0.6410 vs 0.6210" in text
   assert "SEMI-Micro-Video > SEMI-Product (w/o CCL) (AUC)" in text
-  assert "holds" in text and "largest CCL AUC gain in a sparse group" in text
+  assert "| AUC | 0-1 | 2 | 0.0000 | 1.0000 |" in text  # Fig. 5's least active group
+  assert "largest CCL AUC gain in the least active group (0-1 target events) | 0-1: +1.0000" \
+      in text
+  assert "| the same for SEMI-Product | SEMI-Product w. CCL (normalised q, k) | 0.5010" in text
   assert "Hand-written analysis." in text
   for fig in ("fig3_auc", "fig3_hr3", "fig4_auc", "fig4_hr3", "fig5_auc", "fig5_hr3"):
     path = tmp_path / f"semi_synthetic_{fig}.png"
@@ -112,10 +149,12 @@ def test_tiny_rows_train_evaluate_and_cache(syn_dir, tmp_path):
                               protocol="couple")
   runner = harness.Runner(settings)
   results = runner.run_all(rows)
-  for name in ("Cross-BST", "SEMI w. CCL"):
-    (r,) = results[name]
-    assert 0.0 <= r["metrics"]["auc"] <= 1.0 and r["k"] == 5
-    assert sum(g["examples"] for g in r["groups"].values()) == r["counts"]["examples"]
+  for row in rows:
+    (r,) = results[row.name]
+    assert 0.0 <= r["metrics"]["auc"] <= 1.0 and r["k"] == 5 and r["checkpoint"] == "best"
+    arrays = runner.arrays(row, 0)
+    assert len(arrays["target_len"]) == r["counts"]["examples"]
+    assert len(arrays["ranks"]) == r["counts"]["ranked_positives"]
   cfg = json.load(open(os.path.join(runner.row_dir(rows[1], 0), "config.json")))
   assert cfg["train"]["init_from"] == runner.pretrain_dir(ccl, 0)
   assert cfg["model"]["kwargs"]["dim"] == 8 and cfg["train"]["seed"] == 0

@@ -23,7 +23,7 @@ from tfrec.reproduce import harness
 from tfrec.reproduce import semi
 
 PAPERS = {"semi": semi}
-PARTS = ("table1", "table2", "fig3", "fig4", "fig5")
+PARTS = ("table1", "table2", "fig3", "fig4", "fig5", "diag")
 
 flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
 flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens"],
@@ -87,7 +87,8 @@ def main(argv: Sequence[str]) -> None:
                               scale_flagfile=scale.scale_flagfile,
                               pretrain_flagfile=scale.pretrain_flagfile,
                               extra_flags=tuple(FLAGS.extra_flags),
-                              max_eval_examples=FLAGS.max_eval_examples)
+                              max_eval_examples=FLAGS.max_eval_examples,
+                            group_arrays=group_arrays)
   exp = paper.experiments(scale)
   rows = exp.rows(FLAGS.parts)
   logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,
@@ -101,10 +102,16 @@ def main(argv: Sequence[str]) -> None:
       + [f"--parts={','.join(FLAGS.parts)}"] * (list(FLAGS.parts) != list(PARTS))
       + [f"--extra_flags={x}" for x in FLAGS.extra_flags]
       + [f"--max_eval_examples={FLAGS.max_eval_examples}"] * bool(FLAGS.max_eval_examples))
+  group_arrays = {}
+  if "fig5" in FLAGS.parts:
+    for row in rows:
+      if row.name in ("SEMI w. CCL", "SEMI w/o CCL"):
+        group_arrays[row.name] = [runner.arrays(row, s) for s in range(FLAGS.seeds)]
   path = paper.write_report(results, exp, scale, FLAGS.dataset, dataset_text, out,
                             time.time() - start, command, runner.timings,
                             extra_flags=FLAGS.extra_flags,
-                            max_eval_examples=FLAGS.max_eval_examples)
+                            max_eval_examples=FLAGS.max_eval_examples,
+                            group_arrays=group_arrays)
   print(f"tfrec.reproduce: wrote {path}")
 
 

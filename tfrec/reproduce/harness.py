@@ -30,9 +30,14 @@ from tfrec import train as train_lib
 from tfrec.reproduce import report
 
 RESULT_FILE = "reproduce.json"
-# User-activity groups of SEMI Fig. 5: target-domain history length (after truncation).
-ACTIVITY_GROUPS: Tuple[Tuple[str, int, int], ...] = (
-    ("0-1", 0, 1), ("2-5", 2, 5), ("6-10", 6, 10), ("11-20", 11, 20), ("21+", 21, 10**9))
+ARRAYS_FILE = "reproduce_arrays.npz"
+# Rows train without validation (nothing is chosen on the test split); "best" is then the
+# epoch with the highest training AUC (CCL: the lowest training loss).
+EVAL_CHECKPOINT = "best"
+# SEMI Fig. 5 groups users by their target-domain history length; here the groups are the
+# quantiles of that length on the evaluated split (absolute bins such as "0-1 events" hold a
+# handful of examples on datasets whose test histories are long).
+NUM_ACTIVITY_GROUPS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,15 +179,33 @@ class Runner:
     self._train(self._common(seed, row.flagfile, extra + list(self.s.extra_flags),
                              self.s.scale_flagfile, run_dir), f"{row.name} seed {seed}")
     start = time.time()
-    keras.backend.clear_session()
-    loaded = evaluate_lib.load_run(run_dir, "best")
-    result = evaluate_lib.evaluate_split(loaded, self.s.eval_split, protocol=self.s.protocol,
-                                         seed=seed, keep_arrays=True,
-                                         max_examples=self.s.max_eval_examples)
+    result = self._evaluate(run_dir, seed)
     summary = summarize(result, row, seed)
     summary["eval_seconds"] = time.time() - start
     report.atomic_write_text(cached, json.dumps(summary, indent=1, sort_keys=True))
     return summary
+
+  def _evaluate(self, run_dir: str, seed: int) -> Dict[str, Any]:
+    """Evaluates a run (`EVAL_CHECKPOINT`); keeps the per-example arrays (`ARRAYS_FILE`)."""
+    keras.backend.clear_session()
+    loaded = evaluate_lib.load_run(run_dir, EVAL_CHECKPOINT)
+    result = evaluate_lib.evaluate_split(loaded, self.s.eval_split, protocol=self.s.protocol,
+                                         seed=seed, keep_arrays=True,
+                                         max_examples=self.s.max_eval_examples)
+    save_arrays(os.path.join(run_dir, ARRAYS_FILE), result["arrays"])
+    return result
+
+  def arrays(self, row: Row, seed: int) -> Dict[str, np.ndarray]:
+    """The per-example arrays of a finished (row, seed); evaluates again when a cache from an
+    older version lacks them."""
+    run_dir = self.row_dir(row, seed)
+    path = os.path.join(run_dir, ARRAYS_FILE)
+    if not os.path.exists(path):
+      self.run(row, seed)
+      if not os.path.exists(path):
+        self._evaluate(run_dir, seed)
+    with np.load(path) as f:
+      return dict(f)
 
   def run_all(self, rows: Sequence[Row]) -> Dict[str, List[Dict[str, Any]]]:
     """row name -> one summary per seed (seeds outermost, so every row has seed 0 first)."""
@@ -198,38 +221,62 @@ class Runner:
 
 
 def summarize(result: Mapping[str, Any], row: Row, seed: int) -> Dict[str, Any]:
-  """The JSON-ready part of an evaluation that the report needs, plus Fig. 5's groups."""
-  k = int(result["protocol"]["ks"][0])
-  arrays = result.get("arrays", {})
-  out = {"row": row.name, "seed": seed, "metrics": dict(result["metrics"]),
-         "oracle": {m: v for m, v in result["oracle"].items() if isinstance(v, float)},
-         "counts": dict(result["counts"]), "k": k,
-         "groups": activity_groups(arrays, k) if arrays else {}}
-  return out
+  """The JSON-ready part of an evaluation that the report needs."""
+  return {"row": row.name, "seed": seed, "metrics": dict(result["metrics"]),
+          "oracle": {m: v for m, v in result["oracle"].items() if isinstance(v, float)},
+          "counts": dict(result["counts"]), "k": int(result["protocol"]["ks"][0]),
+          "checkpoint": result["checkpoint"]["which"]}
 
 
-def activity_groups(arrays: Mapping[str, np.ndarray], k: int) -> Dict[str, Dict[str, float]]:
-  """Per target-history-length group (Fig. 5): examples, AUC and HR@k of the ranked positives.
+def save_arrays(path: str, arrays: Mapping[str, Any]) -> None:
+  """What Fig. 5 needs per example (history length, label, logit) and per ranked positive (its
+  example and its 0-based rank among the negatives, ties against it)."""
+  scores = arrays.get("scores")
+  ranks = (metrics.rank_of_positive(scores[:, 0], scores[:, 1:]) if scores is not None
+           else np.zeros(0, np.int64))
+  tmp = report.incomplete_path(path) + ".npz"
+  np.savez(tmp, target_len=np.asarray(arrays["target_len"]), labels=np.asarray(arrays["labels"]),
+           logits=np.asarray(arrays["logits"]),
+           rows=np.asarray(arrays.get("rows", np.zeros(0, np.int64))), ranks=ranks)
+  os.replace(tmp, path)
 
-  `arrays` from `evaluate(..., keep_arrays=True)`: per example "labels", "logits",
-  "target_len"; per ranked positive "rows" (its example) and "scores" (positive first).
+
+def quantile_edges(lengths: np.ndarray, groups: int = NUM_ACTIVITY_GROUPS) -> List[int]:
+  """Upper bounds (inclusive) of `groups` groups of about equal size by history length."""
+  qs = np.quantile(np.asarray(lengths), np.linspace(0, 1, groups + 1)[1:-1], method="lower")
+  edges = sorted(set(int(q) for q in qs))
+  return edges + [int(np.max(lengths))] if edges[-1:] != [int(np.max(lengths))] else edges
+
+
+def group_labels(edges: Sequence[int]) -> List[str]:
+  lows = [0] + [e + 1 for e in edges[:-1]]
+  return [f"{lo}-{hi}" if hi > lo else f"{lo}" for lo, hi in zip(lows, edges)]
+
+
+def activity_groups(arrays: Mapping[str, np.ndarray], k: int, edges: Sequence[int]
+                    ) -> Dict[str, Dict[str, float]]:
+  """Per history-length group (`edges`: inclusive upper bounds): examples, AUC, and HR@k of
+  the ranked positives (Fig. 5).
+
+  `arrays` as `save_arrays` writes them: per example "target_len", "labels", "logits"; per
+  ranked positive "rows" (its example) and "ranks" (0-based).
   """
   lens = np.asarray(arrays["target_len"])
   labels, logits = np.asarray(arrays["labels"]), np.asarray(arrays["logits"])
-  rows = np.asarray(arrays.get("rows", np.zeros(0, np.int64)))
-  scores = arrays.get("scores")
+  rows, ranks = np.asarray(arrays["rows"]), np.asarray(arrays["ranks"])
   out = {}
-  for name, lo, hi in ACTIVITY_GROUPS:
+  lo = 0
+  for label, hi in zip(group_labels(edges), edges):
     sel = (lens >= lo) & (lens <= hi)
-    g: Dict[str, float] = {"examples": int(sel.sum())}
+    lo = hi + 1
     both = sel.any() and 0 < labels[sel].sum() < sel.sum()
-    g["auc"] = float(metrics.auc(labels[sel], logits[sel])) if both else float("nan")
-    if scores is not None and len(rows):
-      ranked = sel[rows]
-      g["ranked"] = int(ranked.sum())
-      g[f"hr@{k}"] = (float(metrics.hit_rate_at_k(scores[ranked, 0], scores[ranked, 1:], k))
-                      if ranked.any() else float("nan"))
-    out[name] = g
+    g: Dict[str, float] = {"examples": int(sel.sum()),
+                           "auc": float(metrics.auc(labels[sel], logits[sel])) if both
+                           else float("nan")}
+    ranked = sel[rows] if len(rows) else np.zeros(0, bool)
+    g["ranked"] = int(ranked.sum())
+    g[f"hr@{k}"] = float(np.mean(ranks[ranked] < k)) if ranked.any() else float("nan")
+    out[label] = g
   return out
 
 

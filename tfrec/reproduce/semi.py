@@ -24,7 +24,8 @@ import numpy as np
 from tfrec.reproduce import figures
 from tfrec.reproduce import report
 from tfrec.reproduce import stats
-from tfrec.reproduce.harness import ACTIVITY_GROUPS, Pretrain, Row, values
+from tfrec.reproduce import harness
+from tfrec.reproduce.harness import Pretrain, Row, values
 
 PAPER = "semi"
 BASELINES = "configs/baselines"
@@ -76,9 +77,10 @@ def ensure_pretrain_split(mlen: int):
   return prepare
 
 
-def ccl(k: int, mlen: int) -> Pretrain:
-  return Pretrain(f"CCL K={k} MLEN={mlen}", CCL_FLAGS,
-                  (f"--queue_size={k}", f"--train_split=pretrain_mlen{mlen}"),
+def ccl(k: int, mlen: int, normalize: bool = False) -> Pretrain:
+  return Pretrain(f"CCL K={k} MLEN={mlen}" + (" normalised" if normalize else ""), CCL_FLAGS,
+                  (f"--queue_size={k}", f"--train_split=pretrain_mlen{mlen}")
+                  + (("--normalize",) if normalize else ()),
                   prepare=ensure_pretrain_split(mlen))
 
 
@@ -90,10 +92,11 @@ class Experiments:
   table2: Tuple[Tuple[str, Row], ...]
   fig3: Tuple[Tuple[int, Row], ...]        # (K, row); K = 0 is SEMI w/o CCL
   fig4: Tuple[Tuple[int, Row], ...]        # (MLEN, row); 0 is SEMI w/o CCL
+  diag: Tuple[Tuple[str, Row], ...] = ()   # (what it tests, row): not in the paper
 
   def rows(self, parts: Sequence[str]) -> List[Row]:
     chosen = {"table1": self.table1, "table2": self.table2, "fig3": self.fig3,
-              "fig4": self.fig4, "fig5": self.table2}
+              "fig4": self.fig4, "fig5": self.table2, "diag": self.diag}
     out: Dict[str, Row] = {}
     for part in parts:
       for _, row in chosen[part]:
@@ -125,7 +128,14 @@ def experiments(scale: Scale) -> Experiments:
       (m, semi_w if m == scale.default_mlen else
        Row(f"SEMI w. CCL (MLEN={m})", SEMI_FLAGS, pretrain=ccl(scale.default_k, m)))
       for m in scale.mlens)
-  return Experiments(table1, table2, fig3, fig4)
+  normalised = ccl(scale.default_k, scale.default_mlen, normalize=True)
+  diag = (("reference", semi_wo), ("reference", semi_w),
+          ("CCL with L2-normalised q and k (MoCo), not eq. 5-6's raw dot products",
+           Row("SEMI w. CCL (normalised q, k)", SEMI_FLAGS, pretrain=normalised)),
+          ("reference", Row("SEMI-Product w/o CCL", prod)),
+          ("the same for SEMI-Product",
+           Row("SEMI-Product w. CCL (normalised q, k)", prod, pretrain=normalised)))
+  return Experiments(table1, table2, fig3, fig4, diag)
 
 
 # ------------------------------------------------------------------ the results file
@@ -179,8 +189,14 @@ def _claim(text: str, a: List[float], b: List[float]) -> List[str]:
 def write_report(results: Mapping[str, List[Dict[str, Any]]], exp: Experiments, scale: Scale,
                  dataset: str, dataset_text: str, out_md: str, seconds: float,
                  command: str, timings: Mapping[str, float],
-                 extra_flags: Sequence[str] = (), max_eval_examples: int = 0) -> str:
-  """Writes `out_md` and its figures (`<stem>_fig*.png` beside it); returns the path."""
+                 extra_flags: Sequence[str] = (), max_eval_examples: int = 0,
+                 group_arrays: Optional[Mapping[str, List[Mapping[str, np.ndarray]]]] = None
+                 ) -> str:
+  """Writes `out_md` and its figures (`<stem>_fig*.png` beside it); returns the path.
+
+  `group_arrays`: per-seed evaluation arrays (`harness.save_arrays`) of "SEMI w. CCL" and
+  "SEMI w/o CCL", for Fig. 5.
+  """
   stem = os.path.splitext(out_md)[0]
   fig_dir, fig_base = os.path.dirname(out_md), os.path.basename(stem)
   seeds = max(len(v) for v in results.values())
@@ -198,8 +214,9 @@ def write_report(results: Mapping[str, List[Dict[str, Any]]], exp: Experiments, 
            "against the best baseline (`*` p < 0.05, `**` p < 0.01).",
            "- **Protocol (§4.2.2):** AUC over the test impressions; HR@3 of each positive "
            "against 300 random target-domain items the user has not watched "
-           "(`python -m tfrec.evaluate --protocol=semi`); every row is evaluated at its final "
-           "weights (no checkpoint is chosen on the test split)"
+           "(`python -m tfrec.evaluate --protocol=semi`). Rows train a fixed number of epochs "
+           "without validation (nothing is chosen on the test split) and are evaluated at the "
+           "epoch with the highest training AUC"
            + (f"; the first {max_eval_examples:,} test examples only" if max_eval_examples
               else "") + ".", ""]
   if np.isfinite(oracle["auc"]):
@@ -235,30 +252,39 @@ def write_report(results: Mapping[str, List[Dict[str, Any]]], exp: Experiments, 
                                   for _, r in rows])
     lines += ["", report.markdown_table([xlabel.split(" (")[0]] + [str(x) for x in xs], table),
               ""]
-  w, wo = results.get("SEMI w. CCL"), results.get("SEMI w/o CCL")
-  if w and wo and w[0].get("groups"):
+  if exp.diag and has(exp.diag):
+    lines += ["## Diagnostics (not in the paper)", "",
+              "Rows that test an explanation of the results above, same seeds and protocol.", "",
+              report.markdown_table(
+                  ["what it tests", "Method"] + [_LABEL[m] for m in _METRICS],
+                  [[why, r.name] + [report.fmt_mean_std(values(results[r.name], m))
+                                    for m in _METRICS] for why, r in exp.diag]), ""]
+  groups = fig5_groups(group_arrays, results) if group_arrays else None
+  if groups:
+    names = list(groups["SEMI w/o CCL"][0])
     lines += ["## Fig. 5: CCL gain per user-activity group", "",
-              "Groups by the length of the example's target-domain (micro-video) history."]
-    names = [g for g, _, _ in ACTIVITY_GROUPS]
+              "Groups: quintiles of the example's target-domain (micro-video) history length "
+              "on the evaluated split (the paper's absolute groups, e.g. <= 1 event, hold a "
+              "handful of examples here: test histories are long)."]
     table = []
     for m in _METRICS:
       series = {}
-      for label, res in (("SEMI w/o CCL", wo), ("SEMI w. CCL", w)):
-        per = [[r["groups"][g].get(m, float("nan")) for r in res] for g in names]
-        series[label] = ([float(np.nanmean(v)) for v in per],
-                         [float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0 for v in per])
+      for label in ("SEMI w/o CCL", "SEMI w. CCL"):
+        per = [[g[name][m] for g in groups[label]] for name in names]
+        series[label] = ([_finite_mean_std(v)[0] for v in per],
+                         [_finite_mean_std(v)[1] for v in per])
       path = figures.grouped_bars(
           os.path.join(fig_dir, f"{fig_base}_fig5_{slug(m)}.png"), names, series, _LABEL[m],
           f"Fig. 5: {_LABEL[m]} per target-history length")
       lines.append(f"![Fig. 5 {_LABEL[m]}]({os.path.basename(path)})")
-      for i, g in enumerate(names):
+      for i, name in enumerate(names):
         a, b = series["SEMI w. CCL"][0][i], series["SEMI w/o CCL"][0][i]
-        n = w[0]["groups"][g]["examples" if m == "auc" else "ranked"]
-        table.append([_LABEL[m], g, str(n), f"{b:.4f}", f"{a:.4f}",
+        n = groups["SEMI w. CCL"][0][name]["examples" if m == "auc" else "ranked"]
+        table.append([_LABEL[m], name, str(n), f"{b:.4f}", f"{a:.4f}",
                       f"{stats.relative_gain(a, b):+.2f}%" if np.isfinite(a + b) and b else "n/a"])
     lines += ["", report.markdown_table(
-        ["metric", "target history", "examples", "w/o CCL", "w. CCL", "gain"], table), ""]
-  lines += _claims(results)
+        ["metric", "target history length", "examples", "w/o CCL", "w. CCL", "gain"], table), ""]
+  lines += _claims(results, groups)
   if timings:
     lines += ["## Run times (this invocation)", "",
               report.markdown_table(["run", "seconds"],
@@ -274,7 +300,30 @@ def slug(metric: str) -> str:
   return metric.replace("@", "")
 
 
-def _claims(results: Mapping[str, List[Dict[str, Any]]]) -> List[str]:
+def _finite_mean_std(v: Sequence[float]) -> Tuple[float, float]:
+  """Mean and sample std of the finite values (NaN: a group without both classes)."""
+  x = [float(a) for a in v if np.isfinite(a)]
+  if not x:
+    return float("nan"), float("nan")
+  return stats.mean_std(x)
+
+
+def fig5_groups(group_arrays: Mapping[str, List[Mapping[str, np.ndarray]]],
+                results: Mapping[str, List[Dict[str, Any]]]
+                ) -> Optional[Dict[str, List[Dict[str, Dict[str, float]]]]]:
+  """Per seed, each group's metrics for SEMI w/o and w. CCL, with one set of quintile edges
+  (from the w/o CCL run of seed 0: every run evaluates the same examples)."""
+  if not all(group_arrays.get(n) for n in ("SEMI w/o CCL", "SEMI w. CCL")):
+    return None
+  edges = harness.quantile_edges(group_arrays["SEMI w/o CCL"][0]["target_len"])
+  k = int(results["SEMI w/o CCL"][0]["k"])
+  return {n: [harness.activity_groups(a, k, edges) for a in group_arrays[n]]
+          for n in ("SEMI w/o CCL", "SEMI w. CCL")}
+
+
+def _claims(results: Mapping[str, List[Dict[str, Any]]],
+            groups: Optional[Mapping[str, List[Dict[str, Dict[str, float]]]]] = None
+            ) -> List[str]:
   """The orderings the issue asks to check, each with its measured numbers."""
   checks = [("SEMI w. CCL > SEMI w/o CCL", "SEMI w. CCL", "SEMI w/o CCL"),
             ("SEMI w/o CCL > Cross-BST", "SEMI w/o CCL", "Cross-BST"),
@@ -289,20 +338,15 @@ def _claims(results: Mapping[str, List[Dict[str, Any]]]) -> List[str]:
       for m in _METRICS:
         rows.append([f"{text} ({_LABEL[m]})"] + _claim("", values(results[a], m),
                                                      values(results[b], m))[1:])
-  w, wo = results.get("SEMI w. CCL"), results.get("SEMI w/o CCL")
-  if w and wo and w[0].get("groups"):
-    gains = {}
-    for g, _, _ in ACTIVITY_GROUPS:
-      a = np.nanmean([r["groups"][g]["auc"] for r in w])
-      b = np.nanmean([r["groups"][g]["auc"] for r in wo])
-      if np.isfinite(a) and np.isfinite(b):
-        gains[g] = a - b
-    if gains:
-      top = max(gains, key=gains.get)
-      sparse = ACTIVITY_GROUPS[0][0], ACTIVITY_GROUPS[1][0]
-      rows.append(["largest CCL AUC gain in a sparse group (0-1 or 2-5 target events)",
-                   ", ".join(f"{g}: {v:+.4f}" for g, v in gains.items()),
-                   "holds" if top in sparse else f"does NOT hold (largest: {top})"])
+  if groups:
+    names = list(groups["SEMI w/o CCL"][0])
+    gains = {n: _finite_mean_std([g[n]["auc"] for g in groups["SEMI w. CCL"]])[0]
+             - _finite_mean_std([g[n]["auc"] for g in groups["SEMI w/o CCL"]])[0]
+             for n in names}
+    top = max(gains, key=gains.get)
+    rows.append([f"largest CCL AUC gain in the least active group ({names[0]} target events)",
+                 ", ".join(f"{n}: {v:+.4f}" for n, v in gains.items()),
+                 "holds" if top == names[0] else f"does NOT hold (largest: {top})"])
   if not rows:
     return []
   return ["## The paper's orderings, as measured here", "",
