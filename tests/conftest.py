@@ -84,3 +84,17 @@ def syn_dir(tmp_path_factory):
   cfg = dataclasses.replace(synthetic.get_config("tiny"), num_users=60)
   synthetic.generate(cfg, d, num_shards=2, verbose=False)
   return d
+
+
+def make_config(data_dir, run_dir, model="youtubenet", model_kwargs=None, **train):
+  """A tiny training `RunConfig` (dim 8, histories of 10, batch 32, no validation)."""
+  from tfrec import config as config_lib
+  kwargs = dict(dim=8)
+  kwargs.update(model_kwargs or {})
+  defaults = dict(batch_size=32, epochs=1, validation_steps=0, backup_every_steps=3,
+                  log_every_steps=2, verbose=0, learning_rate=3e-3)
+  defaults.update(train)
+  return config_lib.RunConfig(
+      data=config_lib.DataConfig(data_dir=data_dir, max_seq_len=10, shuffle_buffer=200),
+      model=config_lib.ModelConfig(model, kwargs),
+      train=config_lib.TrainConfig(run_dir=run_dir, **defaults))

@@ -19,7 +19,7 @@ from tfrec import train as train_lib
 from tfrec.models.ccl import CCL, info_nce, reference_time
 from tfrec.tasks import momentum as momentum_lib
 from tfrec.tasks.queue import KeyQueue
-from tests.test_train import make_config
+from conftest import make_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_ITEMS, L = 30, 5

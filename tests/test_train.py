@@ -20,19 +20,9 @@ from tfrec.data.tfrecord_io import Manifest
 from tfrec.models import registry
 from tfrec.models.youtubenet import YouTubeNet
 
+from conftest import make_config  # noqa: E402  (shared with test_ccl)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def make_config(data_dir, run_dir, model="youtubenet", model_kwargs=None, **train):
-  kwargs = dict(dim=8)
-  kwargs.update(model_kwargs or {})
-  defaults = dict(batch_size=32, epochs=1, validation_steps=0, backup_every_steps=3,
-                  log_every_steps=2, verbose=0, learning_rate=3e-3)
-  defaults.update(train)
-  return config_lib.RunConfig(
-      data=config_lib.DataConfig(data_dir=data_dir, max_seq_len=10, shuffle_buffer=200),
-      model=config_lib.ModelConfig(model, kwargs),
-      train=config_lib.TrainConfig(run_dir=run_dir, **defaults))
 
 
 def scalars(log_dir):
