@@ -199,6 +199,17 @@ def test_ccl_trains_through_train_py_and_semi_initialises_from_it(syn_dir, tmp_p
       np.testing.assert_array_equal(got, w)
 
 
+  # --init_layers restricts the transfer (an ablation): encoders from CCL, the item encoder not.
+  capture = Capture()
+  train_lib.train(make_config(syn_dir, str(tmp_path / "semi_blocks"), model="semi",
+                              model_kwargs=common, epochs=1, steps_per_epoch=1, batch_size=16,
+                              init_from=ccl_run, init_layers="target_encoder,source_encoder"),
+                  extra_callbacks=[capture])
+  for got, w in zip(capture.weights["target_encoder"], ccl.target_encoder.weights):
+    np.testing.assert_array_equal(got, w.numpy())
+  assert not np.allclose(capture.weights["item_encoder"][0], ccl.item_encoder.weights[0].numpy())
+
+
 def test_init_from_a_run_without_the_encoders_is_an_error(syn_dir, tmp_path):
   bst_run = str(tmp_path / "bst")
   train_lib.train(make_config(syn_dir, bst_run, model="bst", model_kwargs=dict(num_heads=2),

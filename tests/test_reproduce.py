@@ -62,7 +62,7 @@ def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
   assert len({r.name for r in rows}) == len(rows)  # every run once
   # 5 (table 1) + 5 more (table 2) + 3 other K + 3 other MLEN
   assert len(rows) == 5 + 5 + 3 + 3
-  assert len(exp.rows(["diag"])) == 5 and len(exp.rows(["table2", "diag"])) == 6 + 2
+  assert len(exp.rows(["diag"])) == 6 and len(exp.rows(["table2", "diag"])) == 6 + 3
   pretrain = {r.pretrain.name for r in rows if r.pretrain}
   assert pretrain == {"CCL K=256 MLEN=10", "CCL K=64 MLEN=10", "CCL K=128 MLEN=10",
                       "CCL K=512 MLEN=10", "CCL K=256 MLEN=1", "CCL K=256 MLEN=5",
@@ -90,7 +90,8 @@ def test_results_file_from_known_numbers(tmp_path):
   for m in (1, 5, 20):
     base[f"SEMI w. CCL (MLEN={m})"] = 0.662
 
-  for name in ("SEMI w. CCL (normalised q, k)", "SEMI-Product w. CCL (normalised q, k)"):
+  for name in ("SEMI w. CCL (normalised q, k)", "SEMI-Product w. CCL (normalised q, k)",
+               "SEMI w. CCL (attention blocks only)"):
     base[name] = 0.5
 
   results = {}

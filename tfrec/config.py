@@ -76,6 +76,8 @@ class TrainConfig:
     log_every_steps: TensorBoard scalar period in steps.
     profile_batch: "" (off), "N" or "N,M": TensorBoard profiler batches.
     init_from: a run directory or checkpoint to initialise weights from (partial allowed).
+    init_layers: comma-separated layer names to take from `init_from` ("": every layer the
+      checkpoint holds).
     export_dir: write a SavedModel here after training (chief only).
     verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
   """
@@ -97,6 +99,7 @@ class TrainConfig:
   log_every_steps: int = 50
   profile_batch: str = ""
   init_from: str = ""
+  init_layers: str = ""
   export_dir: str = ""
   verbose: int = 1
 

@@ -83,6 +83,9 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_integer("log_every_steps", 50, "TensorBoard scalar period in steps.", flag_values=fv)
   flags.DEFINE_string("profile_batch", "", "TensorBoard profiler batches: N or N,M ('' off).", flag_values=fv)
   flags.DEFINE_string("init_from", "", "Run directory or checkpoint to initialise weights from.", flag_values=fv)
+  flags.DEFINE_list("init_layers", [], "With --init_from: only these layers (attribute names, "
+                    "e.g. target_encoder,source_encoder); default: every layer the checkpoint "
+                    "holds.", flag_values=fv)
   flags.DEFINE_string("export_dir", "", "Export a SavedModel here after training.", flag_values=fv)
   flags.DEFINE_string("checkpoint", "best", "evaluate/export: weights of --run_dir to use: best "
                       "(highest validation AUC), final, or a checkpoint path prefix.",
@@ -128,6 +131,8 @@ def run_config(fl=FLAGS, need_run_dir: bool = True) -> config_lib.RunConfig:
       strategy=fl.strategy, cpu_replicas=fl.cpu_replicas, precision=fl.precision,
       jit_compile=fl.jit_compile, backup_every_steps=fl.backup_every_steps,
       early_stopping_patience=fl.early_stopping_patience, log_every_steps=fl.log_every_steps,
-      profile_batch=fl.profile_batch, init_from=fl.init_from, export_dir=fl.export_dir,
+      profile_batch=fl.profile_batch, init_from=fl.init_from,
+      init_layers=",".join(x.strip() for x in fl.init_layers if x.strip()),
+      export_dir=fl.export_dir,
       verbose=fl.verbose)
   return config_lib.RunConfig(data=data, model=model, train=train)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -106,7 +106,8 @@ def split_label(batch):
   return features, label
 
 
-def init_from(model: keras.Model, source: str) -> Tuple[List[str], List[str]]:
+def init_from(model: keras.Model, source: str, layers: Optional[Sequence[str]] = None
+              ) -> Tuple[List[str], List[str]]:
   """Initialises `model`'s layers from another run (its best checkpoint) or a checkpoint prefix.
 
   Each direct layer of `model` (by attribute name, as checkpoints key them) that the checkpoint
@@ -130,6 +131,13 @@ def init_from(model: keras.Model, source: str) -> Tuple[List[str], List[str]]:
   parts = {name: obj for name, obj in model._trackable_children(save_type="checkpoint").items()
            if isinstance(obj, keras.layers.Layer) and obj.weights}
   required = tuple(getattr(model, "required_init_parts", lambda: ())())
+  if layers is not None:
+    unknown = sorted(set(layers) - set(parts))
+    if unknown:
+      raise ValueError(f"--init_layers: {model.name} has no layers {unknown}; it has "
+                       f"{sorted(parts)}")
+    parts = {n: parts[n] for n in layers}
+    required = tuple(layers)
   missing = [n for n in required if n not in saved or n not in parts]
   if missing:
     raise ValueError(f"--init_from={source}: {path} lacks {missing} (it holds "

@@ -81,10 +81,11 @@ def _write_path(path: str, chief: bool) -> str:
   return os.path.join(tempfile.mkdtemp(prefix="tfrec_worker_"), os.path.basename(path))
 
 
-def _init_from(model: keras.Model, source: str, store: ItemStore) -> None:
+def _init_from(model: keras.Model, source: str, store: ItemStore, layers: str = "") -> None:
   """Initialises layers from another run (`runs.init_from`); the item-store tables are then
   re-filled from this run's dataset, which they must describe."""
-  restored, kept = runs.init_from(model, source)
+  restored, kept = runs.init_from(model, source,
+                                  layers=tuple(x for x in layers.split(",") if x) or None)
   model.item_encoder.set_item_features(store)
   logging.info("initialised %s from %s; initial values kept for %s", ", ".join(restored),
                source, ", ".join(kept) or "nothing")
@@ -200,7 +201,7 @@ def train(cfg: config_lib.RunConfig,
   with strategy.scope():
     model = runs.build_model(cfg, info, store)
     if t.init_from and start_step == 0:
-      _init_from(model, t.init_from, store)
+      _init_from(model, t.init_from, store, t.init_layers)
     if ranking:
       model.compile(
           optimizer=keras.optimizers.Adam(t.learning_rate),

@@ -130,6 +130,9 @@ def experiments(scale: Scale) -> Experiments:
       for m in scale.mlens)
   normalised = ccl(scale.default_k, scale.default_mlen, normalize=True)
   diag = (("reference", semi_wo), ("reference", semi_w),
+          ("CCL's attention blocks only: item encoder and time blocks start fresh",
+           Row("SEMI w. CCL (attention blocks only)", SEMI_FLAGS,
+               ("--init_layers=target_encoder,source_encoder",), pretrain=default)),
           ("CCL with L2-normalised q and k (MoCo), not eq. 5-6's raw dot products",
            Row("SEMI w. CCL (normalised q, k)", SEMI_FLAGS, pretrain=normalised)),
           ("reference", Row("SEMI-Product w/o CCL", prod)),
