@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from tfrec.reproduce import harness
 from tfrec.reproduce import semi

@@ -87,8 +87,7 @@ def main(argv: Sequence[str]) -> None:
                               scale_flagfile=scale.scale_flagfile,
                               pretrain_flagfile=scale.pretrain_flagfile,
                               extra_flags=tuple(FLAGS.extra_flags),
-                              max_eval_examples=FLAGS.max_eval_examples,
-                            group_arrays=group_arrays)
+                              max_eval_examples=FLAGS.max_eval_examples)
   exp = paper.experiments(scale)
   rows = exp.rows(FLAGS.parts)
   logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,
