@@ -276,9 +276,13 @@ def write_report(results: Mapping[str, List[Dict[str, Any]]], exp: Experiments, 
         per = [[g[name][m] for g in groups[label]] for name in names]
         series[label] = ([_finite_mean_std(v)[0] for v in per],
                          [_finite_mean_std(v)[1] for v in per])
+      shown = [v for mean, _ in series.values() for v in mean if np.isfinite(v)]
+      span = (max(shown) - min(shown)) if shown else 0.0
+      ylim = ((max(0.0, min(shown) - span - 0.02), max(shown) + span + 0.02) if shown
+              else None)  # differences of a point or two vanish on bars drawn from 0
       path = figures.grouped_bars(
           os.path.join(fig_dir, f"{fig_base}_fig5_{slug(m)}.png"), names, series, _LABEL[m],
-          f"Fig. 5: {_LABEL[m]} per target-history length")
+          f"Fig. 5: {_LABEL[m]} per target-history length", ylim=ylim)
       lines.append(f"![Fig. 5 {_LABEL[m]}]({os.path.basename(path)})")
       for i, name in enumerate(names):
         a, b = series["SEMI w. CCL"][0][i], series["SEMI w/o CCL"][0][i]
