@@ -11,6 +11,7 @@ from tfrec import distribute
 distribute.configure_cpu_replicas(2)
 
 import numpy as np  # noqa: E402
+from ccl_data import pair_features  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
@@ -20,15 +21,7 @@ NUM_ITEMS, L, K = 40, 6, 12
 
 
 def features(n, seed):
-  rng = np.random.default_rng(seed)
-  f = {}
-  for d in ("source", "target"):
-    lens = rng.integers(1, L + 1, size=n)
-    mask = np.arange(L)[None, :] < lens[:, None]
-    f[f"{d}_item_ids"] = np.where(mask, rng.integers(1, NUM_ITEMS + 1, size=(n, L)), 0)
-    f[f"{d}_timestamps"] = np.where(mask, 3600 * np.arange(L)[None, :], 0).astype(np.int64)
-    f[f"{d}_mask"] = mask
-  return f
+  return pair_features(n, seed, NUM_ITEMS, L)
 
 
 def build(strategy):

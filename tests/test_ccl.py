@@ -10,6 +10,7 @@ import sys
 import types
 
 import numpy as np
+from ccl_data import pair_features
 import pytest
 import tensorflow as tf
 import tf_keras as keras
@@ -26,15 +27,7 @@ NUM_ITEMS, L = 30, 5
 
 
 def features(n, seed):
-  rng = np.random.default_rng(seed)
-  f = {}
-  for d in ("source", "target"):
-    lens = rng.integers(1, L + 1, size=n)
-    mask = np.arange(L)[None, :] < lens[:, None]
-    f[f"{d}_item_ids"] = np.where(mask, rng.integers(1, NUM_ITEMS + 1, size=(n, L)), 0)
-    f[f"{d}_timestamps"] = np.where(mask, 3600 * np.arange(L)[None, :], 0).astype(np.int64)
-    f[f"{d}_mask"] = mask
-  return f
+  return pair_features(n, seed, NUM_ITEMS, L)
 
 
 def tiny_ccl(queue_size=8, momentum=0.9, temperature=0.7, normalize=False):
