@@ -79,7 +79,7 @@ def tiny_dir(tmp_path):
 def syn_dir(tmp_path_factory):
   """Tiny synthetic dataset (60 users) with 2 shards per split, so two workers can share it."""
   import dataclasses
-  from tfrec.data import synthetic
+  from tfrec.datasets import synthetic
   d = str(tmp_path_factory.mktemp("syn") / "tiny")
   cfg = dataclasses.replace(synthetic.get_config("tiny"), num_users=60)
   synthetic.generate(cfg, d, num_shards=2, verbose=False)

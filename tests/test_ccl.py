@@ -18,8 +18,8 @@ import tf_keras as keras
 from tfrec import runs
 from tfrec import train as train_lib
 from tfrec.models.ccl import CCL, info_nce, reference_time
-from tfrec.tasks import momentum as momentum_lib
-from tfrec.tasks.queue import KeyQueue
+from tfrec.moco import momentum as momentum_lib
+from tfrec.moco.queue import KeyQueue
 from conftest import make_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""SEMI's CCL pre-training selection (tfrec/data/ccl_select.py): every expectation by hand."""
+"""SEMI's CCL pre-training selection (tfrec/datasets/ccl_select.py): every expectation by hand."""
 
 import json
 import os
@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from tfrec.data import ccl_select, schema
+from tfrec.data import schema
+from tfrec.datasets import ccl_select
 from tfrec.data.tfrecord_io import Manifest, check_record, decode
 
 PAIR_FIELDS = {"user_id", "source_item_ids", "source_timestamps", "target_item_ids",

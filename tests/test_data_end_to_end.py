@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from tfrec.data import schema, synthetic
+from tfrec.data import schema
+from tfrec.datasets import synthetic
 from tfrec.data.pipeline import Reader, ReadOptions
 from tfrec.data.validate import shard_sets, validate
 

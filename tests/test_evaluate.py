@@ -15,13 +15,15 @@ from absl.testing import flagsaver  # noqa: E402
 
 from conftest import ranking_record, tiny_info, tiny_store  # noqa: E402
 from tfrec import config as config_lib  # noqa: E402
-from tfrec import evaluate as ev  # noqa: E402
+from tfrec import evaluate as ev_cli  # noqa: E402
+from tfrec import evaluation as ev  # noqa: E402
 from tfrec import metrics, runs  # noqa: E402
-from tfrec.data import schema, synthetic  # noqa: E402
+from tfrec.data import schema
+from tfrec.datasets import synthetic  # noqa: E402
 from tfrec.data.info import DatasetInfo  # noqa: E402
 from tfrec.data.item_store import ItemStore  # noqa: E402
 from tfrec.data.pipeline import Reader, ReadOptions  # noqa: E402
-from tfrec.data.synthetic_oracle import ranking_oracle_for  # noqa: E402
+from tfrec.datasets.synthetic.oracle import ranking_oracle_for  # noqa: E402
 from tfrec.data.tfrecord_io import Manifest, decode, write_records  # noqa: E402
 from tfrec.metrics import SampledProtocol  # noqa: E402
 
@@ -294,7 +296,7 @@ def test_gauc_reductions_and_sampled_ranking_on_a_hand_built_case(hand_ds):
   assert ranking_oracle_for(tiny_info())[0] is None
   res = ev.evaluate(_ItemIdScorer(), ds, protocol=one, negative_pool=pool,
                     ranking_oracle_reason=ranking_oracle_for(tiny_info())[1])
-  assert "not written by tfrec.data.synthetic" in res["oracle"]["ranking"]
+  assert "not written by tfrec.datasets.synthetic" in res["oracle"]["ranking"]
 
 
 def test_a_pool_too_small_for_the_protocol_names_the_record(hand_reader, hand_ds):
@@ -340,14 +342,14 @@ def _strict_json(path):
 
 
 def test_main_writes_json_and_markdown_recording_the_protocol(run_dir, syn, capsys):
-  ev.define_flags()
+  ev_cli.define_flags()
   fl = flags.FLAGS
   if not fl.is_parsed():
     fl.mark_as_parsed()
   with flagsaver.flagsaver(run_dir=run_dir, splits=["test_cold"], protocol="couple",
                            negative_pool="all", gauc_reduction="positives", max_examples=50,
                            batch_size=32, eval_seed=5):
-    ev.main(["tfrec.evaluate"])
+    ev_cli.main(["tfrec.evaluate"])
   out = capsys.readouterr().out
   for split in ("test_cold",):
     res = _strict_json(os.path.join(run_dir, "eval", f"{split}.json"))
@@ -368,21 +370,21 @@ def test_main_writes_json_and_markdown_recording_the_protocol(run_dir, syn, caps
 
 
 def test_main_refuses_what_it_cannot_do_honestly(run_dir):
-  ev.define_flags()
+  ev_cli.define_flags()
   fl = flags.FLAGS
   if not fl.is_parsed():
     fl.mark_as_parsed()
   # The tiny world's cold pool (30 items) cannot give SEMI's 300 negatives.
   with flagsaver.flagsaver(run_dir=run_dir, splits=["test_cold"], protocol="semi"):
     with pytest.raises(SystemExit, match="needs 300 .* pool .cold target-domain items"):
-      ev.main(["tfrec.evaluate"])
+      ev_cli.main(["tfrec.evaluate"])
   with flagsaver.flagsaver(run_dir=run_dir, model="bst", dim=8, protocol="none"):
     with pytest.raises(SystemExit, match="holds a din model .* --model=bst .the run has din.$"):
-      ev.main(["tfrec.evaluate"])
+      ev_cli.main(["tfrec.evaluate"])
   with flagsaver.flagsaver(run_dir=run_dir, model="din", dim=16, protocol="none"):
     with pytest.raises(SystemExit, match="--dim=16 .the run has 8."):
-      ev.main(["tfrec.evaluate"])
+      ev_cli.main(["tfrec.evaluate"])
   with flagsaver.flagsaver(run_dir=run_dir, splits=["test", "test_cold"], protocol="none",
                            output_json="/tmp/one.json"):
     with pytest.raises(SystemExit, match="put {split} in it"):
-      ev.main(["tfrec.evaluate"])
+      ev_cli.main(["tfrec.evaluate"])

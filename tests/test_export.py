@@ -19,7 +19,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from tfrec import config as config_lib  # noqa: E402
-from tfrec import export as export_lib  # noqa: E402
+from tfrec import serving as export_lib  # noqa: E402
 from tfrec import runs  # noqa: E402
 from tfrec.models import registry  # noqa: E402
 

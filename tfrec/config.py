@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 CONFIG_FILE = "config.json"
 FLAGS_FILE = "flags.txt"
@@ -162,6 +162,3 @@ def run_paths(run_dir: str) -> Dict[str, str]:
       "logs": os.path.join(run_dir, "logs"),
   }
 
-
-def parse_int_list(text: str) -> Tuple[int, ...]:
-  return tuple(int(x) for x in text.split(",") if x.strip())

@@ -28,7 +28,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     return
   # Data.
   flags.DEFINE_string("data_dir", None, "Dataset directory in the tfrec data contract "
-                      "(python -m tfrec.data.synthetic --out DIR, or tfrec.data.movielens).", flag_values=fv)
+                      "(python -m tfrec.datasets.synthetic --out DIR, or tfrec.datasets.movielens).", flag_values=fv)
   flags.DEFINE_string("train_split", "train", "Training split of the ranking records.", flag_values=fv)
   flags.DEFINE_string("eval_split", "test", "Validation/evaluation split.", flag_values=fv)
   flags.DEFINE_integer("max_seq_len", 50, "History length per domain (newest kept, padded).", flag_values=fv)

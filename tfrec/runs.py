@@ -161,6 +161,3 @@ def init_from(model: keras.Model, source: str, layers: Optional[Sequence[str]] =
                      f"{restored} (different sizes?): {e}") from None
   return restored, sorted(set(parts) - set(restored))
 
-
-def exists(path: str) -> bool:
-  return bool(path) and os.path.exists(path)

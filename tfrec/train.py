@@ -177,7 +177,7 @@ def train(cfg: config_lib.RunConfig,
     raise ValueError(f"--export_dir: {cfg.model.name} is a pre-training model; export the "
                      "ranking model that initialises from it")
   if t.export_dir and chief:
-    from tfrec import export as export_lib
+    from tfrec import serving as export_lib
     export_lib.check_export_dir(t.export_dir)  # fail before training, not after
   if chief:
     cfg.save()
@@ -242,7 +242,7 @@ def train(cfg: config_lib.RunConfig,
                        steps=int(model.optimizer.iterations.numpy()),
                        resumed_from_step=start_step)
   if t.export_dir and chief:
-    from tfrec import export as export_lib
+    from tfrec import serving as export_lib
     result.export_dir = export_lib.export(model, t.export_dir)
   return result
 

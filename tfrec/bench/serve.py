@@ -6,7 +6,7 @@
 The model is built at the papers' sizes (SEMI App. A.1: d = 128, 8 heads, feed-forward 128,
 histories of 50 per domain, i.e. 50 + 50 merged for Cross-BST; one-domain models read the
 target history only) with random weights over an in-memory synthetic item store (20K items,
-128-d visual vectors, 50 categories), exported with `tfrec.export.export` to a temporary
+128-d visual vectors, 50 categories), exported with `tfrec.serving.export` to a temporary
 directory and loaded back with `tf.saved_model.load`, as a serving process would. Requests cycle
 through 16 random users (full histories, increasing timestamps within a week), each with its
 own random target-domain candidates. After `--warmup_requests` untimed requests of each kind, it times:
@@ -37,7 +37,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from tfrec import export as export_lib
+from tfrec import serving as export_lib
 from tfrec.bench import common
 
 FLAGS = flags.FLAGS

@@ -40,8 +40,8 @@ from tfrec.layers.pooling import SequencePooling
 from tfrec.layers.time_block import TimeBlockEmbedding
 from tfrec.models import registry
 from tfrec.models.base import sequence_input
-from tfrec.tasks import momentum as momentum_lib
-from tfrec.tasks.queue import KeyQueue
+from tfrec.moco import momentum as momentum_lib
+from tfrec.moco.queue import KeyQueue
 
 # Micro-video (target) queries look up the product (source) dictionary (eq. 5) and back (eq. 6).
 _OTHER = {"target": "source", "source": "target"}

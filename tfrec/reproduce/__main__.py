@@ -28,7 +28,7 @@ PARTS = ("table1", "table2", "fig3", "fig4", "fig5", "diag")
 flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
 flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens"],
                   "synthetic: the planted generator (generated when missing); movielens: "
-                  "MovieLens-1M as two domains (python -m tfrec.data.movielens --out DIR).")
+                  "MovieLens-1M as two domains (python -m tfrec.datasets.movielens --out DIR).")
 flags.DEFINE_integer("seeds", 3, "Seeds per row (0 .. seeds-1).")
 flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: the scaled-down variant for 2 CPU "
                   "cores; paper: the paper's sizes (A.1).")
@@ -57,12 +57,12 @@ def prepare_dataset(dataset: str, data_dir: str, scale) -> str:
   from tfrec.data.info import DatasetInfo
   if dataset == "synthetic":
     if not os.path.exists(os.path.join(data_dir, "dataset.json")):
-      from tfrec.data import synthetic
+      from tfrec.datasets import synthetic
       logging.info("generating the synthetic %s preset in %s", scale.synthetic_preset, data_dir)
       synthetic.generate(synthetic.get_config(scale.synthetic_preset), data_dir, verbose=False)
   elif not os.path.exists(os.path.join(data_dir, "dataset.json")):
     raise FileNotFoundError(f"{data_dir}: no converted MovieLens-1M here; run `python -m "
-                            f"tfrec.data.movielens --out {data_dir}` first")
+                            f"tfrec.datasets.movielens --out {data_dir}` first")
   info = DatasetInfo.load(data_dir)
   what = (f"synthetic preset `{scale.synthetic_preset}`" if dataset == "synthetic"
           else "MovieLens-1M as two domains")

@@ -23,7 +23,7 @@ import numpy as np
 import tf_keras as keras
 
 from tfrec import config as config_lib
-from tfrec import evaluate as evaluate_lib
+from tfrec import evaluation as evaluate_lib
 from tfrec import flags as tfrec_flags
 from tfrec import metrics
 from tfrec import train as train_lib

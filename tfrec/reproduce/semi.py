@@ -68,7 +68,7 @@ def ensure_pretrain_split(mlen: int):
   """`prepare` hook: selects the §4.1 pre-training pairs with this MLEN once per dataset."""
 
   def prepare(data_dir: str) -> None:
-    from tfrec.data import ccl_select
+    from tfrec.datasets import ccl_select
     from tfrec.data import tfrecord_io
     split = ccl_select.default_out_split(mlen)
     if not os.path.exists(tfrecord_io.manifest_path(data_dir, "ccl_pair", split)):

@@ -1,3 +1,3 @@
-"""Training objectives that are more than a loss function: queue dictionaries of keys and
-momentum key encoders (SEMI §3.3 / MoCo), later DUAL's adversarial and COUPLE's FIFO objectives.
-"""
+"""Tasks in the tensorflow_recommenders sense: a loss together with its metrics, as a Keras layer
+that a model's `compute_losses` calls. The queue and momentum machinery that contrastive tasks
+use lives beside this package, in `tfrec.moco`."""

@@ -1,6 +1,6 @@
 """Dataset statistics of a converted MovieLens dataset in the papers' form (SEMI Tables 3-5,
 ADAPT Tables I/III): instances, users, items per domain, average sequence length, categories per
-sequence, overlap between domains. Printed by `python -m tfrec.data.movielens` and written to
+sequence, overlap between domains. Printed by `python -m tfrec.datasets.movielens` and written to
 DIR/stats.md.
 """
 
@@ -11,7 +11,8 @@ from typing import List
 import numpy as np
 
 from tfrec.data import schema
-from tfrec.data.movielens import NON_DIGIT_REGION, SCENARIO_NAMES, SPLITS, Prepared
+from tfrec.datasets.movielens.conversion import (NON_DIGIT_REGION, SCENARIO_NAMES, SPLITS,
+                                                 Prepared)
 
 
 def _avg(x: np.ndarray) -> str:

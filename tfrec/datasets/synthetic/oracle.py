@@ -1,4 +1,4 @@
-"""The planted P(click) of any target candidate, for a dataset written by `tfrec.data.synthetic`:
+"""The planted P(click) of any target candidate, for a dataset written by `tfrec.datasets.synthetic`:
 the ceiling of sampled ranking (HR@K / NDCG@K) in `tfrec.evaluate`.
 
 Records carry `oracle_prob`, the planted P(click) of their own item, which is enough for the
@@ -16,9 +16,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from tfrec.data import schema
-from tfrec.data import synthetic_world as sw
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
+from tfrec.datasets.synthetic import world as sw
 
 TOLERANCE = 1e-5  # |re-simulated - recorded oracle_prob| (stored as float32).
 
@@ -28,13 +28,13 @@ class OracleUnavailable(Exception):
 
 
 class SyntheticOracle:
-  """The planted P(click) of any target candidate, for data written by `tfrec.data.synthetic`.
+  """The planted P(click) of any target candidate, for data written by `tfrec.datasets.synthetic`.
 
   Rebuilds the world from `dataset.json`'s generator config, and per user replays the first
   steps of `synthetic.user_records` from the user's own RNG (`default_rng([seed, user])`):
   `make_user` (theta_u^t) then `plan_sessions` (each session's start, duration, scenario and
   intent). A request at time t lies in exactly one session (sessions occupy distinct hours).
-  P(click) is `synthetic_world.click_probability` (sigmoid(a theta[k_i] + b [k_i = intent] +
+  P(click) is `world.click_probability` (sigmoid(a theta[k_i] + b [k_i = intent] +
   q_i + s[scenario, c_i] + c)).
 
   Raises:
@@ -43,8 +43,8 @@ class SyntheticOracle:
 
   def __init__(self, info: DatasetInfo, store: Optional[ItemStore] = None):
     extra = info.extra or {}
-    if extra.get("generator") != "tfrec.data.synthetic" or "config" not in extra:
-      raise OracleUnavailable(f"dataset {info.name!r} was not written by tfrec.data.synthetic:"
+    if extra.get("generator") != "tfrec.datasets.synthetic" or "config" not in extra:
+      raise OracleUnavailable(f"dataset {info.name!r} was not written by tfrec.datasets.synthetic:"
                               " there is no planted model to rank candidates with")
     raw = dict(extra["config"])
     try:
@@ -52,7 +52,7 @@ class SyntheticOracle:
       cfg = sw.SyntheticConfig(**raw)
     except (TypeError, ValueError) as e:
       raise OracleUnavailable(f"dataset.json's generator config cannot be rebuilt by this "
-                              f"version of tfrec.data.synthetic ({e})") from None
+                              f"version of tfrec.datasets.synthetic ({e})") from None
     self.config = cfg
     self.world = sw.build_world(cfg, with_visual=False)
     if store is not None:

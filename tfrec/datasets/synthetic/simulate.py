@@ -1,49 +1,6 @@
-"""Deterministic, streaming synthetic cross-domain data whose planted model is a known oracle.
-
-Run:
-  python -m tfrec.data.synthetic --out DIR [--config=tiny|small|default|large] [--seed=N]
-      [--num_users=N] [--num_shards=N] [--workers=N] [--transfer=X] [--intent_drift=X] ...
-
-Planted model (T topics, C categories per topic; items in `synthetic_world.py`):
-
-  Items i of domain d_i in {source, target}:
-    k_i ~ Cat(pi),  c_i = k_i * C + U{1..C}                  each category in one topic
-    z_i = mu_{k_i} + o_{c_i} + eps_i,  mu ~ N(0, I), o ~ N(0, 0.5^2 I), eps ~ N(0, 0.3^2 I)
-    pop_i ∝ (1 + rank_i)^-0.8 within the domain,  q_i ~ N(0, 0.5^2)      (quality bias)
-    visual_i = W_{d_i} z_i + m_{d_i} + N(0, 0.3^2 I)          W_s != W_t: a domain gap
-    tags_i ⊂ Tags(k_i, d_i), |Tags(k, s) ∩ Tags(k, t)| = tag_overlap * |Tags(k, d)|
-    title_i: source = topic keywords; target = function words + topic words + shared words
-    a `cold_item_share` of target items is cold: never in a history, train or test example;
-    only a candidate in ranking/test_cold.
-  User u (its own RNG, default_rng([seed, u])):
-    x_u = [gender, age, occupation, region],  P(scenario) ∝ traffic * exp(R[region])
-    theta_u ~ Dir(alpha * exp(A[age]))                          long-term shared interest
-    phi_u^d ~ Dir(alpha),  theta_u^d = transfer * theta_u + (1 - transfer) * phi_u^d
-  Sessions (1 + Poi(sessions_per_user - 1), in distinct hours of `days` days, each < 1 h):
-    intent_1 ~ theta_u;  intent_s = intent_{s-1} w.p. 1 - intent_drift, else ~ theta_u
-    (one intent for both domains of a session)
-    events: n^s ~ Poi(6), n^t ~ Poi(0.5) (Poi(4) for an `active_share` of users)
-    event topic = intent_s w.p. intent_weight, else ~ theta_u^d;  item ~ pop within topic
-  Ranking impressions (target domain, Poi(impressions_per_session) per session):
-    candidate ~ pop in the intent topic | pop in the domain | uniform (never cold)
-    p = sigmoid(a * theta_u^t[k_i] + b * [k_i == intent_s] + q_i + s[scenario, c_i] + c)
-    (a, b, c = 4, 1.5, -1.8 by default: positive rate about 0.35-0.45)
-    label ~ Bernoulli(p),  oracle_prob = p;  a click joins the target history.
-
-Records (split "test" = the last day, "train" = the days before):
-  ranking    every impression with some history; histories are the last 50 events of each
-             domain strictly before the impression; test_cold = last-day impressions of
-             cold candidates (clicks on them never enter a history).
-  ccl_pair   per train session with events in both domains: its source and target events.
-  matching   at every target positive: the last 100 mixed-domain behaviours before it.
-  dual_pair  each non-cold target item -> a source item of its category (ADAPT §III-D).
-
-Python API: `build_world(config) -> World`, `user_records(world, user_id)` (kind -> split ->
-record dicts, no files), `dual_pair_records(world)`, `click_probability(...)` (the oracle),
-`dataset_info(config)` and `generate(config, out_dir, num_shards, verbose, workers)`.
-Users are simulated one at a time from their own RNG, so the output for a seed does not depend
-on which other users were generated, nor on the number of writer processes.
-"""
+"""The synthetic world's per-user simulation (sessions, impressions, pairs) into records, and
+the parallel sharded writer (`generate`). The planted model is described in
+`tfrec.datasets.synthetic`."""
 
 from __future__ import annotations
 
@@ -60,10 +17,10 @@ import numpy as np
 import tfrec  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
-from tfrec.data.synthetic_world import (CONFIGS, DAY_S, USER_FEATURE_SIZES, Session,
-                                        SyntheticConfig, UserProfile, World, build_world,
-                                        click_probability, draw, dual_pair_records, get_config,
-                                        make_user, plan_sessions)
+from tfrec.datasets.synthetic.world import (CONFIGS, DAY_S, USER_FEATURE_SIZES, Session,
+                                              SyntheticConfig, UserProfile, World, build_world,
+                                              click_probability, draw, dual_pair_records,
+                                              get_config, make_user, plan_sessions)
 from tfrec.data.tfrecord_io import Manifest, Shard, ShardedWriter, shard_name
 
 __all__ = ["SyntheticConfig", "CONFIGS", "get_config", "World", "build_world", "user_records",
@@ -293,7 +250,7 @@ def user_records(world: World, user_id: int) -> Records:
 
 def dataset_info(config: SyntheticConfig) -> DatasetInfo:
   """The `DatasetInfo` (vocabulary sizes and provenance) of a synthetic dataset."""
-  extra = {"generator": "tfrec.data.synthetic", "config": config.to_dict(),
+  extra = {"generator": "tfrec.datasets.synthetic", "config": config.to_dict(),
            "seed": config.seed, "splits": {k: list(v) for k, v in SPLITS.items()}}
   return DatasetInfo(
       name=f"synthetic/{config.name}", num_users=config.num_users,
@@ -458,41 +415,3 @@ def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = 
   if verbose:
     print(stats.summary(info, time.perf_counter() - begin), flush=True)
   return info
-
-
-# ----------------------------------------------------------------------------- CLI
-
-_OVERRIDES = (("num_users", "integer"), ("visual_dim", "integer"), ("transfer", "float"),
-              ("intent_drift", "float"), ("tag_overlap", "float"),
-              ("cold_item_share", "float"), ("active_share", "float"))
-
-
-def _define_flags() -> None:
-  """Defines the CLI flags (only when run as a program, so importing defines no flags)."""
-  from absl import flags
-  flags.DEFINE_string("out", None, "output dataset directory")
-  flags.mark_flag_as_required("out")
-  flags.DEFINE_enum("config", "default", list(CONFIGS), "preset size")
-  flags.DEFINE_integer("seed", None, "random seed (default: the preset's, 0)")
-  flags.DEFINE_integer("num_shards", None, "shards per kind/split (default: by num_users)")
-  flags.DEFINE_integer("workers", None, "writer processes (default: min(CPUs, shards))")
-  for name, kind in _OVERRIDES:
-    getattr(flags, f"DEFINE_{kind}")(name, None, f"override the preset's {name}")
-
-
-def main(argv: Sequence[str]) -> None:
-  from absl import app, flags
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  fl = flags.FLAGS
-  overrides = {name: fl[name].value for name, _ in _OVERRIDES}
-  config = get_config(fl.config, seed=fl.seed, **overrides)
-  shards = fl.num_shards or default_num_shards(config.num_users)
-  workers = fl.workers or min(os.cpu_count() or 1, shards)
-  generate(config, fl.out, num_shards=shards, workers=workers)
-
-
-if __name__ == "__main__":
-  from absl import app as _app
-  _define_flags()
-  _app.run(main)

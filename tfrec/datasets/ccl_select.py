@@ -1,6 +1,6 @@
 r"""SEMI's CCL pre-training set: one cross-domain sequence pair per user (SEMI §4.1, Table 5).
 
-    python -m tfrec.data.ccl_select --data_dir=DIR --mlen=10 [--min_source_len=5]
+    python -m tfrec.datasets.ccl_select --data_dir=DIR --mlen=10 [--min_source_len=5]
         [--from_kind=ranking] [--from_split=train] [--out_split=pretrain_mlen10]
         [--num_shards=N] [--overwrite]
 

@@ -1,6 +1,6 @@
 """`tensorflow-datasets` builders for tfrec's datasets.
 
-    import tfrec.data.tfds_builders  # registers the builders
+    import tfrec.datasets.tfds_builders  # registers the builders
     ds = tfds.load("tfrec_synthetic/tiny_ranking", split="train")
     ds = tfds.load("tfrec_movielens/ranking", split="test")   # manual_dir or obtained
 
@@ -12,7 +12,7 @@ length, newest last) and `[None, width]`; padding and masks are the tfrec reader
 The examples carry item ids only; `item_store(preset)` rebuilds the matching item feature
 store (the generator is deterministic for its seed).
 
-Builder `tfrec_movielens`: MovieLens-1M as two genre domains (`tfrec.data.movielens`), one
+Builder `tfrec_movielens`: MovieLens-1M as two genre domains (`tfrec.datasets.movielens`), one
 config per record kind (`ranking`, `matching`, `ccl_pair`, `dual_pair`). Raw files come from
 `manual_dir` when present (GroupLens .dat or RecBole atomic files), else they are obtained and
 checksummed by `movielens_raw.obtain`; `movielens_item_store(raw_path)` gives the item store.
@@ -32,7 +32,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfrec  # noqa: F401
-from tfrec.data import movielens, movielens_raw, schema, synthetic
+from tfrec.data import schema
+from tfrec.datasets import movielens, synthetic
+from tfrec.datasets.movielens import raw as movielens_raw
 from tfrec.data.item_store import ItemStore
 
 _KIND_SPLITS = {
@@ -86,7 +88,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 
 
 class TfrecSynthetic(tfds.core.GeneratorBasedBuilder):
-  """tfrec's synthetic cross-domain data with a planted oracle (see tfrec.data.synthetic)."""
+  """tfrec's synthetic cross-domain data with a planted oracle (see tfrec.datasets.synthetic)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release, schema version 1."}
@@ -141,7 +143,7 @@ class MovielensConfig(tfds.core.BuilderConfig):
 
 
 class TfrecMovielens(tfds.core.GeneratorBasedBuilder):
-  """MovieLens-1M converted into tfrec's contract (see tfrec.data.movielens)."""
+  """MovieLens-1M converted into tfrec's contract (see tfrec.datasets.movielens)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release, schema version 1."}

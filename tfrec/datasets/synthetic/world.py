@@ -2,7 +2,7 @@
 
 Items and tables are O(items) and built once per dataset from the config's seed
 (`build_world`); user profiles, session plans and the click oracle are drawn here per user,
-the session simulation and the records live in `tfrec.data.synthetic`, whose docstring
+the session simulation and the records live in `tfrec.datasets.synthetic`, whose docstring
 states the planted model as equations.
 
 Id layouts (0 is padding everywhere):

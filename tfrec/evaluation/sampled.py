@@ -18,7 +18,7 @@ from tfrec import metrics
 from tfrec.data import schema
 from tfrec.data.item_store import ItemStore
 from tfrec.data.pipeline import Reader
-from tfrec.data.synthetic_oracle import (TOLERANCE as ORACLE_TOLERANCE, OracleUnavailable,
+from tfrec.datasets.synthetic.oracle import (TOLERANCE as ORACLE_TOLERANCE, OracleUnavailable,
                                          SyntheticOracle, checked_probabilities)
 from tfrec.metrics.ranking import SampledProtocol
 

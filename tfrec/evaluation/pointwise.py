@@ -1,0 +1,91 @@
+"""The pointwise pass of an evaluation: every example's logit from the training path
+(`model(features)`), AUC and GAUC of the model and of the records' planted oracle_prob."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec import metrics
+from tfrec.evaluation.sampled import batches, has_oracle_prob, model_features
+
+FORMAT = "tfrec.evaluate/1"
+# Pass 1 keeps these per example; "file" and "record" too when the data carry provenance.
+_COLUMNS = ("labels", "logits", "user_ids", "item_ids", "oracle_prob", "timestamps",
+            "scenario_ids", "source_len", "target_len")
+KEPT = ("labels", "logits", "user_ids", "item_ids", "oracle_prob", "source_len", "target_len",
+         "file", "record")
+
+_REDUCTION_TEXT = {
+    "mean": "plain mean over users (EasyRec)",
+    "samples": "weighted by the user's examples (FuxiCTR, THACIL's code)",
+    "positives": "weighted by the user's positives (RecBole)",
+}
+
+
+def pointwise_metrics(labels: np.ndarray, scores: np.ndarray, users: np.ndarray,
+                       reduction: str) -> Dict[str, Any]:
+  g = metrics.gauc(users, labels, scores, reduction)
+  return {"auc": metrics.auc(labels, scores), "gauc": g["gauc"], "users": g["users"],
+          "users_skipped": g["users_skipped"]}
+
+
+
+def pointwise_pass(ds: tf.data.Dataset, pointwise: Callable, max_examples: int
+                    ) -> Dict[str, np.ndarray]:
+  """Pass 1: per example of the split (`_COLUMNS`, and "file", "record" with provenance) its
+  label, ids, request time, scenario, recorded oracle_prob (-1 when absent) and the pointwise
+  logit of the training path, `model(features)`."""
+  cols: Dict[str, list] = {k: [] for k in _COLUMNS}
+  for _, batch in batches(ds, max_examples):
+    n = int(tf.shape(batch["label"])[0])
+    cols["labels"].append(batch["label"].numpy())
+    cols["logits"].append(pointwise(model_features(batch)).numpy())
+    cols["user_ids"].append(batch["user_id"].numpy())
+    cols["item_ids"].append(batch["item_id"].numpy())
+    cols["oracle_prob"].append(batch["oracle_prob"].numpy() if "oracle_prob" in batch
+                               else np.full(n, -1.0, np.float32))
+    cols["timestamps"].append(batch["timestamp"].numpy())
+    cols["scenario_ids"].append(batch["scenario_id"].numpy() if "scenario_id" in batch
+                                else np.zeros(n, np.int64))
+    for d in ("source", "target"):  # history lengths (after truncation): user activity groups
+      mask = batch.get(f"{d}_mask")
+      cols[f"{d}_len"].append(np.zeros(n, np.int64) if mask is None
+                              else np.sum(mask.numpy(), axis=1).astype(np.int64))
+    if "_file" in batch:
+      cols.setdefault("file", []).append(batch["_file"].numpy())
+      cols.setdefault("record", []).append(batch["_record"].numpy())
+  if not cols["labels"]:
+    raise ValueError("no examples to evaluate (empty split or max_examples)")
+  return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+def pointwise_result(cols: Mapping[str, np.ndarray], reduction: str, max_examples: int
+                      ) -> Dict[str, Any]:
+  """The result's counts, AUC/GAUC of the model and of the records' oracle_prob, GAUC notes."""
+  labels = cols["labels"].astype(np.int64)
+  users = cols["user_ids"].astype(np.int64)
+  model_pw = pointwise_metrics(labels, cols["logits"], users, reduction)
+  if has_oracle_prob(cols):
+    oracle_pw = pointwise_metrics(labels, cols["oracle_prob"], users, reduction)
+    pointwise_note = "AUC/GAUC of the records' oracle_prob (the planted P(click))"
+  else:
+    missing = int(np.sum(cols["oracle_prob"] < 0))
+    oracle_pw = {"auc": math.nan, "gauc": math.nan}
+    pointwise_note = (f"not available: {missing} of {len(labels)} examples carry no "
+                      "oracle_prob (-1: not synthetic data)")
+  return {
+      "format": FORMAT,
+      "counts": {"examples": int(len(labels)), "users": int(len(np.unique(users))),
+                 "positives": int(labels.sum()), "negatives": int(len(labels) - labels.sum())},
+      "metrics": {"auc": model_pw["auc"], "gauc": model_pw["gauc"]},
+      "oracle": {"auc": oracle_pw["auc"], "gauc": oracle_pw["gauc"],
+                 "pointwise": pointwise_note},
+      "gauc": {"reduction": reduction, "definition": "per-user AUC (THACIL eq. 11, ADAPT "
+               "eq. 12) over users with both classes, " + _REDUCTION_TEXT[reduction],
+               "users": model_pw["users"], "users_skipped": model_pw["users_skipped"]},
+      "max_examples": int(max_examples),
+  }
