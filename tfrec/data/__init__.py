@@ -1,2 +1,4 @@
-"""Data layer: the record contract, TFRecord io with manifests, item feature store, readers,
-the synthetic generator and dataset converters. Imports nothing from the layers above."""
+"""The data contract and its machinery: record kinds (`schema`), TFRecord io with manifests, the
+item feature store, the `tf.data` reader and whole-dataset validation. What produces datasets in
+this contract (the synthetic world, MovieLens, selections) lives in `tfrec.datasets`. Imports
+nothing from the packages above it."""
