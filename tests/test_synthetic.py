@@ -16,7 +16,8 @@ from tfrec.data.item_store import ItemStore
 from tfrec.data.tfrecord_io import Manifest, check_record, decode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAST_DAY_S = (syn.get_config("tiny").days - 1) * syn.DAY_S
+LAST_DAY_S = (syn.get_config("tiny").days - 1) * syn.DAY_S  # Day 7 of 8: test.
+VALID_DAY_S = LAST_DAY_S - syn.DAY_S                         # Day 6: valid.
 
 
 def _auc(labels, scores) -> float:
@@ -51,7 +52,7 @@ def _topic_share_score(world, recs, domain):
   return np.asarray(scores)
 
 
-def _ranking(records, splits=("train", "test")):
+def _ranking(records, splits=("train", "valid", "test")):
   return [r for split in splits for r in records["ranking"][split]]
 
 
@@ -92,6 +93,8 @@ def test_presets_and_overrides():
     syn.get_config("tiny", transfer=1.5)
   with pytest.raises(ValueError, match="scenario_traffic"):
     syn.get_config("tiny", num_scenarios=3)
+  with pytest.raises(ValueError, match=r"days=2 must be >= 3"):
+    syn.get_config("tiny", days=2)  # No day would be left for train.
 
 
 # ----------------------------------------------------------------------------- files
@@ -147,6 +150,8 @@ def test_cli_tiny(tmp_path):
       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "ranking/test" in out.stdout and "oracle AUC" in out.stdout
+  assert "ranking/valid" in out.stdout and "matching/valid" in out.stdout
+  assert "train = days 0-5, valid = day 6, test and test_cold = day 7" in out.stdout
   info = DatasetInfo.load(str(tmp_path))
   assert info.num_users == 20 and info.extra["seed"] == 3
 
@@ -175,13 +180,13 @@ def test_user_records_do_not_depend_on_other_users(world):
 
 
 def test_histories_are_past_and_newest_last(records):
-  for rec in _ranking(records, ("train", "test", "test_cold")):
+  for rec in _ranking(records, ("train", "valid", "test", "test_cold")):
     assert rec["source_item_ids"] or rec["target_item_ids"]
     for domain in ("source", "target"):
       ts = np.asarray(rec[f"{domain}_timestamps"])
       assert len(ts) == len(rec[f"{domain}_item_ids"]) <= schema.MAX_SEQ_LEN
       assert np.all(ts < rec["timestamp"]) and np.all(np.diff(ts) >= 0)
-  for rec in records["matching"]["train"] + records["matching"]["test"]:
+  for rec in [r for split in ("train", "valid", "test") for r in records["matching"][split]]:
     ts = np.asarray(rec["seq_timestamps"])
     assert 1 <= len(ts) <= schema.MAX_MATCH_SEQ_LEN
     assert np.all(ts < rec["timestamp"]) and np.all(np.diff(ts) >= 0)
@@ -196,14 +201,47 @@ def test_histories_are_past_and_newest_last(records):
 
 
 def test_split_by_day(records):
+  assert syn.SPLITS["ranking"] == ("train", "valid", "test", "test_cold")
+  assert syn.SPLITS["matching"] == ("train", "valid", "test")
   for rec in records["ranking"]["train"] + records["matching"]["train"]:
-    assert rec["timestamp"] < LAST_DAY_S
+    assert rec["timestamp"] < VALID_DAY_S  # Days 0..5.
+  for rec in records["ranking"]["valid"] + records["matching"]["valid"]:
+    assert VALID_DAY_S <= rec["timestamp"] < LAST_DAY_S  # Day 6.
   for rec in (records["ranking"]["test"] + records["ranking"]["test_cold"]
               + records["matching"]["test"]):
-    assert LAST_DAY_S <= rec["timestamp"] < LAST_DAY_S + syn.DAY_S
-  for rec in records["ccl_pair"]["train"]:
+    assert LAST_DAY_S <= rec["timestamp"] < LAST_DAY_S + syn.DAY_S  # Day 7.
+  for rec in records["ccl_pair"]["train"]:  # No valid-day or test-day session.
     ts = rec["source_timestamps"] + rec["target_timestamps"]
-    assert max(ts) < LAST_DAY_S and max(ts) - min(ts) < 3600  # One session (< 1 hour).
+    assert max(ts) < VALID_DAY_S and max(ts) - min(ts) < 3600  # One session (< 1 hour).
+  # Valid and test histories reach back into the earlier days.
+  for split in ("valid", "test"):
+    assert any(min(r["source_timestamps"] + r["target_timestamps"]) < VALID_DAY_S
+               for r in records["ranking"][split])
+  cfg = syn.get_config("tiny")
+  assert [syn.split_of_day(cfg, d * syn.DAY_S + 5) for d in range(8)] == \
+      ["train"] * 6 + ["valid", "test"]
+  assert syn.split_of_day(cfg, VALID_DAY_S - 1) == "train"
+  assert syn.split_of_day(cfg, LAST_DAY_S - 1) == "valid"
+
+
+def test_valid_split_moves_records_without_changing_them(world, monkeypatch):
+  """The valid split only reassigns day-6 records: with the old two-way rule (last day test,
+  every earlier day train) the same users give train = train + valid, the same test, and
+  ccl_pair = today's ccl_pair + the day-6 sessions."""
+  users = range(10)
+  now = [syn.user_records(world, u) for u in users]
+  monkeypatch.setattr(simulate, "split_of_day",
+                      lambda cfg, t: "test" if t // syn.DAY_S >= cfg.days - 1 else "train")
+  old = [syn.user_records(world, u) for u in users]
+  assert any(n["ranking"]["valid"] for n in now)
+  for n, o in zip(now, old):
+    for kind in ("ranking", "matching"):
+      assert o[kind]["valid"] == []
+      assert o[kind]["train"] == n[kind]["train"] + n[kind]["valid"]
+      assert o[kind]["test"] == n[kind]["test"]
+    assert o["ranking"]["test_cold"] == n["ranking"]["test_cold"]
+    day6 = [r for r in o["ccl_pair"]["train"] if r["source_timestamps"][0] >= VALID_DAY_S]
+    assert o["ccl_pair"]["train"] == n["ccl_pair"]["train"] + day6
 
 
 def test_cold_items_only_in_test_cold(world, records):
@@ -213,7 +251,7 @@ def test_cold_items_only_in_test_cold(world, records):
   seen = set()
   for rec in _ranking(records):
     seen.update([rec["item_id"], *rec["source_item_ids"], *rec["target_item_ids"]])
-  for rec in records["matching"]["train"] + records["matching"]["test"]:
+  for rec in [r for split in ("train", "valid", "test") for r in records["matching"][split]]:
     seen.update([rec["positive_item_id"], *rec["seq_item_ids"]])
   for rec in records["ccl_pair"]["train"]:
     seen.update(rec["source_item_ids"] + rec["target_item_ids"])

@@ -22,11 +22,12 @@ def world():
 
 @pytest.fixture(scope="module")
 def records(world):
-  """Every ranking record (train, test, test_cold) of every user, field -> <[n]> array."""
-  recs = [r for u in range(CONFIG.num_users)
-          for rs in synthetic.user_records(world, u)["ranking"].values() for r in rs]
+  """Every ranking record (train, valid, test, test_cold) of every user, field -> <[n]> array;
+  "split" holds each record's split."""
+  recs = [dict(r, split=split) for u in range(CONFIG.num_users)
+          for split, rs in synthetic.user_records(world, u)["ranking"].items() for r in rs]
   return {k: np.array([r[k] for r in recs]) for k in ("user_id", "timestamp", "scenario_id",
-                                                      "item_id", "oracle_prob")}
+                                                      "item_id", "oracle_prob", "split")}
 
 
 def test_oracle_reproduces_every_ranking_records_oracle_prob(world, records):
@@ -40,6 +41,12 @@ def test_oracle_reproduces_every_ranking_records_oracle_prob(world, records):
                                 r["oracle_prob"])
   assert probs.shape == cand.shape and np.all((probs > 0) & (probs < 1))
   np.testing.assert_allclose(probs[:, 0], r["oracle_prob"], atol=TOLERANCE)
+  # Every split is covered, the valid split (the day before the test day) included.
+  for split in ("train", "valid", "test", "test_cold"):
+    sel = r["split"] == split
+    assert sel.sum() >= 5, split
+    np.testing.assert_allclose(probs[sel, 0], r["oracle_prob"][sel], atol=TOLERANCE,
+                               err_msg=split)
   with pytest.raises(OracleUnavailable, match="differs from the record's oracle_prob in 1 of"):
     checked_probabilities(oracle, r["user_id"][:3], r["timestamp"][:3], r["scenario_id"][:3],
                           cand[:3], r["oracle_prob"][:3] + np.array([0.0, 0.01, 0.0]))

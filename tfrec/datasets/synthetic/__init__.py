@@ -13,8 +13,8 @@ Planted model (T topics, C categories per topic; items in `world.py`):
     visual_i = W_{d_i} z_i + m_{d_i} + N(0, 0.3^2 I)          W_s != W_t: a domain gap
     tags_i ⊂ Tags(k_i, d_i), |Tags(k, s) ∩ Tags(k, t)| = tag_overlap * |Tags(k, d)|
     title_i: source = topic keywords; target = function words + topic words + shared words
-    a `cold_item_share` of target items is cold: never in a history, train or test example;
-    only a candidate in ranking/test_cold.
+    a `cold_item_share` of target items is cold: never in a history, train, valid or test
+    example; only a candidate in ranking/test_cold.
   User u (its own RNG, default_rng([seed, u])):
     x_u = [gender, age, occupation, region],  P(scenario) ∝ traffic * exp(R[region])
     theta_u ~ Dir(alpha * exp(A[age]))                          long-term shared interest
@@ -30,13 +30,19 @@ Planted model (T topics, C categories per topic; items in `world.py`):
     (a, b, c = 4, 1.5, -1.8 by default: positive rate about 0.35-0.45)
     label ~ Bernoulli(p),  oracle_prob = p;  a click joins the target history.
 
-Records (split "test" = the last day, "train" = the days before):
-  ranking    every impression with some history; histories are the last 50 events of each
-             domain strictly before the impression; test_cold = last-day impressions of
-             cold candidates (clicks on them never enter a history).
-  ccl_pair   per train session with events in both domains: its source and target events.
-  matching   at every target positive: the last 100 mixed-domain behaviours before it.
-  dual_pair  each non-cold target item -> a source item of its category (ADAPT §III-D).
+Splits, by the day of the session (`split_of_day`; `days` >= 3): "test" = the last day,
+"valid" = the day before it, "train" = the days before that. Only the split assignment depends
+on the day: events, labels and oracle_prob of a seed are the same whichever split they land in.
+Records:
+  ranking    train / valid / test: every impression with some history; histories are the
+             last 50 events of each domain strictly before the impression (valid and test
+             histories include the earlier days' events); test_cold = last-day impressions
+             of cold candidates (clicks on them never enter a history).
+  ccl_pair   train: per train-day session with events in both domains, its source and target
+             events (no valid-day or test-day session).
+  matching   train / valid / test: at every target positive, the last 100 mixed-domain
+             behaviours before it.
+  dual_pair  train: each non-cold target item -> a source item of its category (ADAPT §III-D).
 
 Python API: `build_world(config) -> World`, `user_records(world, user_id)` (kind -> split ->
 record dicts, no files), `dual_pair_records(world)`, `click_probability(...)` (the oracle),
@@ -46,10 +52,10 @@ on which other users were generated, nor on the number of writer processes.
 """
 
 from tfrec.datasets.synthetic.simulate import (SPLITS, dataset_info, default_num_shards, generate,
-                                               user_records)
+                                               split_of_day, user_records)
 from tfrec.datasets.synthetic.world import (CONFIGS, DAY_S, SyntheticConfig, World, build_world,
                                             click_probability, dual_pair_records, get_config)
 
 __all__ = ["CONFIGS", "DAY_S", "SPLITS", "SyntheticConfig", "World", "build_world",
            "click_probability", "dataset_info", "default_num_shards", "dual_pair_records",
-           "generate", "get_config", "user_records"]
+           "generate", "get_config", "split_of_day", "user_records"]

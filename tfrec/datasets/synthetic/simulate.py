@@ -25,13 +25,13 @@ from tfrec.data.tfrecord_io import Manifest, Shard, ShardedWriter, shard_name
 
 __all__ = ["SyntheticConfig", "CONFIGS", "get_config", "World", "build_world", "user_records",
            "dual_pair_records", "click_probability", "dataset_info", "default_num_shards",
-           "generate", "SPLITS"]
+           "generate", "SPLITS", "split_of_day"]
 
 SPLITS: Dict[str, Tuple[str, ...]] = {
-    "ranking": ("train", "test", "test_cold"),
+    "ranking": ("train", "valid", "test", "test_cold"),
     "ccl_pair": ("train",),
     "dual_pair": ("train",),
-    "matching": ("train", "test"),
+    "matching": ("train", "valid", "test"),
 }
 _SRC, _TGT, _IMP, _COLD = 0, 1, 2, 3         # event kinds inside a session.
 _USER_KINDS = ("ranking", "ccl_pair", "matching")
@@ -151,14 +151,20 @@ def _session_events(world: World, rng: np.random.Generator, user: UserProfile,
   events += _behaviours(world, rng, user, sess, schema.TARGET, rng.poisson(rate_t))
   events += _impressions(world, rng, user, sess, rng.poisson(cfg.impressions_per_session),
                          cold=False)
-  if _is_last_day(cfg, sess.start) and len(world.cold_all):
+  if split_of_day(cfg, sess.start) == "test" and len(world.cold_all):
     events += _impressions(world, rng, user, sess,
                            rng.poisson(cfg.cold_impressions_per_session), cold=True)
   return sorted(events, key=lambda e: e.t)
 
 
-def _is_last_day(cfg: SyntheticConfig, t: int) -> bool:
-  return t // DAY_S >= cfg.days - 1
+def split_of_day(cfg: SyntheticConfig, t: int) -> str:
+  """The split of an event at time `t` (seconds) by its day: the last day "test", the day
+  before "valid", the days before that "train". A session lies inside one hour, so inside one
+  day: the split of its start is the split of all its events."""
+  day = t // DAY_S
+  if day >= cfg.days - 1:
+    return "test"
+  return "valid" if day == cfg.days - 2 else "train"
 
 
 # ----------------------------------------------------------------------------- records
@@ -201,7 +207,7 @@ def _empty_records() -> Records:
 def _play_session(world: World, user: UserProfile, sess: Session, events: Sequence[_Event],
                   hist: _History, out: Records) -> None:
   """Walks a session in time order: emits records from the history, then updates it."""
-  split = "test" if _is_last_day(world.config, sess.start) else "train"
+  split = split_of_day(world.config, sess.start)
   src, tgt = [], []
   for ev in events:
     if ev.kind == _COLD:
@@ -234,8 +240,9 @@ def user_records(world: World, user_id: int) -> Records:
     user_id: in [0, config.num_users).
 
   Returns:
-    kind -> split -> list of record dicts for "ranking" (train/test/test_cold), "ccl_pair"
-    (train) and "matching" (train/test); dual pairs come from `dual_pair_records(world)`.
+    kind -> split -> list of record dicts for "ranking" (train/valid/test/test_cold),
+    "ccl_pair" (train) and "matching" (train/valid/test); dual pairs come from
+    `dual_pair_records(world)`. Splits by the day of the session (`split_of_day`).
   """
   rng = np.random.default_rng([world.config.seed, user_id])
   user = make_user(world, rng, user_id)
@@ -302,10 +309,14 @@ class _Stats:
 
   def summary(self, info: DatasetInfo, seconds: float) -> str:
     total = sum(self.counts.values())
+    days = info.extra["config"]["days"]
     lines = [f"{info.name} seed={info.extra['seed']}: {info.num_users} users, "
              f"{info.num_items} items, {total} records in {seconds:.1f} s "
-             f"({total / max(seconds, 1e-9):,.0f} records/s)"]
-    for (kind, split), n in sorted(self.counts.items()):
+             f"({total / max(seconds, 1e-9):,.0f} records/s)",
+             f"  splits by day: train = days 0-{days - 3}, valid = day {days - 2}, "
+             f"test and test_cold = day {days - 1}"]
+    order = {(k, s): (k, i) for k, splits in SPLITS.items() for i, s in enumerate(splits)}
+    for (kind, split), n in sorted(self.counts.items(), key=lambda kv: order[kv[0]]):
       line = f"  {kind + '/' + split:<20s} {n:>10d}"
       if kind == "ranking" and split in self.hist:
         pos = self.hist[split][1].sum()

@@ -71,7 +71,7 @@ class SyntheticConfig:
   interest_concentration: float = 0.3  # Dirichlet concentration per topic.
   intent_drift: float = 0.3         # P(session intent is redrawn at the next session).
   intent_weight: float = 0.7        # share of a session's events drawn from its intent.
-  days: int = 8
+  days: int = 8                     # >= 3: days 0..days-3 train, days-2 valid, days-1 test.
   sessions_per_user: float = 10.0
   source_events_per_session: float = 6.0
   target_events_per_session: float = 0.5
@@ -107,6 +107,9 @@ class SyntheticConfig:
         raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
     if self.visual_dim < 0:
       raise ValueError("visual_dim must be >= 0")
+    if self.days < 3:
+      raise ValueError(f"days={self.days} must be >= 3: the last day is the test split, the "
+                       "day before it the valid split and the days before that train")
 
   @property
   def num_categories(self) -> int:
