@@ -17,6 +17,7 @@ from conftest import ranking_record, tiny_info, tiny_store  # noqa: E402
 from tfrec import config as config_lib  # noqa: E402
 from tfrec import evaluate as ev_cli  # noqa: E402
 from tfrec import evaluation as ev  # noqa: E402
+from tfrec.evaluation import sampled as sampled_lib  # noqa: E402
 from tfrec import metrics, runs  # noqa: E402
 from tfrec.data import schema
 from tfrec.datasets import synthetic  # noqa: E402
@@ -218,7 +219,7 @@ def test_ranking_oracle_reproduces_the_records_and_rejects_another_world(loaded,
   assert res["oracle"]["ranking"].startswith("not available: the re-simulated P(click) of the "
                                              "positive differs from the record's oracle_prob")
   assert np.isnan(res["oracle"]["hr@3"]) and not np.isnan(res["metrics"]["hr@3"])
-  assert res["counts"]["examples"] == 60
+  assert 0 < res["counts"]["examples"] <= 60  # whole sampled users (test_max_examples_...)
 
 
 class _ItemIdScorer(keras.Model):
@@ -363,10 +364,116 @@ def test_main_writes_json_and_markdown_recording_the_protocol(run_dir, syn, caps
     assert res["gauc"]["reduction"] == "positives" and res["split"] == split
     assert res["checkpoint"]["path"] == config_lib.run_paths(run_dir)["best"]
     assert res["dataset"] == {"dir": syn, "name": "synthetic/tiny"}
-    assert res["counts"]["examples"] == 50 and res["max_examples"] == 50
+    # Whole users sampled with the eval seed, at most 50 examples (was: the first 50 records).
+    assert 0 < res["counts"]["examples"] <= 50 and res["max_examples"] == 50
+    sampling = res["sampling"]
+    assert sampling["seed"] == 5 and sampling["users"] == res["counts"]["users"]
+    assert res["protocol"]["examples"].startswith("users sampled at random")
+    assert f"{sampling['users']} of {sampling['split_users']} users sampled with seed 5" in md
     assert set(res["metrics"]) == {"auc", "gauc", "hr@5", "ndcg@5", "hr@10", "ndcg@10"}
     assert "| HR@10 |" in md and "50 random + 50 by popularity" in md
     assert "GAUC (positives)" in md and f"split {split}" in md
+    # The run validated on "valid": recorded, printed, no warning.
+    assert res["validation"] == {"split": "valid", "allow_test_validation": False,
+                                 "touches_evaluated_split": False, "warning": ""}
+    assert "| validated on | `valid` (early stopping and the best checkpoint); " \
+        "allow_test_validation not set |" in md and "WARNING" not in md
+
+
+def test_main_evaluates_test_by_default(run_dir, capsys):
+  ev_cli.define_flags()
+  fl = flags.FLAGS
+  if not fl.is_parsed():
+    fl.mark_as_parsed()
+  out_json = os.path.join(run_dir, "eval", "default_{split}.json")
+  with flagsaver.flagsaver(run_dir=run_dir, splits=None, protocol="none", max_examples=30,
+                           output_json=out_json, output_md=out_json[:-4] + "md"):
+    ev_cli.main(["tfrec.evaluate"])
+  assert _strict_json(out_json.format(split="test"))["split"] == "test"
+  assert "split test" in capsys.readouterr().out
+
+
+def test_sample_users_takes_whole_random_users():
+  # 40 users in blocks of 1..4 examples, in user order (the first records: the first users).
+  sizes = np.arange(40) % 4 + 1
+  users = np.repeat(np.arange(40), sizes)
+  chosen = {}
+  for seed in (0, 1, 2):
+    mask, rec = sampled_lib.sample_users(users, 30, seed)
+    picked = np.unique(users[mask])
+    # Whole users only, at most 30 examples, and the next user in the order would not fit.
+    assert mask.sum() <= 30 and mask.sum() == sizes[picked].sum()
+    assert rec == {"max_examples": 30, "split_users": 40, "split_examples": len(users),
+                   "rule": sampled_lib.SAMPLING_RULE, "seed": seed, "users": len(picked)}
+    chosen[seed] = set(picked.tolist())
+  again, _ = sampled_lib.sample_users(users, 30, 1)
+  assert set(np.unique(users[again]).tolist()) == chosen[1]  # the same seed: the same users
+  assert chosen[0] != chosen[1] != chosen[2] != chosen[0]  # other seeds: other users
+  # max_examples 0 or >= the split: every example, no sampling.
+  for n in (0, len(users)):
+    mask, rec = sampled_lib.sample_users(users, n, 3)
+    assert mask.all() and rec["seed"] is None and rec["rule"] == "every example of the split"
+  # A first user with more examples than asked: its first ones, in split order.
+  mask, rec = sampled_lib.sample_users(np.array([7, 7, 7, 7]), 2, 0)
+  assert mask.tolist() == [True, True, False, False] and rec["users"] == 1
+
+
+def test_sample_users_does_not_favour_the_first_records():
+  # 100 users x 5 examples in user order; 50 examples = 10 users a draw. Over 400 seeds each
+  # user is drawn 40 times on average (binomial sd ~6); the first records' users are not.
+  users = np.repeat(np.arange(100), 5)
+  counts = np.zeros(100)
+  positions = []
+  for seed in range(400):
+    mask, _ = sampled_lib.sample_users(users, 50, seed)
+    counts[np.unique(users[mask])] += 1
+    positions.append(np.flatnonzero(mask).mean())
+  assert counts.sum() == 400 * 10
+  assert counts[:10].mean() == pytest.approx(40, abs=8)  # the first tenth of the split
+  assert counts[:50].mean() == pytest.approx(counts[50:].mean(), abs=4)
+  # The mean position of the evaluated records is the split's middle (249.5), not ~25.
+  assert np.mean(positions) == pytest.approx(249.5, abs=10)
+
+
+def test_evaluate_samples_users_with_the_eval_seed(hand_ds):
+  pool, _ = ev.negative_pool(tiny_store(), "test")
+  one = SampledProtocol("one", num_random=1, num_popular=0, ks=(1,))
+  full = ev.evaluate(_ItemIdScorer(), hand_ds, protocol=one, negative_pool=pool,
+                     keep_arrays=True, seed=0)
+  picked = {}
+  for seed in range(6):
+    res = ev.evaluate(_ItemIdScorer(), hand_ds, protocol=one, negative_pool=pool,
+                      keep_arrays=True, seed=seed, max_examples=5)
+    users = res["arrays"]["user_ids"]
+    picked[seed] = tuple(sorted(set(users.tolist())))
+    # Every example of each picked user (hand case: users 0..3 have 3, 2, 4, 1 examples).
+    assert len(users) == sum({0: 3, 1: 2, 2: 4, 3: 1}[u] for u in picked[seed]) <= 5
+    # A positive's negatives are those of the same split row as without sampling.
+    rows = np.flatnonzero(np.isin(full["arrays"]["user_ids"], picked[seed])
+                          & (full["arrays"]["labels"] == 1))
+    if seed == 0:
+      np.testing.assert_array_equal(res["arrays"]["candidates"],
+                                    full["arrays"]["candidates"][np.searchsorted(
+                                        full["arrays"]["rows"], rows)])
+  assert len(set(picked.values())) > 1
+
+
+def test_validation_is_recorded_and_a_test_split_warned_about(loaded, sampled):
+  cfg = loaded.cfg
+  assert ev.validation_record(cfg, "test")["warning"] == ""
+  on_test = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, valid_split="test"),
+                                train=dataclasses.replace(cfg.train, allow_test_validation=True))
+  rec = ev.validation_record(on_test, "test")
+  assert rec["touches_evaluated_split"] and rec["allow_test_validation"]
+  assert "the split evaluated here" in rec["warning"]
+  other = ev.validation_record(on_test, "test_cold")
+  assert not other["touches_evaluated_split"] and "a test split" in other["warning"]
+  off = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, validation_steps=0))
+  assert ev.validation_record(off, "test") == {"split": None, "allow_test_validation": False,
+                                               "touches_evaluated_split": False, "warning": ""}
+  md = ev.to_markdown({**sampled, "validation": rec})
+  assert "**WARNING: the run validated on 'test', the split evaluated here" in md
+  assert "allow_test_validation set" in md
 
 
 def test_main_refuses_what_it_cannot_do_honestly(run_dir):
@@ -378,11 +485,11 @@ def test_main_refuses_what_it_cannot_do_honestly(run_dir):
   with flagsaver.flagsaver(run_dir=run_dir, splits=["test_cold"], protocol="semi"):
     with pytest.raises(SystemExit, match="needs 300 .* pool .cold target-domain items"):
       ev_cli.main(["tfrec.evaluate"])
-  with flagsaver.flagsaver(run_dir=run_dir, model="bst", dim=8, protocol="none"):
+  with flagsaver.flagsaver(run_dir=run_dir, model="bst", model_args=["dim=8"], protocol="none"):
     with pytest.raises(SystemExit, match="holds a din model .* --model=bst .the run has din.$"):
       ev_cli.main(["tfrec.evaluate"])
-  with flagsaver.flagsaver(run_dir=run_dir, model="din", dim=16, protocol="none"):
-    with pytest.raises(SystemExit, match="--dim=16 .the run has 8."):
+  with flagsaver.flagsaver(run_dir=run_dir, model="din", model_args=["dim=16"], protocol="none"):
+    with pytest.raises(SystemExit, match="--model_args=dim=16 .the run has 8."):
       ev_cli.main(["tfrec.evaluate"])
   with flagsaver.flagsaver(run_dir=run_dir, splits=["test", "test_cold"], protocol="none",
                            output_json="/tmp/one.json"):

@@ -29,8 +29,8 @@ def define_flags() -> None:
   tfrec_flags.define_flags()
   if "splits" in FLAGS:
     return
-  flags.DEFINE_list("splits", None, "Ranking splits to evaluate (default: --eval_split when "
-                    "set, else the run's eval split), e.g. test,test_cold.")
+  flags.DEFINE_list("splits", None, "Ranking splits to evaluate (default: test), e.g. "
+                    "test,test_cold.")
   flags.DEFINE_enum("gauc_reduction", "samples", list(GAUC_REDUCTIONS), "GAUC over users: mean "
                     "(EasyRec), samples (weighted by the user's examples: FuxiCTR, THACIL's "
                     "code), positives (RecBole).")
@@ -41,29 +41,37 @@ def define_flags() -> None:
                     "auto (the cold ones for a split named *cold*, else the non-cold ones), "
                     "warm, cold or all.")
   flags.DEFINE_integer("eval_seed", 0, "Seed of the sampled negatives.")
-  flags.DEFINE_integer("max_examples", 0, "Evaluate the first N examples of a split (0: all).")
+  flags.DEFINE_integer("max_examples", 0, "Evaluate all examples of users sampled at random "
+                       "with --eval_seed, at most N examples (0: every example).")
   flags.DEFINE_string("output_json", None, "JSON result path (default <run_dir>/eval/"
                       "<split>.json); may use {split} {checkpoint} {protocol} {reduction}.")
   flags.DEFINE_string("output_md", None, "Markdown result path (default <run_dir>/eval/"
                       "<split>.md); same placeholders.")
 
 
-def _splits(fl, cfg: config_lib.RunConfig) -> Sequence[str]:
+DEFAULT_SPLIT = "test"
+
+
+def _splits(fl) -> Sequence[str]:
+  """--splits, else "test" (never the split the run validated on: see the result's header)."""
   if fl.splits:
     return [s.strip() for s in fl.splits if s.strip()]
-  if not fl["eval_split"].using_default_value:
-    return [fl.eval_split]
-  return [cfg.data.eval_split]
+  return [DEFAULT_SPLIT]
 
 
 def _check_model_flags(fl, cfg: config_lib.RunConfig) -> None:
   """Model flags (e.g. from the training flagfile) must agree with the run's config.json, which
   decides the model: a differing one is an error, never silently ignored."""
-  given = {"model": fl.model, **tfrec_flags.model_kwargs(fl)}
+  from tfrec.models import model_args
+  given = {} if fl.model is None else {"model": fl.model}
+  if fl.model_args:  # typed as the run's model takes them (others' arguments are skipped)
+    given.update(model_args.resolve(fl.model or cfg.model.name,
+                                    model_args.parse(fl.model_args))[0])
   if not fl["max_seq_len"].using_default_value:
     given["max_seq_len"] = fl.max_seq_len
   have = {"model": cfg.model.name, "max_seq_len": cfg.data.max_seq_len, **cfg.model.kwargs}
-  diff = [f"--{k}={v} (the run has {have.get(k, 'the model default')})"
+  flag = lambda k: f"--{k}" if k in ("model", "max_seq_len") else f"--model_args={k}"  # noqa
+  diff = [f"{flag(k)}={v} (the run has {have.get(k, 'the model default')})"
           for k, v in given.items() if v is not None and have.get(k) != v]
   if diff:
     raise ValueError(f"{fl.run_dir} holds a {cfg.model.name} model whose config.json decides "
@@ -80,7 +88,7 @@ def main(argv: Sequence[str]) -> None:
   try:
     run = load_run(fl.run_dir, fl.checkpoint, data_dir=fl.data_dir)
     _check_model_flags(fl, run.cfg)
-    splits = _splits(fl, run.cfg)
+    splits = _splits(fl)
     for ext, template in (("json", fl.output_json), ("md", fl.output_md)):
       if len(splits) > 1 and template and "{split}" not in template:
         raise ValueError(f"--output_{ext}={template} is one file for {len(splits)} splits: "

@@ -36,6 +36,15 @@ Sampled-ranking choices (recorded in every result):
               depend on the candidate. `checks.encode_once_max_abs_diff` compares column 0
               with the pointwise logits of `model(features)`.
 
+Examples: every example of the split, or with `max_examples=N` all examples of users sampled at
+random with the eval seed, at most N (`sampled.SAMPLING_RULE` states the rule; the result records
+it under "sampling" and protocol "examples"): never simply the first records.
+
+Validation (recorded under "validation", printed in the markdown header): the split the run
+validated on while training (early stopping and `checkpoints/best`: `cfg.data.valid_split`)
+and whether `allow_test_validation` was set; a WARNING line when that split is the evaluated
+one or a test split, because the reported numbers were then chosen on the data they report.
+
 Oracle (the ceiling, synthetic data only):
   AUC/GAUC of the records' `oracle_prob` (the planted P(click)) on the same rows; not
   available when any row carries -1 (real data). HR/NDCG of the planted P(click) of every
@@ -72,7 +81,8 @@ from tfrec.data.pipeline import Reader
 from tfrec.datasets.synthetic.oracle import SyntheticOracle, ranking_oracle_for
 from tfrec.evaluation.pointwise import KEPT, pointwise_pass, pointwise_result
 from tfrec.evaluation.sampled import (Negatives, TrainStats, add_sampled_result, check_pool_size,
-                                      negative_pool, resolve_protocol, sampled_pass, train_stats)
+                                      negative_pool, resolve_protocol, sample_users,
+                                      sampled_pass, train_stats)
 from tfrec.metrics.ranking import GAUC_REDUCTIONS, SampledProtocol
 from tfrec.models.base import RankingModel
 
@@ -152,7 +162,9 @@ def evaluate(model: RankingModel,
     ranking_oracle_reason: why there is no ranking oracle (recorded when it is None).
     seed: negatives of the split's i-th example come from `default_rng([seed, i])`.
     batch_size: reader batch size.
-    max_examples: evaluate the first N examples only (0: all).
+    max_examples: evaluate all examples of users sampled at random with `seed`, at most N
+      examples (0: every example; `sampled.sample_users` and `SAMPLING_RULE` give the exact
+      rule, which the result records under "sampling" and protocol "examples").
     max_pairs_per_step: (user, candidate) pairs scored per call (bounds memory for models that
       run attention per candidate).
     paths: the shard paths that the batches' `_file` indexes, to name a record in errors
@@ -169,7 +181,8 @@ def evaluate(model: RankingModel,
 
   Returns:
     a JSON-ready dict: "counts", "metrics", "oracle", "gauc", "protocol", "checks",
-    "max_examples" (values that could not be computed are NaN, with the reason in "oracle").
+    "max_examples", "sampling" (values that could not be computed are NaN, with the reason in
+    "oracle").
 
   Raises:
     ValueError: a pool too small for the protocol (naming the example), a model that reads the
@@ -181,8 +194,13 @@ def evaluate(model: RankingModel,
     paths = list(data.paths)
   ds = data.dataset(batch_size) if isinstance(data, Reader) else data  # built once: tracing
   pointwise, score = _scoring_functions(model)
-  cols = pointwise_pass(ds, pointwise, max_examples)
-  result = pointwise_result(cols, gauc_reduction, max_examples)
+  selected, sampling = None, None
+  if max_examples:
+    users = [batch["user_id"].numpy() for batch in ds]
+    selected, sampling = sample_users(np.concatenate(users) if users else np.zeros(0, np.int64),
+                                      max_examples, seed)
+  cols = pointwise_pass(ds, pointwise, selected)
+  result = pointwise_result(cols, gauc_reduction, sampling)
   arrays = {k: cols[k] for k in KEPT if k in cols}
   if proto is None:
     result["protocol"] = {"ranking": "none", "name": "none",
@@ -194,10 +212,11 @@ def evaluate(model: RankingModel,
         proto, cols, negative_pool, popularity, seen_items, exclude_split_positives, seed,
         paths, pool_description, seen_description, popularity_description)
     ranked = sampled_pass(ds, score, cols, negatives, ranking_oracle, ranking_oracle_reason,
-                          max_examples, max_pairs_per_step, keep_arrays)
+                          selected, max_pairs_per_step, keep_arrays)
     add_sampled_result(result, ranked, negatives)
     if keep_arrays:
       arrays.update(ranked.arrays(1 + proto.num_negatives))
+  result["protocol"]["examples"] = result["sampling"]["rule"]
   if keep_arrays:
     result["arrays"] = arrays
   return result
@@ -271,18 +290,45 @@ def load_run(run_dir: str, checkpoint: str = "best", data_dir: Optional[str] = N
                    checkpoint=checkpoint, checkpoint_path=path, run_data_dir=run_data_dir)
 
 
+def validation_record(cfg: config_lib.RunConfig, split: str) -> Dict[str, Any]:
+  """What `cfg`'s run validated on while training, and whether that touched `split`.
+
+  Returns:
+    {"split": the validated split (None: no validation), "allow_test_validation": the run's
+    setting, "touches_evaluated_split": bool, "warning": "" or the WARNING text}.
+  """
+  valid = getattr(cfg.data, "valid_split", None)
+  if valid is None:  # a config.json from before --valid_split (then --eval_split)
+    valid = getattr(cfg.data, "eval_split", "")
+  allow = bool(getattr(cfg.train, "allow_test_validation", False))
+  from tfrec.models import registry
+  model_validates = getattr(registry.get(cfg.model.name).cls, "VALIDATES",
+                            runs.record_kind(cfg) == "ranking")
+  validated = cfg.train.validation_steps != 0 and model_validates
+  warning = ""
+  if validated and valid == split:
+    warning = (f"the run validated on {valid!r}, the split evaluated here: its epochs and best "
+               "checkpoint were chosen on these examples, so these numbers are optimistic")
+  elif validated and valid.startswith("test"):
+    warning = (f"the run validated on {valid!r}, a test split: its epochs and best checkpoint "
+               "were chosen on test data")
+  return {"split": valid if validated else None, "allow_test_validation": allow,
+          "touches_evaluated_split": validated and valid == split, "warning": warning}
+
+
 def evaluate_split(run: LoadedRun, split: Optional[str] = None,
                    protocol: Union[str, SampledProtocol, None] = "semi",
                    gauc_reduction: str = "samples", pool: str = "auto", seed: int = 0,
                    max_examples: int = 0, batch_size: int = 1024,
                    keep_arrays: bool = False) -> Dict[str, Any]:
-  """`evaluate` of a loaded run on `split` (default: the run's eval split), with provenance.
+  """`evaluate` of a loaded run on `split` (default: "test"), with provenance.
 
   The negative pool follows `pool` (`negative_pool`); popularity and the user's seen items
   come from the run's train split; the ranking oracle from `SyntheticOracle` when the dataset
-  is synthetic. The result adds "split", "run_dir", "checkpoint", "model", "dataset", "created".
+  is synthetic. The result adds "split", "run_dir", "checkpoint", "model", "dataset",
+  "validation" (`validation_record`), "created".
   """
-  split = split or run.cfg.data.eval_split
+  split = split or "test"
   proto = resolve_protocol(protocol)
   reader = runs.reader(run.cfg, split, training=False, info=run.info, with_provenance=True)
   kwargs: Dict[str, Any] = {}
@@ -310,6 +356,7 @@ def evaluate_split(run: LoadedRun, split: Optional[str] = None,
                 "max_seq_len": run.cfg.data.max_seq_len},
       "dataset": {"dir": run.data_dir, "name": run.info.name,
                   **({"run_data_dir": run.run_data_dir} if run.run_data_dir else {})},
+      "validation": validation_record(run.cfg, split),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   return {**prov, **result}

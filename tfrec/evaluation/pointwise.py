@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -34,13 +34,14 @@ def pointwise_metrics(labels: np.ndarray, scores: np.ndarray, users: np.ndarray,
 
 
 
-def pointwise_pass(ds: tf.data.Dataset, pointwise: Callable, max_examples: int
-                    ) -> Dict[str, np.ndarray]:
-  """Pass 1: per example of the split (`_COLUMNS`, and "file", "record" with provenance) its
-  label, ids, request time, scenario, recorded oracle_prob (-1 when absent) and the pointwise
-  logit of the training path, `model(features)`."""
+def pointwise_pass(ds: tf.data.Dataset, pointwise: Callable,
+                   selected: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+  """Pass 1: per evaluated example of the split (`selected`, from `sample_users`; None: all)
+  (`_COLUMNS`, and "file", "record" with provenance) its label, ids, request time, scenario,
+  recorded oracle_prob (-1 when absent) and the pointwise logit of the training path,
+  `model(features)`."""
   cols: Dict[str, list] = {k: [] for k in _COLUMNS}
-  for _, batch in batches(ds, max_examples):
+  for _, _, batch in batches(ds, selected):
     n = int(tf.shape(batch["label"])[0])
     cols["labels"].append(batch["label"].numpy())
     cols["logits"].append(pointwise(model_features(batch)).numpy())
@@ -63,9 +64,10 @@ def pointwise_pass(ds: tf.data.Dataset, pointwise: Callable, max_examples: int
   return {k: np.concatenate(v) for k, v in cols.items()}
 
 
-def pointwise_result(cols: Mapping[str, np.ndarray], reduction: str, max_examples: int
-                      ) -> Dict[str, Any]:
-  """The result's counts, AUC/GAUC of the model and of the records' oracle_prob, GAUC notes."""
+def pointwise_result(cols: Mapping[str, np.ndarray], reduction: str,
+                     sampling: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+  """The result's counts, AUC/GAUC of the model and of the records' oracle_prob, GAUC notes,
+  and which examples were evaluated (`sampling`: `sample_users`' record)."""
   labels = cols["labels"].astype(np.int64)
   users = cols["user_ids"].astype(np.int64)
   model_pw = pointwise_metrics(labels, cols["logits"], users, reduction)
@@ -87,5 +89,6 @@ def pointwise_result(cols: Mapping[str, np.ndarray], reduction: str, max_example
       "gauc": {"reduction": reduction, "definition": "per-user AUC (THACIL eq. 11, ADAPT "
                "eq. 12) over users with both classes, " + _REDUCTION_TEXT[reduction],
                "users": model_pw["users"], "users_skipped": model_pw["users_skipped"]},
-      "max_examples": int(max_examples),
+      "max_examples": int((sampling or {}).get("max_examples", 0)),
+      "sampling": dict(sampling or {"rule": "every example of the split"}),
   }

@@ -23,7 +23,9 @@ def _fmt(x: Any) -> str:
 
 
 def to_markdown(result: Mapping[str, Any]) -> str:
-  """The result as a markdown table, preceded by the protocol it was measured under."""
+  """The result as a markdown table, preceded by the protocol it was measured under: the run,
+  the split it validated on (a WARNING line when that is the evaluated split or a test split),
+  which examples were evaluated, the ranking protocol and GAUC's reduction."""
   c, p, g = result["counts"], result["protocol"], result["gauc"]
   title = "tfrec.evaluate"
   if "model" in result:
@@ -38,9 +40,20 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     trained = (f"; the run trained on `{ds['run_data_dir']}`" if ds.get("run_data_dir")
                else "")
     setting.append(("dataset", f"`{ds['dir']}` ({ds['name']}){trained}"))
-  first = (f" (the first {result['max_examples']:,} only)" if result.get("max_examples") else "")
-  setting.append(("examples", f"{c['examples']:,} examples{first}, {c['users']:,} users, "
-                              f"{c['positives']:,} positives"))
+  v = result.get("validation")
+  if v is not None:
+    what = (f"`{v['split']}` (early stopping and the best checkpoint)" if v["split"]
+            else "none (no validation split while training)")
+    setting.append(("validated on", f"{what}; allow_test_validation "
+                                    f"{'set' if v['allow_test_validation'] else 'not set'}"))
+  sampling = result.get("sampling") or {}
+  sampled = ""
+  if sampling.get("seed") is not None:
+    sampled = (f" ({sampling['users']:,} of {sampling['split_users']:,} users sampled with seed "
+               f"{sampling['seed']}, whole users up to {sampling['max_examples']:,} examples, of "
+               f"the split's {sampling['split_examples']:,})")
+  setting.append(("examples", f"{c['examples']:,} examples, {c['users']:,} users, "
+                              f"{c['positives']:,} positives{sampled}"))
   if p["ranking"] == "sampled":
     setting.append(("ranking", f"{p['description']} (protocol {p['name']}, seed {p['seed']}); "
                                f"{c['ranked_positives']:,} positives ranked"))
@@ -51,7 +64,10 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     setting.append(("ranking", p["description"]))
   setting.append(("GAUC", f"{g['definition']}; reduction `{g['reduction']}`; {g['users']:,} "
                           f"users counted, {g['users_skipped']:,} with one class skipped"))
-  lines = [f"### {title}", "", "| setting | value |", "|---|---|"]
+  lines = [f"### {title}", ""]
+  if v is not None and v.get("warning"):
+    lines += [f"**WARNING: {v['warning']}.**", ""]
+  lines += ["| setting | value |", "|---|---|"]
   lines += [f"| {k} | {v} |" for k, v in setting]
   lines += ["", "| metric | model | oracle (ceiling) |", "|---|---:|---:|"]
   m, o = result["metrics"], result["oracle"]

@@ -93,7 +93,7 @@ def train_stats(data: Union[Reader, tf.data.Dataset], num_items: int,
   """Item popularity (positives per item) and each user's positive items over one split."""
   users, items, labels = [], [], []
   ds = data.dataset(batch_size) if isinstance(data, Reader) else data
-  for _, batch in batches(ds, 0):
+  for _, _, batch in batches(ds):
     users.append(batch["user_id"].numpy())
     items.append(batch["item_id"].numpy())
     labels.append(batch["label"].numpy())
@@ -116,20 +116,76 @@ def check_pool_size(proto: SampledProtocol, pool: np.ndarray, description: str) 
 # ----------------------------------------------------------------------------- batches
 
 
-def batches(ds: tf.data.Dataset, max_examples: int
-            ) -> Iterator[Tuple[int, Dict[str, tf.Tensor]]]:
-  """(offset of the batch's first row in the split, batch) up to `max_examples` (0: all)."""
-  offset = 0
+SAMPLING_RULE = (
+    "users sampled at random: the split's distinct user ids in increasing order are permuted "
+    "by numpy's default_rng(SeedSequence(eval seed, spawn_key=(1,))); whole users are taken in "
+    "that order while their examples fit within max_examples, and the first user who does not "
+    "fit ends the sample (a first user with more than max_examples examples gives its first "
+    "max_examples in split order); the sampled users' examples are evaluated in split order")
+
+
+def sample_users(user_ids: np.ndarray, max_examples: int, seed: int
+                 ) -> Tuple[np.ndarray, Dict[str, Any]]:
+  """Which examples of a split `--max_examples` evaluates: all examples of randomly sampled
+  users, at most `max_examples` of them (`SAMPLING_RULE` states the rule exactly).
+
+  The user, not the record, is sampled: the first records of a split (often the first users,
+  or the earliest requests) are not favoured, and a sampled user's examples all count (GAUC
+  and the bootstrap over users need whole users).
+
+  Args:
+    user_ids: <int>[n] the user of each example of the split, in split order.
+    max_examples: the most examples to evaluate (0: every example).
+    seed: the eval seed.
+
+  Returns:
+    (<bool>[n] the evaluated examples, a JSON-ready record: "rule", "seed", "max_examples",
+    "users", "split_users", "split_examples").
+  """
+  user_ids = np.asarray(user_ids, np.int64)
+  n = len(user_ids)
+  users, inverse, per_user = np.unique(user_ids, return_inverse=True, return_counts=True)
+  record: Dict[str, Any] = {"max_examples": int(max_examples), "split_users": int(len(users)),
+                            "split_examples": int(n)}
+  if not max_examples or max_examples >= n:
+    record.update(rule="every example of the split", seed=None, users=int(len(users)))
+    return np.ones(n, bool), record
+  rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1,)))
+  order = rng.permutation(len(users))
+  fits = np.cumsum(per_user[order]) <= max_examples
+  taken = order[:int(np.argmin(fits)) if not fits.all() else len(order)]
+  if len(taken):
+    selected = np.isin(inverse, taken)
+  else:  # the first user alone has more than max_examples examples
+    taken = order[:1]
+    selected = inverse == taken[0]
+    selected[np.flatnonzero(selected)[max_examples:]] = False
+  record.update(rule=SAMPLING_RULE, seed=int(seed), users=int(len(taken)))
+  return selected, record
+
+
+def batches(ds: tf.data.Dataset, selected: Optional[np.ndarray] = None
+            ) -> Iterator[Tuple[int, np.ndarray, Dict[str, tf.Tensor]]]:
+  """(position of the batch's first kept example among the evaluated ones, the kept examples'
+  rows in the split, the batch of the kept examples) for the examples `selected`
+  (<bool>[split size] from `sample_users`; None: all)."""
+  start = evaluated = 0
   for batch in ds:
     n = int(tf.shape(batch["label"])[0])
-    if max_examples and offset + n > max_examples:
-      n = max_examples - offset
-      batch = {k: v[:n] for k, v in batch.items()}
-    if n:
-      yield offset, batch
-    offset += n
-    if max_examples and offset >= max_examples:
-      return
+    rows = np.arange(start, start + n)
+    start += n
+    if selected is not None:
+      if start > len(selected):
+        raise ValueError(f"the data gave more than the {len(selected)} examples it gave before: "
+                         "evaluate needs a deterministic, unshuffled reader")
+      keep = selected[rows]
+      if not keep.any():
+        continue
+      if not keep.all():
+        batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+        rows = rows[keep]
+    yield evaluated, rows, batch
+    evaluated += len(rows)
 
 
 def model_features(batch: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -189,8 +245,9 @@ class Negatives:
 
   def draw(self, batch: Mapping[str, tf.Tensor], idx: np.ndarray, rows: np.ndarray
            ) -> np.ndarray:
-    """<int64>[n, 1 + m] candidates of the positives `idx` of `batch` (`rows` of the split):
-    the positive in column 0, then the negatives from `default_rng([seed, row])`."""
+    """<int64>[n, 1 + m] candidates of the positives `idx` of `batch` (`rows` of the split,
+    whether or not examples are sampled): the positive in column 0, then the negatives from
+    `default_rng([seed, row])`."""
     item, uid = batch["item_id"].numpy(), batch["user_id"].numpy()
     hist, mask = batch["target_item_ids"].numpy(), batch["target_mask"].numpy()
     empty = np.zeros(0, np.int64)
@@ -311,7 +368,8 @@ def _first_oracle_note(oracle: Optional[SyntheticOracle], reason: str,
 
 def sampled_pass(ds: tf.data.Dataset, score: Callable, cols: Mapping[str, np.ndarray],
                  negatives: Negatives, oracle: Optional[SyntheticOracle], oracle_reason: str,
-                 max_examples: int, max_pairs_per_step: int, keep: bool) -> Ranked:
+                 selected: Optional[np.ndarray], max_pairs_per_step: int, keep: bool
+                 ) -> Ranked:
   """Pass 2 of `evaluate`: each positive against its sampled negatives, the user encoded once
   (SEMI App. A.3), in steps of at most `max_pairs_per_step` (user, candidate) pairs.
 
@@ -321,12 +379,13 @@ def sampled_pass(ds: tf.data.Dataset, score: Callable, cols: Mapping[str, np.nda
     cols: pass 1's per-example columns: labels, logits, user_ids, item_ids, timestamps,
       scenario_ids, oracle_prob.
     negatives: how each positive's negatives are drawn.
+    selected: the evaluated examples of the split (`sample_users`; None: all).
     oracle: the ranking oracle, or None (`oracle_reason` says why).
     keep: keep every candidate and score (`Ranked.arrays`).
   """
   ranked = Ranked(negatives.proto.ks, _first_oracle_note(oracle, oracle_reason, cols), keep)
   rows_per_step = max(1, max_pairs_per_step // (1 + negatives.proto.num_negatives))
-  for offset, batch in batches(ds, max_examples):
+  for offset, split_rows, batch in batches(ds, selected):
     label = batch["label"].numpy()
     if not np.array_equal(batch["item_id"].numpy(),
                           cols["item_ids"][offset:offset + len(label)]):
@@ -335,8 +394,8 @@ def sampled_pass(ds: tf.data.Dataset, score: Callable, cols: Mapping[str, np.nda
     idx = np.nonzero(label == 1)[0]
     if not len(idx):
       continue
-    rows = offset + idx
-    cand = negatives.draw(batch, idx, rows)
+    rows = offset + idx  # among the evaluated examples
+    cand = negatives.draw(batch, idx, split_rows[idx])
     feats = {k: tf.gather(v, idx) for k, v in model_features(batch).items() if k != "item_id"}
     sc = np.concatenate([score({k: v[s:s + rows_per_step] for k, v in feats.items()},
                                tf.constant(cand[s:s + rows_per_step])).numpy()
