@@ -22,9 +22,11 @@ def syn_dir(tmp_path_factory):
 def test_generated_dataset_validates(syn_dir):
   report = validate(syn_dir)
   assert report.ok, report.render()
-  assert set(report.records) >= {"ranking/train", "ranking/test", "ranking/test_cold",
-                                 "ccl_pair/train", "dual_pair/train", "matching/train",
-                                 "matching/test", "item store"}
+  assert set(report.records) == {"ranking/train", "ranking/valid", "ranking/test",
+                                 "ranking/test_cold", "ccl_pair/train", "dual_pair/train",
+                                 "matching/train", "matching/valid", "matching/test",
+                                 "item store"}
+  assert report.records["ranking/valid"] > 0 and report.records["matching/valid"] > 0
 
 
 @pytest.mark.parametrize("kind", schema.EXAMPLE_KINDS)

@@ -560,11 +560,15 @@ def test_tfds_builder_reads_manual_dir(tmp_path, gl_dir, prep, monkeypatch):
   assert builder.info.metadata["dataset_info"]["num_items"] == 14
   # Without a manual_dir the builder obtains the raw files (here: the fixture, no network).
   monkeypatch.setattr(mr, "obtain", lambda raw_dir, *a, **k: gl_dir)
-  cfg = tb.MovielensConfig("ranking", ml.ConvertConfig(cold_share=0.25), name="ranking_cold")
+  cfg = tb.MovielensConfig("ranking", ml.ConvertConfig(cold_share=0.25, valid_share=0.25),
+                           name="ranking_cold")
   builder = tfds.builder("tfrec_movielens", config=cfg, data_dir=str(tmp_path))
   builder.download_and_prepare()
-  want = ml.num_records(ml.prepare(mr.load_raw(gl_dir), cfg.convert), "ranking", "test_cold")
-  assert builder.info.splits["test_cold"].num_examples == want > 0
+  p = ml.prepare(mr.load_raw(gl_dir), cfg.convert)
+  assert set(builder.info.splits) == {"train", "valid", "test", "test_cold"}
+  for split in ("valid", "test_cold"):
+    want = ml.num_records(p, "ranking", split)
+    assert builder.info.splits[split].num_examples == want > 0, split
 
 
 def test_cli_and_import_defines_no_flags(tmp_path, gl_dir):

@@ -1,4 +1,4 @@
-"""Tests of the synthetic cross-domain generator (`tfrec.datasets.synthetic`), on the tiny preset."""
+"""Tests of the synthetic cross-domain generator (`tfrec.datasets.synthetic`), tiny preset."""
 
 import os
 import subprocess

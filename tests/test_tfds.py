@@ -25,6 +25,15 @@ def test_tfds_load_matches_generator(tmp_path):
                                  rtol=1e-6, err_msg=f.name)
   assert set(info.features.keys()) == {f.name for f in schema.RANKING.fields}
   assert info.metadata["dataset_info"]["num_items"] == world.store.num_items
+  # The valid split (day 6 of 8, the day before the test day) is exposed too.
+  assert set(info.splits) == {"train", "valid", "test", "test_cold"}
+  valid = list(tfds.as_numpy(tfds.load("tfrec_synthetic/tiny_ranking", split="valid",
+                                       data_dir=str(tmp_path))))
+  want = sorted((user, rec["timestamp"], rec["item_id"]) for user in range(world.config.num_users)
+                for rec in synthetic.user_records(world, user)["ranking"]["valid"])
+  got = sorted((int(ex["user_id"]), int(ex["timestamp"]), int(ex["item_id"])) for ex in valid)
+  assert got == want and len(got) == info.splits["valid"].num_examples > 0
+  assert all(6 * synthetic.DAY_S <= t < 7 * synthetic.DAY_S for _, t, _ in got)
 
 
 def test_item_store_helper_matches_world():

@@ -8,7 +8,7 @@ import numpy as np
 
 from conftest import ranking_record, tiny_info, tiny_store
 from test_data_pipeline import _raw
-from tfrec.data.tfrecord_io import ShardedWriter
+from tfrec.data.tfrecord_io import ShardedWriter, write_records
 from tfrec.data.validate import validate
 
 
@@ -36,6 +36,26 @@ def test_every_problem_is_reported_not_only_the_first(tmp_path):
   text = report.render()
   assert "item 7 is in domain target, the field needs source" in text
   assert "cold-start item 10 appears in a train split" in text
+
+
+def test_train_valid_test_splits_validate_and_valid_refuses_cold_items(tmp_path):
+  d = str(tmp_path)
+  tiny_info().save(d)
+  tiny_store().save(d)
+  for split in ("train", "valid", "test"):
+    write_records(d, "ranking", split, [ranking_record(i) for i in range(4)], info=tiny_info())
+  report = validate(d)
+  assert report.ok, report.render()
+  assert report.records == {"item store": 10, "ranking/train": 4, "ranking/valid": 4,
+                            "ranking/test": 4}
+  # Item 10 is cold: checkpoints are selected on valid, so it must not be there (test may).
+  for split in ("valid", "test"):
+    write_records(d, "ranking", split, [ranking_record(i) for i in range(3)]
+                  + [ranking_record(3, item_id=10)], info=tiny_info())
+  report = validate(d)
+  assert [(e.record, e.field) for e in report.errors] == [(3, "item_id")]
+  assert "valid-00000-of-00001.tfrecord" in report.errors[0].path
+  assert "cold-start item 10 appears in a valid split" in report.render()
 
 
 def test_cli_exit_codes(tiny_dir):

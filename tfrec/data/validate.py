@@ -9,7 +9,7 @@ What it checks:
     and sha256, holds exactly the manifest's number of readable records;
   * every record against the contract (`tfrecord_io.check_record`: dtypes, shapes, lengths,
     id ranges, labels, NaN, timestamp order, no leakage), and its item ids against the store
-    (the domain each field requires; cold items never in a "train" split).
+    (the domain each field requires; cold items never in a "train" or "valid" split).
 
 Unlike the training reader, which stops at the first bad record, it goes on and reports every
 problem with file, record index and field (the first `--max_errors` in full).
@@ -78,6 +78,10 @@ def shard_sets(directory: str):
         yield kind, name[: -len(MANIFEST_SUFFIX)]
 
 
+# Splits that training reads (train) or selects checkpoints on (valid): no cold-start item.
+NO_COLD_SPLITS = ("train", "valid")
+
+
 def _check_against_store(kind: schema.RecordKind, arrays, store: ItemStore, split: str):
   """Raises ValueError("field <name>: ...") when an item id breaks the store's facts."""
   for f in kind.fields:
@@ -89,9 +93,9 @@ def _check_against_store(kind: schema.RecordKind, arrays, store: ItemStore, spli
       raise ValueError(f"field {f.name}: item {bad} is in domain "
                        f"{schema.DOMAIN_NAMES[store.domain[bad]]}, the field needs "
                        f"{schema.DOMAIN_NAMES[f.domain]}")
-    if split == "train" and ids.size and np.any(store.cold[ids] == 1):
+    if split in NO_COLD_SPLITS and ids.size and np.any(store.cold[ids] == 1):
       bad = ids[store.cold[ids] == 1][0]
-      raise ValueError(f"field {f.name}: cold-start item {bad} appears in a train split")
+      raise ValueError(f"field {f.name}: cold-start item {bad} appears in a {split} split")
 
 
 def check_shard_set(directory: str, kind_name: str, split: str, info: DatasetInfo,

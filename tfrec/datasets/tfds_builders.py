@@ -6,16 +6,19 @@
 
 Builder `tfrec_synthetic`: one config per (generator preset, record kind), named
 `<preset>_<kind>` (e.g. `default_ranking`, `small_ccl_pair`), with the kind's splits
-(ranking: train / test / test_cold; matching: train / test; pairs: train). Feature shapes
-follow `tfrec.data.schema`: scalars `[]`, fixed fields `[width]`, sequences `[None]` (natural
-length, newest last) and `[None, width]`; padding and masks are the tfrec reader's job.
-The examples carry item ids only; `item_store(preset)` rebuilds the matching item feature
-store (the generator is deterministic for its seed).
+(`synthetic.SPLITS`; ranking: train / valid / test / test_cold; matching: train / valid /
+test; pairs: train). Feature shapes follow `tfrec.data.schema`: scalars `[]`, fixed fields
+`[width]`, sequences `[None]` (natural length, newest last) and `[None, width]`; padding and
+masks are the tfrec reader's job. The examples carry item ids only; `item_store(preset)`
+rebuilds the matching item feature store (the generator is deterministic for its seed).
 
 Builder `tfrec_movielens`: MovieLens-1M as two genre domains (`tfrec.datasets.movielens`), one
-config per record kind (`ranking`, `matching`, `ccl_pair`, `dual_pair`). Raw files come from
-`manual_dir` when present (GroupLens .dat or RecBole atomic files), else they are obtained and
-checksummed by `movielens_raw.obtain`; `movielens_item_store(raw_path)` gives the item store.
+config per record kind (`ranking`, `matching`, `ccl_pair`, `dual_pair`) with the kind's splits
+(`movielens.SPLITS`, the same names). TFDS refuses empty splits, so a split without records is
+left out (valid when valid_share leaves no event, test_cold without cold movies). Raw files
+come from `manual_dir` when present (GroupLens .dat or RecBole atomic files), else they are
+obtained and checksummed by `movielens_raw.obtain`; `movielens_item_store(raw_path)` gives the
+item store.
 
 TFDS caches what it builds under its data_dir (default ~/tensorflow_datasets); the tfrec
 reader (`tfrec.data.pipeline`) is the path with manifests and contract checks for training.
@@ -37,12 +40,8 @@ from tfrec.datasets import movielens, synthetic
 from tfrec.datasets.movielens import raw as movielens_raw
 from tfrec.data.item_store import ItemStore
 
-_KIND_SPLITS = {
-    "ranking": ("train", "test", "test_cold"),
-    "matching": ("train", "test"),
-    "ccl_pair": ("train",),
-    "dual_pair": ("train",),
-}
+# Record kinds; each builder takes the splits of a kind from its producer's SPLITS.
+_KINDS = ("ranking", "matching", "ccl_pair", "dual_pair")
 
 
 def features_for(kind: schema.RecordKind) -> tfds.features.FeaturesDict:
@@ -90,10 +89,11 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 class TfrecSynthetic(tfds.core.GeneratorBasedBuilder):
   """tfrec's synthetic cross-domain data with a planted oracle (see tfrec.datasets.synthetic)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release, schema version 1."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release, schema version 1.",
+                   "1.1.0": "valid split (the day before the test day); train loses that day."}
   BUILDER_CONFIGS = [SyntheticConfig(p, k) for p, k in
-                     itertools.product(("tiny", "small", "default"), _KIND_SPLITS)]
+                     itertools.product(("tiny", "small", "default"), _KINDS)]
 
   def _info(self) -> tfds.core.DatasetInfo:
     kind = schema.get_kind(self.builder_config.kind)
@@ -108,7 +108,7 @@ class TfrecSynthetic(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     return {split: self._generate_examples(split)
-            for split in _KIND_SPLITS[self.builder_config.kind]}
+            for split in synthetic.SPLITS[self.builder_config.kind]}
 
   def _generate_examples(self, split: str) -> Iterator[Tuple[str, Dict]]:
     cfg = synthetic.get_config(self.builder_config.preset)
@@ -145,9 +145,10 @@ class MovielensConfig(tfds.core.BuilderConfig):
 class TfrecMovielens(tfds.core.GeneratorBasedBuilder):
   """MovieLens-1M converted into tfrec's contract (see tfrec.datasets.movielens)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release, schema version 1."}
-  BUILDER_CONFIGS = [MovielensConfig(k) for k in _KIND_SPLITS]
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release, schema version 1.",
+                   "1.1.0": "valid split (valid_share of each user's training period)."}
+  BUILDER_CONFIGS = [MovielensConfig(k) for k in _KINDS]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Optional. Put the MovieLens-1M raw files into `manual_dir` (default
   `<data_dir>/downloads/manual`), either the GroupLens files `ratings.dat`, `movies.dat`,
@@ -183,8 +184,8 @@ class TfrecMovielens(tfds.core.GeneratorBasedBuilder):
     kind = self.builder_config.kind
     # TFDS refuses empty splits: a split without records (e.g. test_cold when cold_share
     # leaves no cold movie) is left out.
-    return {split: self._generate_examples(prepared, split) for split in _KIND_SPLITS[kind]
-            if movielens.num_records(prepared, kind, split)}
+    return {split: self._generate_examples(prepared, split)
+            for split in movielens.SPLITS[kind] if movielens.num_records(prepared, kind, split)}
 
   def _generate_examples(self, prepared, split: str) -> Iterator[Tuple[str, Dict]]:
     kind = schema.get_kind(self.builder_config.kind)

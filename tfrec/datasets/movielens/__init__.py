@@ -109,5 +109,5 @@ def convert(raw: RawMovieLens, out_dir: str, config: ConvertConfig = ConvertConf
   return p.info
 
 
-__all__ = ["SPLITS", "ConvertConfig", "Prepared", "RawMovieLens", "convert", "genre_shares", "load_raw",
-           "num_records", "obtain", "prepare", "records", "statistics", "write"]
+__all__ = ["SPLITS", "ConvertConfig", "Prepared", "RawMovieLens", "convert", "genre_shares",
+           "load_raw", "num_records", "obtain", "prepare", "records", "statistics", "write"]
