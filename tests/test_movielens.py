@@ -160,6 +160,7 @@ def test_bad_raw_input_names_file_line_and_field(tmp_path):
       mr.load_raw(write_grouplens(tmp_path / name, **kwargs))
     assert (os.path.basename(e.value.path), e.value.record, e.value.field) == \
         (fname, line, field), name
+    assert f"{fname}, line {line}, field {field!r}: " in str(e.value)  # A line, not a record.
   bad = write_grouplens(tmp_path / "malformed")
   with open(os.path.join(bad, "ratings.dat"), "a") as f:
     f.write("1::2::5\n")
@@ -181,6 +182,16 @@ def test_bad_atomic_input(tmp_path):
   assert e.value.field == "item_id"
   with pytest.raises(DataError, match="no MovieLens raw files"):
     mr.load_raw(str(tmp_path))
+  # What is missing or unrecognised, by name, and what is accepted.
+  partial = write_grouplens(tmp_path / "partial")
+  os.remove(os.path.join(partial, "users.dat"))
+  with pytest.raises(DataError, match=r"missing users.dat \(accepted: the MovieLens-1M files"):
+    mr.load_raw(partial)
+  two = write_atomic(tmp_path / "two")
+  with open(os.path.join(two, "old.inter"), "w") as f:
+    f.write("x")
+  with pytest.raises(DataError, match=r"2 \*.inter files \(.*ml-1m.inter, .*old.inter\), need one"):
+    mr.load_raw(two)
 
 
 # ----------------------------------------------------------------------------- conversion

@@ -72,3 +72,8 @@ def test_cli_exit_codes(tiny_dir):
   assert bad.returncode == 1
   assert f"file {shard}" in bad.stdout and "truncated" in bad.stdout
   assert "readable records, the manifest lists 10" in bad.stdout
+  # stderr: one line with the count and the first problem, no traceback.
+  assert "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      f"tfrec.data.validate: {tiny_dir}: 3 problem(s), listed above; the first: file {shard}: "
+      f"{os.path.getsize(shard)} bytes on disk, manifest says {os.path.getsize(shard) + 5}")

@@ -13,8 +13,8 @@ def main() -> None:
     sys.exit(f"usage: python -m tfrec.bench {{{'|'.join(BENCHES)}}} [--flags]")
   name = sys.argv.pop(1)
   module = importlib.import_module(f"tfrec.bench.{name}")
-  from absl import app
-  app.run(module.main)
+  from tfrec import cli
+  cli.run(module.main, f"tfrec.bench {name}")  # Bad input ends with one line, no traceback.
 
 
 if __name__ == "__main__":

@@ -12,15 +12,16 @@ What it checks:
     (the domain each field requires; cold items never in a "train" or "valid" split).
 
 Unlike the training reader, which stops at the first bad record, it goes on and reports every
-problem with file, record index and field (the first `--max_errors` in full).
+problem with file, record index and field (the first `--max_errors` in full) on stdout; when
+there is any, the command ends with one line on stderr (how many, and the first) and exit
+status 1. It reads the splits each dataset's manifests list (train, valid, test, ...).
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from absl import app, flags
 import numpy as np
@@ -165,19 +166,27 @@ def validate(directory: str, max_errors: int = 20, checksums: bool = True) -> Re
   return report
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("max_errors", 20, "Problems printed in full.")
-flags.DEFINE_bool("checksums", True, "Verify sha256 of every shard against its manifest.")
+def _define_flags() -> None:
+  """Defines the CLI flags (only when run as a program: importing defines no flags)."""
+  flags.DEFINE_integer("max_errors", 20, "Problems printed in full.")
+  flags.DEFINE_bool("checksums", True, "Verify sha256 of every shard against its manifest.")
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
+  """Prints the report; a dataset with problems ends with one line on stderr naming how many
+  and the first one (file, record, field), exit status 1."""
   if len(argv) != 2:
-    raise app.UsageError("usage: python -m tfrec.data.validate DIR")
-  report = validate(argv[1], FLAGS.max_errors, FLAGS.checksums)
+    raise app.UsageError(f"usage: python -m tfrec.data.validate DIR [--max_errors=N] "
+                         f"[--nochecksums]; got arguments {list(argv[1:])}")
+  fl = flags.FLAGS
+  report = validate(argv[1], fl.max_errors, fl.checksums)
   print(f"dataset {argv[1]}")
-  print(report.render())
-  sys.exit(0 if report.ok else 1)
+  print(report.render(), flush=True)
+  if not report.ok:
+    raise ValueError(f"{argv[1]}: {len(report.errors)} problem(s), listed above; the first: "
+                     f"{report.errors[0]}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from tfrec import cli
+  cli.run(main, "tfrec.data.validate", _define_flags)

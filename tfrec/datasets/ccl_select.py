@@ -195,9 +195,11 @@ def select_split(data_dir: str, out_split: str, mlen: int, min_source_len: int =
   Reads `<data_dir>/<from_kind>/<from_split>` (manifest-verified and checked against the
   contract, `read_records`), selects (`select_pairs`) and writes the pairs atomically with
   `tfrecord_io.write_records` (checked against the contract and `dataset.json`), so
-  `Reader(data_dir, "ccl_pair", out_split)` reads them. Then writes `ccl_pair/<out_split>.selection.json` (atomic): the statistics plus the
-  parameters. On overwrite, shards of the previous shard set that the new manifest does not
-  list are removed.
+  `Reader(data_dir, "ccl_pair", out_split)` reads them. Then writes
+  `ccl_pair/<out_split>.selection.json` (atomic): the statistics plus the parameters. On
+  overwrite, shards of the previous shard set that the new manifest does not list are removed.
+  The default from_split, train, is the training data: selecting from valid or test would
+  pre-train on the records that select checkpoints or measure results.
 
   Args:
     data_dir: dataset directory (dataset.json, <kind>/<split>.manifest.json).
@@ -326,6 +328,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app as _app
-  _define_flags()
-  _app.run(main)
+  from tfrec import cli
+  cli.run(main, "tfrec.datasets.ccl_select", _define_flags)

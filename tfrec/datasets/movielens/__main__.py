@@ -44,12 +44,11 @@ def main(argv: Sequence[str]) -> None:
   config = ConvertConfig(
       target_genres=tuple(fl.target_genres), max_target_share=fl.max_target_share,
       split=fl.split, test_share=fl.test_share, valid_share=fl.valid_share,
-      cold_share=fl.cold_share,
-      cold_events=fl.cold_events, seed=fl.seed)
+      cold_share=fl.cold_share, cold_events=fl.cold_events, seed=fl.seed)
   raw_dir = fl.raw_dir or os.path.join(fl.out, "raw")
   begin = time.perf_counter()
   path = movielens_raw.obtain(raw_dir, fl.source, fl.local_dir, fl.timeout)
-  raw = movielens_raw.load_raw(path)
+  raw = movielens_raw.load_obtained(path)
   print(f"read {raw.num_users:,} users, {raw.num_movies:,} movies, {raw.num_ratings:,} "
         f"ratings ({raw.fmt} format) in {time.perf_counter() - begin:.1f} s", flush=True)
   convert(raw, fl.out, config, num_shards=fl.num_shards)
@@ -58,6 +57,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app as _app
-  _define_flags()
-  _app.run(main)
+  from tfrec import cli
+  cli.run(main, "tfrec.datasets.movielens", _define_flags)

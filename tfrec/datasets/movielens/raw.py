@@ -20,9 +20,12 @@ partial download leaves nothing behind. `raw_dir/OBTAINED.json` records the sour
 sha256 of every file; a directory with it is reused as is.
 
 `load_raw(path)` detects the format and normalises both into one `RawMovieLens` table. Every
-problem raises `DataError(file, reason, record=<1-based line number>, field=<column>)`: a
-malformed line, a rating outside 1..5, NaN, an unknown user or movie in the ratings, unknown
-genres, duplicate keys. No line is ever dropped silently.
+problem raises `LineError(file, reason, record=<1-based line number>, field=<column>)` (a
+`DataError` whose message says "line"): a malformed line, a rating outside 1..5, NaN, an
+unknown user or movie in the ratings, unknown genres, duplicate keys. No line is ever dropped
+silently. A directory without a complete set (e.g. MovieLens-100K's u.data, u.item, u.user)
+raises a `DataError` naming the directory, the missing or unrecognised files and the accepted
+formats.
 """
 
 from __future__ import annotations
@@ -129,6 +132,57 @@ class RawMovieLens:
 # ----------------------------------------------------------------------------- parsing
 
 
+class LineError(DataError):
+  """A `DataError` in a raw text file, whose `record` is the 1-based LINE number: the message
+  reads "file F, line N, field 'X': reason" (a raw file holds lines, not records)."""
+
+  def __init__(self, path: str, reason: str, record: Optional[int] = None,
+               field: Optional[str] = None):
+    super().__init__(path, reason, record, field)
+    where = f"file {self.path}"
+    if record is not None:
+      where += f", line {record}"
+    if field is not None:
+      where += f", field {field!r}"
+    self.args = (f"{where}: {reason}",)
+
+
+ML100K_FILES = ("u.data", "u.item", "u.user")
+ACCEPTED = ("accepted: the MovieLens-1M files ratings.dat, movies.dat, users.dat (GroupLens, "
+            "'::'-separated) or RecBole atomic files, one each of *.inter, *.item, *.user")
+
+
+def _unrecognised(path: str) -> str:
+  """Why nothing in `path` (or its ml-1m/) is a complete set of raw files, naming the files."""
+  if not os.path.exists(path):
+    return "no such directory"
+  if not os.path.isdir(path):
+    return "not a directory"
+  names = sorted(os.listdir(path))
+  if os.path.isdir(os.path.join(path, "ml-1m")):
+    names += sorted("ml-1m/" + n for n in os.listdir(os.path.join(path, "ml-1m")))
+  base = {os.path.basename(n) for n in names}
+  atomic = {ext: [n for n in names if n.endswith("." + ext)
+                  and os.path.basename(n) not in ML100K_FILES] for ext in ("inter", "item", "user")}
+  why = []
+  if any(atomic.values()):
+    for ext, hits in atomic.items():
+      if len(hits) != 1:
+        why.append(f"{len(hits)} *.{ext} files ({', '.join(hits[:4])}), need one" if hits
+                   else f"no *.{ext} file")
+  else:
+    missing = [n for n in GROUPLENS_FILES if n not in base]
+    why.append(f"missing {', '.join(missing)}")
+  old = [n for n in ML100K_FILES if n in base]
+  if old:
+    why.append(f"{', '.join(old)} are MovieLens-100K files, a format this converter does not "
+               "read")
+  elif not any(n in base for n in GROUPLENS_FILES) and not any(atomic.values()):
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
+    why.append(f"the directory holds {shown or 'nothing'}")
+  return "; ".join(why)
+
+
 def find_raw_files(path: str) -> Tuple[str, Dict[str, str]]:
   """Detects the format of a raw directory (or its `ml-1m/` sub-directory).
 
@@ -137,7 +191,8 @@ def find_raw_files(path: str) -> Tuple[str, Dict[str, str]]:
     "user"} -> file).
 
   Raises:
-    DataError naming the directory when neither complete set of files is there.
+    DataError naming the directory when neither complete set of files is there, with the
+    missing or unrecognised files (e.g. MovieLens-100K's u.data) and the accepted formats.
   """
   for d in (path, os.path.join(path, "ml-1m")):
     if not os.path.isdir(d):
@@ -147,13 +202,12 @@ def find_raw_files(path: str) -> Tuple[str, Dict[str, str]]:
       return "grouplens", {n[:-4]: os.path.join(d, n) for n in GROUPLENS_FILES}
     atomic = {}
     for ext in ("inter", "item", "user"):
-      hits = sorted(n for n in names if n.endswith("." + ext))
+      hits = sorted(n for n in names if n.endswith("." + ext) and n not in ML100K_FILES)
       if len(hits) == 1:
         atomic[ext] = os.path.join(d, hits[0])
     if len(atomic) == 3:
       return "atomic", atomic
-  raise DataError(path, "no MovieLens raw files: expected ratings.dat, movies.dat, users.dat "
-                  "(GroupLens) or one each of *.inter, *.item, *.user (RecBole atomic)")
+  raise DataError(path, f"no MovieLens raw files: {_unrecognised(path)} ({ACCEPTED})")
 
 
 def _lines(path: str) -> Iterator[Tuple[int, str]]:
@@ -174,7 +228,7 @@ def _lines(path: str) -> Iterator[Tuple[int, str]]:
 def _fields(path: str, lineno: int, line: str, sep: str, n: int) -> List[str]:
   parts = line.split(sep)
   if len(parts) != n:
-    raise DataError(path, f"malformed line {line[:80]!r}: expected {n} fields separated by "
+    raise LineError(path, f"malformed line {line[:80]!r}: expected {n} fields separated by "
                     f"{sep!r}, got {len(parts)}", record=lineno)
   return parts
 
@@ -185,13 +239,13 @@ def _number(path: str, lineno: int, field: str, text: str, low: float, high: flo
   try:
     value = float(text)
   except ValueError:
-    raise DataError(path, f"not a number: {text!r}", record=lineno, field=field) from None
+    raise LineError(path, f"not a number: {text!r}", record=lineno, field=field) from None
   if math.isnan(value):
-    raise DataError(path, "NaN", record=lineno, field=field)
+    raise LineError(path, "NaN", record=lineno, field=field)
   if not low <= value <= high:
-    raise DataError(path, f"value {text} outside {low:g}..{high:g}", record=lineno, field=field)
+    raise LineError(path, f"value {text} outside {low:g}..{high:g}", record=lineno, field=field)
   if integral and value != int(value):
-    raise DataError(path, f"not an integer: {text!r}", record=lineno, field=field)
+    raise LineError(path, f"not an integer: {text!r}", record=lineno, field=field)
   return int(value)
 
 
@@ -199,7 +253,7 @@ def _genres(path: str, lineno: int, field: str, text: str, sep: str) -> Tuple[st
   genres = tuple(g for g in text.split(sep) if g)
   unknown = [g for g in genres if g not in GENRES]
   if unknown or not genres:
-    raise DataError(path, f"unknown or missing genres {unknown or text!r}; known: "
+    raise LineError(path, f"unknown or missing genres {unknown or text!r}; known: "
                     f"{list(GENRES)}", record=lineno, field=field)
   return genres
 
@@ -213,7 +267,7 @@ def _index(path: str, keys: Sequence[str], field: str) -> Dict[str, int]:
       if k in seen and k not in dups:
         dups.append(k)
       seen.add(k)
-    raise DataError(path, f"duplicate keys {dups[:10]} ({len(dups)} in all): rows are "
+    raise LineError(path, f"duplicate keys {dups[:10]} ({len(dups)} in all): rows are "
                     "identified by this column, it must be unique", field=field)
   return index
 
@@ -223,10 +277,10 @@ def _user_row(path: str, lineno: int, values: Sequence[str],
   """(gender 0/1, age code, occupation) of one users line; `names` name the three columns."""
   gender, age, occupation = values
   if gender not in ("F", "M"):
-    raise DataError(path, f"gender {gender!r} is not F or M", record=lineno, field=names[0])
+    raise LineError(path, f"gender {gender!r} is not F or M", record=lineno, field=names[0])
   a = _number(path, lineno, names[1], age, 1, 56)
   if a not in AGES:
-    raise DataError(path, f"age {age} is not an ML-1M age code {AGES}", record=lineno,
+    raise LineError(path, f"age {age} is not an ML-1M age code {AGES}", record=lineno,
                     field=names[1])
   occ = _number(path, lineno, names[2], occupation, 0, NUM_OCCUPATIONS - 1)
   return int(gender == "M"), a, occ
@@ -257,7 +311,7 @@ def _header(path: str, line: str, required: Sequence[str]) -> Dict[str, int]:
   names = [c.split(":")[0] for c in line.split("\t")]
   missing = [r for r in required if r not in names]
   if missing:
-    raise DataError(path, f"header {line[:120]!r} lacks columns {missing}", record=1,
+    raise LineError(path, f"header {line[:120]!r} lacks columns {missing}", record=1,
                     field=missing[0])
   return {n: i for i, n in enumerate(names)}
 
@@ -273,7 +327,7 @@ def _read_movies(path: str, fmt: str):
       key, title, text = _fields(path, lineno, line, "::", 3)
       m = _YEAR.search(title)
       if not m:
-        raise DataError(path, f"title {title!r} ends without a (year)", record=lineno,
+        raise LineError(path, f"title {title!r} ends without a (year)", record=lineno,
                         field="Title")
       year = int(m.group(1))
       genre = _genres(path, lineno, "Genres", text, "|")
@@ -309,9 +363,9 @@ def _read_ratings(path: str, fmt: str, users: Dict[str, int], movies: Dict[str, 
       _fields(path, lineno, line, sep, width)  # Raises the malformed-line error.
     u, m = users.get(p[iu]), movies.get(p[im])
     if u is None:
-      raise DataError(path, f"unknown user {p[iu]!r}", record=lineno, field=names[0])
+      raise LineError(path, f"unknown user {p[iu]!r}", record=lineno, field=names[0])
     if m is None:
-      raise DataError(path, f"unknown movie {p[im]!r}", record=lineno, field=names[1])
+      raise LineError(path, f"unknown movie {p[im]!r}", record=lineno, field=names[1])
     r, t = p[ir], p[it]
     if r not in _STARS:
       r = str(_number(path, lineno, names[2], r, 1, 5))
@@ -329,7 +383,8 @@ def load_raw(path: str) -> RawMovieLens:
   """Reads MovieLens raw files of either format from `path` (see `find_raw_files`).
 
   Raises:
-    DataError(file, reason, record=line number (1-based), field=column) for any bad line.
+    LineError(file, reason, record=line number (1-based), field=column) for any bad line;
+    DataError naming the directory when it holds no complete set of raw files.
   """
   fmt, files = find_raw_files(path)
   names = ("users", "movies", "ratings") if fmt == "grouplens" else ("user", "item", "inter")
@@ -513,3 +568,33 @@ def obtain(raw_dir: str, source: str = "auto", local_dir: Optional[str] = None,
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return raw_dir
+
+
+def load_obtained(raw_dir: str) -> RawMovieLens:
+  """`load_raw(raw_dir)` for a directory that `obtain` filled.
+
+  A bad line in files that `obtain` copied from a local directory is reported in the ORIGINAL
+  file (same line numbers), and the copy is removed: otherwise the next run would reuse the bad
+  copy (its OBTAINED.json) even after the original was corrected.
+
+  Raises:
+    DataError / LineError: as `load_raw`.
+  """
+  try:
+    return load_raw(raw_dir)
+  except DataError as e:
+    marker = os.path.join(raw_dir, MARKER)
+    if not os.path.isfile(marker):
+      raise
+    with open(marker) as f:
+      record = json.load(f)
+    if record.get("source") != "local":
+      raise
+    try:
+      _, files = find_raw_files(record["local_dir"])
+      original = {os.path.basename(f): f for f in files.values()}.get(os.path.basename(e.path))
+    except (DataError, KeyError):
+      original = None
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    reason = f"{e.reason} (its copy in {raw_dir} was removed; the next run copies it again)"
+    raise type(e)(original or e.path, reason, e.record, e.field) from None

@@ -43,6 +43,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app as _app
-  _define_flags()
-  _app.run(main)
+  from tfrec import cli
+  cli.run(main, "tfrec.datasets.synthetic", _define_flags)

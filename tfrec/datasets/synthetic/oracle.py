@@ -1,5 +1,6 @@
-"""The planted P(click) of any target candidate, for a dataset written by `tfrec.datasets.synthetic`:
-the ceiling of sampled ranking (HR@K / NDCG@K) in `tfrec.evaluate`.
+"""The planted P(click) of any target candidate, for a dataset written by
+`tfrec.datasets.synthetic`: the ceiling of sampled ranking (HR@K / NDCG@K) in `tfrec.evaluate`,
+on any split (train, valid, test, test_cold).
 
 Records carry `oracle_prob`, the planted P(click) of their own item, which is enough for the
 AUC/GAUC ceiling. Ranking needs P(click) of every sampled negative too, which depends on the
