@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.layers._utils import clone_initializer
+from tfrec.layers.step_random import Dropout
 
 
 def masked_softmax(logits: tf.Tensor, mask: Optional[tf.Tensor] = None,
@@ -147,8 +148,8 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
     self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
     self.layer_norm_epsilon = layer_norm_epsilon
-    self._output_dropout = keras.layers.Dropout(dropout)
-    self._weights_dropout = keras.layers.Dropout(attention_dropout)
+    self._output_dropout = Dropout(dropout)
+    self._weights_dropout = Dropout(attention_dropout)
 
   def build(self, query_shape: tf.TensorShape) -> None:
     dim = tf.TensorShape(query_shape)[-1]

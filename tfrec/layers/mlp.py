@@ -9,6 +9,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.layers._utils import clone_initializer
+from tfrec.layers.step_random import Dropout
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -72,7 +73,7 @@ class MLP(keras.layers.Layer):
       self._stack.append(keras.layers.Activation(self.activation, name=f"activation_{i}",
                                                    dtype=policy))
       if dropout:
-        self._stack.append(keras.layers.Dropout(dropout, name=f"dropout_{i}", dtype=policy))
+        self._stack.append(Dropout(dropout, name=f"dropout_{i}", dtype=policy))
 
   def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
     x = inputs

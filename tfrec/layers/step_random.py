@@ -1,0 +1,95 @@
+"""Randomness inside a training step derived from (seed, step), so that a resumed run draws what
+the uninterrupted run drew.
+
+Why (measured on TF 2.21 + tf_keras): Keras' Dropout draws from stateful random ops (or, with
+`enable_tf_random_generator`, from a `tf.random.Generator` that checkpoints do not track), so a
+run restored from its BackupAndRestore backup draws different dropout masks than the run that
+was never interrupted: the final weights differed by up to 0.039 after four kills, while with
+dropout 0 they were bit-identical. Here every random draw inside a training step is stateless,
+seeded by
+
+    [seed * 1_000_003 + k,  step * 1024 + replica]
+
+where `seed` is the run's `--seed`, `step` the optimizer's step counter (restored by a backup),
+`k` the index of the draw within the step's trace (the same code path draws in the same order)
+and `replica` the replica id under tf.distribute (replicas draw different masks, as they see
+different rows). Outside a training step (`training_step` not entered: evaluation, unit tests
+of a layer) layers keep Keras' own randomness.
+
+    with step_random.training_step(seed, optimizer.iterations):
+      ...  model(batch, training=True)  # `Dropout` layers call `step_seed()`
+
+Future in-step sampling (sampled negatives, Gumbel noise) takes its seeds from `step_seed()` too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+_STATE = threading.local()
+_SEED_STRIDE = 1_000_003
+_REPLICA_STRIDE = 1024
+
+
+class _Scope:
+
+  def __init__(self, seed: int, step: tf.Tensor):
+    self.seed = int(seed)
+    self.step = step
+    self.draws = 0
+
+
+@contextlib.contextmanager
+def training_step(seed: int, step: tf.Tensor) -> Iterator[None]:
+  """Within it, `step_seed()` gives per-draw seeds of (seed, step) (module docstring)."""
+  stack = getattr(_STATE, "stack", None)
+  if stack is None:
+    stack = _STATE.stack = []
+  stack.append(_Scope(seed, tf.cast(step, tf.int64)))
+  try:
+    yield
+  finally:
+    stack.pop()
+
+
+def step_seed() -> Optional[tf.Tensor]:
+  """<int64>[2] seed for the next stateless draw of this training step; None outside one."""
+  stack = getattr(_STATE, "stack", None)
+  if not stack:
+    return None
+  scope = stack[-1]
+  k = scope.draws
+  scope.draws += 1
+  ctx = tf.distribute.get_replica_context()
+  replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+  return tf.stack([tf.constant(scope.seed * _SEED_STRIDE + k, tf.int64),
+                   scope.step * _REPLICA_STRIDE + tf.cast(replica, tf.int64)])
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class Dropout(keras.layers.Dropout):
+  """`keras.layers.Dropout` whose masks inside a training step come from `step_seed()`.
+
+  Same arguments, config and scaling (kept units are divided by 1 - rate) as Keras' Dropout.
+
+  Call args:
+    inputs: <float>[...].
+    training: Python bool; dropout applies only when True.
+
+  Returns:
+    the inputs' shape and dtype.
+  """
+
+  def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
+    if training is not True or self.rate == 0:
+      return super().call(inputs, training=training)
+    seed = step_seed()
+    if seed is None:
+      return super().call(inputs, training=training)
+    return tf.nn.experimental.stateless_dropout(
+        inputs, rate=self.rate, seed=seed, noise_shape=self._get_noise_shape(inputs))
