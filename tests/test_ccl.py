@@ -168,7 +168,9 @@ def test_ccl_trains_through_train_py_and_semi_initialises_from_it(syn_dir, tmp_p
                         model_kwargs=dict(common, queue_size=64, momentum=0.99),
                         epochs=2, steps_per_epoch=4, batch_size=16)
   result = train_lib.train(ccl_cfg)
-  assert result.steps == 8 and set(result.history) == {"loss", "top1_target", "top1_source"}
+  assert result.steps == 8 and set(result.history) == {
+      "loss", "top1_target", "top1_source", "target_to_source_loss", "source_to_target_loss",
+      "target_to_source_weight", "source_to_target_weight"}
   assert all(np.isfinite(result.history["loss"]))
   ccl, *_ = runs.restore_model(ccl_run, "best")
   assert int(ccl.target_queue.count.numpy()) >= 64 + 16 * 8  # filled, then one batch a step

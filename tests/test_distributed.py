@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def train_cmd(syn_dir, run_dir, *extra):
   return [sys.executable, "-m", "tfrec.train", f"--data_dir={syn_dir}", "--model=bst",
-          "--dim=8", "--num_heads=2", "--max_seq_len=10", f"--run_dir={run_dir}",
+          "--model_args=dim=8,num_heads=2", "--max_seq_len=10", f"--run_dir={run_dir}",
           "--batch_size=32", "--validation_steps=0", "--learning_rate=0.003",
           "--shuffle_buffer=100", "--verbose=2", *extra]
 

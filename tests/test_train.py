@@ -64,9 +64,9 @@ def test_fit_writes_checkpoints_logs_and_config(syn_dir, tmp_path):
   # The best checkpoint is the epoch with the highest validation AUC: re-validating it on the
   # same (unshuffled) validation batches reproduces that AUC.
   model, *_ = runs.restore_model(run, "best")
-  model.compile(metrics=[keras.metrics.AUC(from_logits=True, name="auc")])
-  val = runs.reader(cfg, cfg.data.eval_split, training=False).dataset(32).take(2)
-  auc = model.evaluate(val.map(runs.split_label), verbose=0, return_dict=True)["auc"]
+  model.compile()  # the model's own test step: its task's AUC
+  val = runs.reader(cfg, cfg.data.valid_split, training=False).dataset(32).take(2)
+  auc = model.evaluate(val, verbose=0, return_dict=True)["auc"]
   assert auc == pytest.approx(max(result.history["val_auc"]), abs=1e-5)
 
 
@@ -288,7 +288,7 @@ def test_every_config_runs_as_is_for_two_steps(syn_dir, tmp_path, monkeypatch, p
   text = open(path).read()
   extra = [f"--export_dir={tmp_path}/e/1"] if "--export_dir" in text else []
   if "--model=ccl" in text:  # the tiny data's ccl_pair split; a dictionary it can fill fast
-    extra += ["--train_split=train", "--queue_size=128"]
+    extra += ["--train_split=train", "--model_args=queue_size=128"]
   if "--init_from" in text:  # the pre-training run it names is covered by tests/test_ccl.py
     extra += ["--init_from="]
   fl(["prog", f"--flagfile={path}", f"--data_dir={syn_dir}", f"--run_dir={tmp_path}/r",

@@ -6,7 +6,8 @@ Library code takes these objects (or plain arguments), never `absl.FLAGS`. A run
 
 Run directory layout:
   <run_dir>/config.json, flags.txt
-  <run_dir>/checkpoints/best*, final*   weights (TF checkpoint format; best by validation AUC)
+  <run_dir>/checkpoints/best*, final*   weights (TF checkpoint format; best by the model's
+                                        validation metric, e.g. AUC)
   <run_dir>/backup/                     BackupAndRestore state (deleted when a run completes)
   <run_dir>/logs/train, logs/validation TensorBoard event files
 """
@@ -16,10 +17,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 CONFIG_FILE = "config.json"
 FLAGS_FILE = "flags.txt"
+VALID_SPLIT = "valid"
+# Splits whose names start with this are what evaluation reports (test, test_cold, ...).
+REPORTED_PREFIX = "test"
+
+
+def is_reported_split(split: str) -> bool:
+  """Whether evaluation reports `split` (so nothing may be chosen on it): test, test_cold..."""
+  return split.startswith(REPORTED_PREFIX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +37,9 @@ class DataConfig:
 
   Attributes:
     data_dir: dataset directory (dataset.json, items.npz, ranking/...).
-    train_split, eval_split: split names of the `ranking` kind.
+    train_split: the split trained on (of the model's record kind).
+    valid_split: the split validated on during training (early stopping, the best
+      checkpoint); never a reported split unless `TrainConfig.allow_test_validation`.
     max_seq_len: histories are truncated (newest kept) and padded to this length.
     shuffle_buffer: records in the training shuffle buffer (0: no shuffling).
     on_bad_record: "raise" (stop, naming file/record/field) or "skip" (drop and count).
@@ -37,7 +48,7 @@ class DataConfig:
 
   data_dir: str
   train_split: str = "train"
-  eval_split: str = "test"
+  valid_split: str = VALID_SPLIT
   max_seq_len: int = 50
   shuffle_buffer: int = 10_000
   on_bad_record: str = "raise"
@@ -46,10 +57,12 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """A registered model name plus the arguments given for it (unset ones: model defaults)."""
+  """A registered model name plus the arguments given for it (unset ones: model defaults), and
+  the names of arguments given that this model does not take (skipped: `--model_args`)."""
 
   name: str
   kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  skipped: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +85,16 @@ class TrainConfig:
     precision: "float32", "mixed_float16" or "mixed_bfloat16".
     jit_compile: XLA-compile the train step.
     backup_every_steps: BackupAndRestore period in steps (0: at epoch ends only).
-    early_stopping_patience: epochs without validation-AUC gain before stopping (0: off).
+    early_stopping_patience: epochs without a gain of the model's validation metric before
+      stopping (0: off).
     log_every_steps: TensorBoard scalar period in steps.
     profile_batch: "" (off), "N" or "N,M": TensorBoard profiler batches.
     init_from: a run directory or checkpoint to initialise weights from (partial allowed).
     init_layers: comma-separated layer names to take from `init_from` ("": every layer the
       checkpoint holds).
     export_dir: write a SavedModel here after training (chief only).
+    allow_test_validation: let `DataConfig.valid_split` be a reported split (test...).
+    loss_weights: weight per named loss of the model (missing names: 1).
     verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
   """
 
@@ -101,6 +117,8 @@ class TrainConfig:
   init_from: str = ""
   init_layers: str = ""
   export_dir: str = ""
+  allow_test_validation: bool = False
+  loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
   verbose: int = 1
 
 
@@ -129,8 +147,13 @@ class RunConfig:
 
   @classmethod
   def from_json(cls, d: Dict[str, Any]) -> "RunConfig":
-    return cls(data=DataConfig(**d["data"]), model=ModelConfig(**d["model"]),
-               train=TrainConfig(**d["train"]))
+    data, model, train = dict(d["data"]), dict(d["model"]), dict(d["train"])
+    if "eval_split" in data:  # written before valid splits existed: it validated on this one
+      old = data.pop("eval_split")
+      data["valid_split"] = old
+      train.setdefault("allow_test_validation", is_reported_split(old))
+    model["skipped"] = tuple(model.get("skipped", ()))
+    return cls(data=DataConfig(**data), model=ModelConfig(**model), train=TrainConfig(**train))
 
   def save(self, run_dir: Optional[str] = None) -> str:
     run_dir = run_dir or self.train.run_dir

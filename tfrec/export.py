@@ -12,9 +12,9 @@ from typing import Sequence
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
-from absl import app
 from absl import flags
 
+from tfrec import cli
 from tfrec import flags as tfrec_flags
 from tfrec.serving import RANK, SCORE, SERVING_DEFAULT, export_run
 
@@ -36,18 +36,14 @@ def main(argv: Sequence[str]) -> None:
   if missing:
     sys.exit("tfrec.export: missing flags: " + ", ".join("--" + m for m in missing) +
              " (python -m tfrec.export --run_dir=RUN --export_dir=SERVING/1)")
-  try:
-    path = export_run(fl.run_dir, fl.export_dir, fl.checkpoint,
-                      data_dir=fl.data_dir or None, overwrite=fl.overwrite)
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
-    sys.exit(f"tfrec.export: {e}")
+  path = export_run(fl.run_dir, fl.export_dir, fl.checkpoint, data_dir=fl.data_dir or None,
+                    overwrite=fl.overwrite)
   print(f"tfrec.export: wrote {path} (signatures {RANK}, {SCORE} = {SERVING_DEFAULT}; "
         f"saved_model_cli show --dir {path} --all)")
 
 
 def run() -> None:
-  define_export_flags()
-  app.run(main)
+  cli.run(main, "tfrec.export", define_export_flags)
 
 
 if __name__ == "__main__":

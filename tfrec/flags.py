@@ -2,24 +2,22 @@
 conversion into a frozen `RunConfig` (`run_config`). `python -m tfrec.train --helpfull` lists
 them; flagfiles in `configs/` set them (`--flagfile` nests; later flags win).
 
-Model flags default to None, meaning "the model's own default"; a model flag the chosen model
-does not take is an error, so a misspelt or misplaced option is never silently ignored.
+Model hyper-parameters are not flags of their own: `--model_args=name=value,...` (repeatable,
+later names win) sets any argument of the chosen model's constructor, typed and checked against
+the registry (`tfrec.models.model_args`): an argument only other models take is skipped and
+said so; a name no model takes is an error.
 """
 
 from __future__ import annotations
 
+from typing import Dict, Sequence
+
 from absl import flags
+from absl import logging
 
 from tfrec import config as config_lib
 
 FLAGS = flags.FLAGS
-
-_MODEL_INT = ("dim", "num_heads", "ff_dim", "num_time_blocks", "queue_size")
-_MODEL_FLOAT = ("dropout", "momentum", "temperature")
-_MODEL_LIST = ("item_features", "domains")
-_MODEL_INT_LIST = ("mlp_units", "attention_units")
-MODEL_FLAGS = _MODEL_INT + _MODEL_FLOAT + _MODEL_LIST + _MODEL_INT_LIST + ("use_time_blocks",
-                                                                          "normalize")
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -30,7 +28,13 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string("data_dir", None, "Dataset directory in the tfrec data contract "
                       "(python -m tfrec.datasets.synthetic --out DIR, or tfrec.datasets.movielens).", flag_values=fv)
   flags.DEFINE_string("train_split", "train", "Training split of the ranking records.", flag_values=fv)
-  flags.DEFINE_string("eval_split", "test", "Validation/evaluation split.", flag_values=fv)
+  flags.DEFINE_string("valid_split", config_lib.VALID_SPLIT, "Split validated on during "
+                      "training (early stopping, the best checkpoint). A split that evaluation "
+                      "reports (test, test_cold, ...) is refused without "
+                      "--allow_test_validation.", flag_values=fv)
+  flags.DEFINE_bool("allow_test_validation", False, "Let --valid_split name a reported split "
+                    "(test...): results are then chosen on what they report; recorded in "
+                    "config.json and printed in every evaluation.", flag_values=fv)
   flags.DEFINE_integer("max_seq_len", 50, "History length per domain (newest kept, padded).", flag_values=fv)
   flags.DEFINE_integer("shuffle_buffer", 10_000, "Training shuffle buffer in records (0: off).", flag_values=fv)
   flags.DEFINE_enum("on_bad_record", "raise", ["raise", "skip"],
@@ -40,26 +44,10 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   # Model.
   flags.DEFINE_string("model", None, "Registered model name (tfrec.models.registry), e.g. "
                       "youtubenet, din, bst, cross_bst, semi, ccl.", flag_values=fv)
-  flags.DEFINE_integer("dim", None, "Item/sequence representation width (SEMI A.1: 128).", flag_values=fv)
-  flags.DEFINE_list("item_features", None, "Item encoder inputs among id,category,visual "
-                    "(default: all the dataset has).", flag_values=fv)
-  flags.DEFINE_list("domains", None, "Histories the model reads: source,target (default: the "
-                    "model's own).", flag_values=fv)
-  flags.DEFINE_list("mlp_units", None, "Hidden widths of the output MLP (SEMI: 128).", flag_values=fv)
-  flags.DEFINE_float("dropout", None, "Dropout rate (SEMI A.1: 0.1).", flag_values=fv)
-  flags.DEFINE_integer("num_heads", None, "Attention heads (SEMI A.1: 8).", flag_values=fv)
-  flags.DEFINE_integer("ff_dim", None, "Feed-forward width of attention blocks (SEMI: 128).", flag_values=fv)
-  flags.DEFINE_list("attention_units", None, "DIN activation-unit widths (DIN: 80,40).", flag_values=fv)
-  flags.DEFINE_bool("use_time_blocks", None, "Add 1-hour time-block embeddings (SEMI §3.2.3).", flag_values=fv)
-  flags.DEFINE_integer("num_time_blocks", None, "Time blocks, the last one 'older' (168).", flag_values=fv)
-  flags.DEFINE_integer("queue_size", None, "CCL: keys per dictionary K (SEMI A.1: 40960).",
-                       flag_values=fv)
-  flags.DEFINE_float("momentum", None, "CCL: key-encoder momentum m, eq. 9 (SEMI A.1: 0.999).",
-                     flag_values=fv)
-  flags.DEFINE_float("temperature", None, "CCL: InfoNCE temperature tau, eq. 5-6 (SEMI A.1: "
-                     "0.7).", flag_values=fv)
-  flags.DEFINE_bool("normalize", None, "CCL: L2-normalise queries and keys (MoCo; not in the "
-                    "paper's eq. 5-6).", flag_values=fv)
+  flags.DEFINE_multi_string("model_args", [], "Arguments of the model's constructor as "
+                            "name=value,... (lists in brackets: mlp_units=[128,64]; none for "
+                            "None); repeatable, later names win. tfrec.models.model_args.",
+                            flag_values=fv)
   # Training.
   flags.DEFINE_string("run_dir", None, "Run directory: checkpoints, logs, resolved flags.", flag_values=fv)
   flags.DEFINE_integer("batch_size", 1024, "Global batch size.", flag_values=fv)
@@ -79,7 +67,11 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                     "Keras mixed-precision policy.", flag_values=fv)
   flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.", flag_values=fv)
   flags.DEFINE_integer("backup_every_steps", 100, "BackupAndRestore period in steps (0: epochs).", flag_values=fv)
-  flags.DEFINE_integer("early_stopping_patience", 0, "Epochs without val AUC gain (0: off).", flag_values=fv)
+  flags.DEFINE_integer("early_stopping_patience", 0, "Epochs without a gain of the model's "
+                       "validation metric (val_auc for rankers) before stopping (0: off).",
+                       flag_values=fv)
+  flags.DEFINE_list("loss_weights", [], "Weights of the model's named losses, name=value,... "
+                    "(default 1 each; the names are the model's LOSSES).", flag_values=fv)
   flags.DEFINE_integer("log_every_steps", 50, "TensorBoard scalar period in steps.", flag_values=fv)
   flags.DEFINE_string("profile_batch", "", "TensorBoard profiler batches: N or N,M ('' off).", flag_values=fv)
   flags.DEFINE_string("init_from", "", "Run directory or checkpoint to initialise weights from.", flag_values=fv)
@@ -97,18 +89,23 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 
 
 def model_kwargs(fl=FLAGS) -> dict:
-  """The model flags the user set (None = not set), converted to their types."""
-  kwargs = {}
-  for name in _MODEL_INT + _MODEL_FLOAT + ("use_time_blocks", "normalize"):  # scalars
-    if fl[name].value is not None:
-      kwargs[name] = fl[name].value
-  for name in _MODEL_LIST:
-    if fl[name].value is not None:
-      kwargs[name] = [x.strip() for x in fl[name].value if x.strip()]
-  for name in _MODEL_INT_LIST:
-    if fl[name].value is not None:
-      kwargs[name] = [int(x) for x in fl[name].value if x.strip()]
-  return kwargs
+  """The model arguments the user set for `--model`, typed (those it does not take left out)."""
+  from tfrec.models import model_args
+  return model_args.resolve(fl.model, model_args.parse(fl.model_args))[0]
+
+
+def loss_weights(values: Sequence[str]) -> Dict[str, float]:
+  """["bce=1", "mlm=0.5"] -> {"bce": 1.0, "mlm": 0.5}."""
+  out = {}
+  for entry in values or ():
+    name, sep, value = entry.partition("=")
+    try:
+      if not sep:
+        raise ValueError
+      out[name.strip()] = float(value)
+    except ValueError:
+      raise ValueError(f"--loss_weights: {entry!r} is not name=number") from None
+  return out
 
 
 def run_config(fl=FLAGS, need_run_dir: bool = True) -> config_lib.RunConfig:
@@ -120,10 +117,14 @@ def run_config(fl=FLAGS, need_run_dir: bool = True) -> config_lib.RunConfig:
     raise ValueError("missing flags: " + ", ".join("--" + m for m in missing) +
                      " (set them or pass --flagfile=configs/...)")
   data = config_lib.DataConfig(
-      data_dir=fl.data_dir, train_split=fl.train_split, eval_split=fl.eval_split,
+      data_dir=fl.data_dir, train_split=fl.train_split, valid_split=fl.valid_split,
       max_seq_len=fl.max_seq_len, shuffle_buffer=fl.shuffle_buffer,
       on_bad_record=fl.on_bad_record, verify_checksums=fl.verify_checksums)
-  model = config_lib.ModelConfig(name=fl.model, kwargs=model_kwargs(fl))
+  from tfrec.models import model_args
+  kwargs, skipped = model_args.resolve(fl.model, model_args.parse(fl.model_args))
+  if skipped:
+    logging.warning("--model_args: %s does not take %s; skipped", fl.model, ", ".join(skipped))
+  model = config_lib.ModelConfig(name=fl.model, kwargs=kwargs, skipped=skipped)
   train = config_lib.TrainConfig(
       run_dir=fl.run_dir or "", batch_size=fl.batch_size, epochs=fl.epochs,
       steps_per_epoch=fl.steps_per_epoch, validation_steps=fl.validation_steps,
@@ -133,6 +134,6 @@ def run_config(fl=FLAGS, need_run_dir: bool = True) -> config_lib.RunConfig:
       early_stopping_patience=fl.early_stopping_patience, log_every_steps=fl.log_every_steps,
       profile_batch=fl.profile_batch, init_from=fl.init_from,
       init_layers=",".join(x.strip() for x in fl.init_layers if x.strip()),
-      export_dir=fl.export_dir,
-      verbose=fl.verbose)
+      export_dir=fl.export_dir, allow_test_validation=fl.allow_test_validation,
+      loss_weights=loss_weights(fl.loss_weights), verbose=fl.verbose)
   return config_lib.RunConfig(data=data, model=model, train=train)

@@ -68,7 +68,7 @@ def restore_model(run_dir: str, which: str = "best", data_dir: Optional[str] = N
     ValueError: `ranking_only` and the run is a pre-training run (CCL), which scores nothing.
   """
   cfg = config_lib.RunConfig.load(run_dir)
-  if ranking_only and record_kind(cfg) != "ranking":
+  if ranking_only and not issubclass(registry.get(cfg.model.name).cls, RankingModel):
     raise ValueError(f"{run_dir} is a {cfg.model.name} pre-training run ({record_kind(cfg)} "
                      "records): it ranks nothing; evaluate or export the ranking run that "
                      "initialises from it (--init_from)")

@@ -1,8 +1,18 @@
-"""`python -m tfrec.train --flagfile=configs/<paper>/<variant>.flags`: train a ranking model.
+"""`python -m tfrec.train --flagfile=configs/<paper>/<variant>.flags`: train any registered model.
 
-flags -> frozen `RunConfig` -> strategy -> readers -> model (in the strategy's scope) -> Keras
-`fit` with TensorBoard, BackupAndRestore (input position restored too), best-checkpoint keeping,
-early stopping, NaN guard -> final weights -> optional SavedModel.
+flags -> frozen `RunConfig` -> strategy -> readers of the model's record kind -> model (in the
+strategy's scope) -> its `before_training` hook -> Keras `fit` on the model's own train/test
+steps (`tfrec.models.core`: named, weighted losses) with TensorBoard, BackupAndRestore (input
+position and in-step randomness restored too), best-checkpoint keeping and early stopping on
+the model's MONITOR, NaN guard -> final weights -> optional SavedModel.
+
+This module knows no model and no record kind by name: everything model-specific is a class
+attribute or a hook of the model (`RECORD_KIND`, `LOSSES`, `MONITOR`, `VALIDATES`,
+`EXPORTABLE`, `before_training`, `after_train_step`).
+
+Validation never touches a reported split by accident: `--valid_split` (default "valid") that
+names a split evaluation reports (test, test_cold, ...) is refused unless
+`--allow_test_validation` is given, and that choice is stored in config.json.
 
 Exit status: 0 when the run completes; 1 when the loss diverges (the backup and the best
 checkpoint are kept, nothing is exported), when a checkpoint state is broken, or on bad input.
@@ -16,22 +26,24 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
-from absl import app
 from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
 from tfrec import callbacks as cb
+from tfrec import cli
 from tfrec import config as config_lib
 from tfrec import distribute
 from tfrec import flags as tfrec_flags
 from tfrec import runs
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
+from tfrec.models import core
+from tfrec.models import registry
 
 
 @dataclasses.dataclass
@@ -44,6 +56,8 @@ class TrainResult:
   steps: int
   resumed_from_step: int
   export_dir: str = ""
+  # {"monitor": e.g. "val_auc", "mode": "max"|"min", "value": best value, "epoch": 1-based}
+  best: dict = dataclasses.field(default_factory=dict)
 
 
 def setup_runtime(cfg: config_lib.RunConfig) -> None:
@@ -74,6 +88,23 @@ def _check_run_dir(cfg: config_lib.RunConfig, chief: bool) -> None:
                        "new --run_dir, or delete this one to train again")
 
 
+def check_validation(cfg: config_lib.RunConfig, validates: bool) -> None:
+  """Refuses to validate on a split that evaluation reports, unless explicitly allowed.
+
+  Raises:
+    ValueError: naming the flag, the split and the way out.
+  """
+  split = cfg.data.valid_split
+  if (validates and config_lib.is_reported_split(split)
+      and not cfg.train.allow_test_validation):
+    raise ValueError(
+        f"--valid_split={split}: evaluation reports this split, so early stopping and the "
+        "best checkpoint would be chosen on the figures you report. Validate on "
+        f"'{config_lib.VALID_SPLIT}' (every tfrec dataset has one), or pass "
+        "--allow_test_validation to do it anyway (recorded in config.json and printed by "
+        "every evaluation)")
+
+
 def _write_path(path: str, chief: bool) -> str:
   """Non-chief workers write to a temporary twin (MultiWorker saves are collective)."""
   if chief:
@@ -91,19 +122,20 @@ def _init_from(model: keras.Model, source: str, store: ItemStore, layers: str = 
                source, ", ".join(kept) or "nothing")
 
 
-# What the best checkpoint keeps per record kind: (training metric, mode); validation
-# prefixes "val_".
-_MONITOR = {"ranking": ("auc", "max"), "ccl_pair": ("loss", "min")}
+def monitor_of(model_cls: type, validate: bool) -> Tuple[str, str]:
+  """(the logged metric that picks the best checkpoint, "max" | "min") of a model class."""
+  metric, mode = model_cls.MONITOR
+  return (f"val_{metric}" if validate else metric), mode
 
 
 def build_callbacks(cfg: config_lib.RunConfig, strategy: tf.distribute.Strategy,
-                    validate: bool, extra: Sequence[keras.callbacks.Callback] = (),
-                    kind: str = "ranking") -> List[keras.callbacks.Callback]:
-  """NaN guard first (so no backup saves a diverged step), then backup, checkpoints, logs."""
+                    monitor: Tuple[str, str], extra: Sequence[keras.callbacks.Callback] = ()
+                    ) -> List[keras.callbacks.Callback]:
+  """NaN guard first (so no backup saves a diverged step), then backup, checkpoints, logs;
+  `monitor` = (logged metric, mode) picks the best checkpoint and stops early."""
   t = cfg.train
   paths = config_lib.run_paths(t.run_dir)
-  metric, mode = _MONITOR[kind]
-  monitor = f"val_{metric}" if validate else metric
+  monitor, mode = monitor
   chief = distribute.is_chief(strategy)
   callbacks = [cb.NanGuard()]
   callbacks.append(keras.callbacks.BackupAndRestore(
@@ -122,10 +154,9 @@ def build_callbacks(cfg: config_lib.RunConfig, strategy: tf.distribute.Strategy,
   return callbacks + list(extra)
 
 
-def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps: int = 0,
-                 labelled: bool = True):
-  """A distributed dataset of (features, label) (features alone when not `labelled`);
-  training streams repeat epoch after epoch."""
+def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps: int = 0):
+  """A distributed dataset of reader batches (dicts, labels included: the model's
+  `compute_losses` reads what it needs); training streams repeat epoch after epoch."""
   replicas = strategy.num_replicas_in_sync
   pipelines = distribute.num_input_pipelines(strategy)
 
@@ -137,25 +168,9 @@ def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps:
         # Resume at the input position of the restored step: each step consumes one
         # per-replica batch per local replica of this pipeline.
         ds = ds.skip(skip_steps * max(1, replicas // pipelines))
-    return ds.map(runs.split_label) if labelled else ds
+    return ds
 
   return strategy.distribute_datasets_from_function(dataset_fn)
-
-
-def fill_queues(model: keras.Model, strategy: tf.distribute.Strategy, reader_,
-                batch_size: int) -> int:
-  """CCL Algorithm 1 lines 2-4: fills the dictionaries with keys of random training pairs
-  (`reader_`: a shuffled reader with its own seed) before the first step. Returns the keys
-  written."""
-  steps = math.ceil(model.queue_size / batch_size)
-  ds = iter(_distributed(strategy, reader_, batch_size, True, labelled=False))
-  step = tf.function(lambda batch: strategy.run(model.fill_step, args=(batch,)))
-  for _ in range(steps):
-    step(next(ds))
-  written = int(model.target_queue.count.numpy())
-  logging.info("CCL dictionaries filled: %d keys each (K=%d)", min(written, model.queue_size),
-               model.queue_size)
-  return written
 
 
 def train(cfg: config_lib.RunConfig,
@@ -169,16 +184,17 @@ def train(cfg: config_lib.RunConfig,
     DataError / ValueError: bad input or options, naming the file or flag.
   """
   t = cfg.train
+  model_cls = registry.get(cfg.model.name).cls
+  validate = t.validation_steps != 0 and model_cls.VALIDATES
+  check_validation(cfg, validate)
   strategy = distribute.make_strategy(t.strategy, t.cpu_replicas)
   setup_runtime(cfg)
   chief = distribute.is_chief(strategy)
   _check_run_dir(cfg, chief)
-  if t.export_dir and runs.record_kind(cfg) != "ranking":
-    raise ValueError(f"--export_dir: {cfg.model.name} is a pre-training model; export the "
-                     "ranking model that initialises from it")
   if t.export_dir and chief:
-    from tfrec import serving as export_lib
-    export_lib.check_export_dir(t.export_dir)  # fail before training, not after
+    from tfrec import serving
+    serving.check_exportable(model_cls, cfg.model.name)
+    serving.check_export_dir(t.export_dir)  # fail before training, not after
   if chief:
     cfg.save()
     if flags_text:
@@ -187,7 +203,7 @@ def train(cfg: config_lib.RunConfig,
   paths = config_lib.run_paths(t.run_dir)
   info = DatasetInfo.load(cfg.data.data_dir)
   store = ItemStore.load(cfg.data.data_dir)
-  kind = runs.record_kind(cfg)
+  kind = model_cls.RECORD_KIND
   train_reader = runs.reader(cfg, cfg.data.train_split, training=True, info=info,
                              with_provenance=True, kind=kind)
   pipelines = distribute.num_input_pipelines(strategy)
@@ -196,43 +212,37 @@ def train(cfg: config_lib.RunConfig,
   steps_per_epoch = t.steps_per_epoch or max(
       1, math.ceil(batches / max(1, strategy.num_replicas_in_sync // pipelines)))
   start_step = cb.backup_step(paths["backup"]) if chief or pipelines == 1 else 0
-  ranking = kind == "ranking"
-  validate = t.validation_steps != 0 and ranking  # ccl_pair data has one split
   with strategy.scope():
     model = runs.build_model(cfg, info, store)
+    model.configure_training(seed=t.seed, loss_weights=t.loss_weights)
     if t.init_from and start_step == 0:
       _init_from(model, t.init_from, store, t.init_layers)
-    if ranking:
-      model.compile(
-          optimizer=keras.optimizers.Adam(t.learning_rate),
-          loss=keras.losses.BinaryCrossentropy(from_logits=True),
-          metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-          jit_compile=t.jit_compile)
-    else:  # the model's own train_step computes its objective (CCL: eq. 5-8)
-      if t.batch_size > model.queue_size:
-        raise ValueError(f"--batch_size={t.batch_size} exceeds --queue_size="
-                         f"{model.queue_size}: a step enqueues the whole global batch")
-      model.compile(optimizer=keras.optimizers.Adam(t.learning_rate), jit_compile=t.jit_compile)
-  if not ranking and start_step == 0:
-    fill_cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, seed=t.seed + 7919))
-    fill_queues(model, strategy, runs.reader(fill_cfg, cfg.data.train_split, training=True,
-                                             info=info, kind=kind), t.batch_size)
-  train_ds = _distributed(strategy, train_reader, t.batch_size, True, skip_steps=start_step,
-                          labelled=ranking)
+    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate), jit_compile=t.jit_compile)
+
+  def other_batches(seed: int):
+    other = dataclasses.replace(cfg, train=dataclasses.replace(t, seed=seed))
+    return iter(_distributed(strategy, runs.reader(other, cfg.data.train_split, training=True,
+                                                   info=info, kind=kind), t.batch_size, True))
+
+  model.before_training(core.TrainingContext(
+      strategy=strategy, global_batch_size=t.batch_size, seed=t.seed,
+      resumed=start_step > 0, batches=other_batches))
+  train_ds = _distributed(strategy, train_reader, t.batch_size, True, skip_steps=start_step)
   val_ds = None
   if validate:
-    val_reader = runs.reader(cfg, cfg.data.eval_split, training=False, info=info)
+    val_reader = runs.reader(cfg, cfg.data.valid_split, training=False, info=info, kind=kind)
     val_ds = _distributed(strategy, val_reader, t.batch_size, False)
-  logging.info("strategy %s with %d replica(s), %d input pipeline(s); %d steps per epoch",
-               type(strategy).__name__, strategy.num_replicas_in_sync, pipelines,
-               steps_per_epoch)
+  logging.info("strategy %s with %d replica(s), %d input pipeline(s); %d steps per epoch; "
+               "losses %s", type(strategy).__name__, strategy.num_replicas_in_sync, pipelines,
+               steps_per_epoch, model.loss_weights)
   if start_step:
     logging.info("resuming from the backup at step %d (epoch %d, step %d of %d)", start_step,
                  start_step // steps_per_epoch, start_step % steps_per_epoch, steps_per_epoch)
+  monitor = monitor_of(model_cls, validate)
   history = model.fit(
       train_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
       validation_steps=t.validation_steps, verbose=t.verbose,
-      callbacks=build_callbacks(cfg, strategy, validate, extra_callbacks, kind=kind))
+      callbacks=build_callbacks(cfg, strategy, monitor, extra_callbacks))
   final = _write_path(paths["final"], chief)
   model.save_weights(final)
   if not chief:
@@ -240,20 +250,31 @@ def train(cfg: config_lib.RunConfig,
   result = TrainResult(run_dir=t.run_dir, final_checkpoint=paths["final"],
                        history=dict(history.history),
                        steps=int(model.optimizer.iterations.numpy()),
-                       resumed_from_step=start_step)
+                       resumed_from_step=start_step,
+                       best=best_epoch(dict(history.history), *monitor))
   if t.export_dir and chief:
-    from tfrec import serving as export_lib
-    result.export_dir = export_lib.export(model, t.export_dir)
+    from tfrec import serving
+    result.export_dir = serving.export(model, t.export_dir)
   return result
+
+
+def best_epoch(history: dict, monitor: str, mode: str) -> dict:
+  """The epoch (1-based) of `history` whose `monitor` is best, as ModelCheckpoint keeps it
+  (the first of equal values); {} when the metric was not logged."""
+  values = history.get(monitor) or []
+  finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+  if not finite:
+    return {}
+  pick = max if mode == "max" else min
+  value = pick(v for v, _ in finite)
+  epoch = next(i for v, i in finite if v == value)
+  return {"monitor": monitor, "mode": mode, "value": float(value), "epoch": epoch + 1}
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   fl = tfrec_flags.FLAGS
-  try:
-    cfg = tfrec_flags.run_config(fl)
-  except ValueError as e:
-    sys.exit(f"tfrec.train: {e}")
+  cfg = tfrec_flags.run_config(fl)
   flags_text = "\n".join(f.serialize() for f in fl.get_flags_for_module("tfrec.flags")
                          if f.value is not None and f.serialize() and f.name != "overwrite")
   if fl.overwrite and os.path.isdir(cfg.train.run_dir):
@@ -264,7 +285,7 @@ def main(argv: Sequence[str]) -> None:
   except cb.TrainingDiverged as e:
     logging.error("%s", e)
     sys.exit(f"tfrec.train: diverged: {e}")
-  except (cb.CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+  except cb.CheckpointError as e:
     sys.exit(f"tfrec.train: {e}")
   last = {k: v[-1] for k, v in result.history.items() if v}
   print(f"tfrec.train: done, {result.steps} steps; "
@@ -274,8 +295,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-  tfrec_flags.define_flags()
-  app.run(main)
+  cli.run(main, "tfrec.train", tfrec_flags.define_flags)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ user once per request and score many candidates against that encoding (SEMI App.
   logit = model.score(user, candidate_ids)         # <float32>[batch, num_candidates]
 
 `call(features)` chains both for training: one candidate per row (`features["item_id"]`) and
-returns <float32>[batch] logits; the loss is binary cross-entropy on them (SEMI eq. 10).
+returns <float32>[batch] logits; the loss is binary cross-entropy on them (SEMI eq. 10), the
+`tasks.Ranking` task with its AUC, on the training core of `tfrec.models.core` (loss "bce";
+the best checkpoint has the highest validation AUC).
 Training uses `num_candidates = 1` with `batch` users; serving uses `batch = 1` with N
 candidates. Nothing a model computes in `encode_user` may depend on the candidate.
 """
@@ -17,12 +19,13 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
-import tf_keras as keras
 
 from tfrec.data import schema
 from tfrec.layers.item_encoder import ItemEncoder
 from tfrec.layers.mlp import MLP
 from tfrec.layers.time_block import TimeBlockEmbedding
+from tfrec.models import core
+from tfrec.tasks.ranking import Ranking
 
 DOMAINS = schema.DOMAIN_NAMES  # ("source", "target")
 
@@ -47,8 +50,9 @@ def sequence_input(item_encoder: ItemEncoder, time_blocks: Optional[TimeBlockEmb
   return x * tf.cast(mask, x.dtype)[..., None], mask
 
 
-class RankingModel(keras.Model):
-  """Base class: item encoder, per-domain history inputs, the output MLP, the two-step scoring.
+class RankingModel(core.Model):
+  """Base class: item encoder, per-domain history inputs, the output MLP, the two-step scoring,
+  the click-through task.
 
   Subclasses implement `encode_user` and `score`, and list in `get_config` what they add.
 
@@ -66,6 +70,11 @@ class RankingModel(keras.Model):
     use_time_blocks: add the 1-hour time-block embedding to history items (SEMI §3.2.3).
     num_time_blocks: time blocks (the last collects everything older); 168 = one week.
   """
+
+  RECORD_KIND = "ranking"
+  LOSSES = ("bce",)
+  MONITOR = ("auc", "max")
+  EXPORTABLE = True
 
   def __init__(self,
                num_items: int,
@@ -102,6 +111,12 @@ class RankingModel(keras.Model):
     # The logit layer stays float32 under mixed precision (a numerically safe sigmoid/BCE).
     self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=dropout, linear_output=True,
                           name="output_mlp", dtype="float32")
+    self.task = Ranking(name="ranking_task")
+
+  def compute_losses(self, batch: Dict[str, tf.Tensor],
+                     training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    """{"bce": <float32>[batch]} binary cross-entropy of `call`'s logits against "label"."""
+    return {"bce": self.task(batch["label"], self(batch, training=training))}
 
   # ------------------------------------------------------------------ the scoring contract
 

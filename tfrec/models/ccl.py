@@ -19,7 +19,7 @@ Choices the paper leaves open, stated here:
   * Time blocks count back from the pair's latest event (a ccl_pair has no request time).
   * Keys are encoded without dropout (`training=False`); queries with it.
   * The dictionaries are filled with K keys of random training pairs before the first step
-    (Algorithm 1 lines 2-4, `fill_step`); train.py does this.
+    (Algorithm 1 lines 2-4, `fill_step`), in the core's `before_training` hook.
   * `normalize=False` is the paper's eq. 5-6 (raw dot products); True L2-normalises q and k
     (MoCo's choice).
 Under a tf.distribute strategy the keys of all replicas are gathered in replica order and
@@ -28,8 +28,9 @@ enqueued once per step (`tasks.queue.KeyQueue`), so the dictionaries equal a one
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
+from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
@@ -38,10 +39,12 @@ from tfrec.layers.attention import MultiHeadAttentionBlock
 from tfrec.layers.item_encoder import ItemEncoder
 from tfrec.layers.pooling import SequencePooling
 from tfrec.layers.time_block import TimeBlockEmbedding
+from tfrec.models import core
 from tfrec.models import registry
 from tfrec.models.base import sequence_input
 from tfrec.moco import momentum as momentum_lib
 from tfrec.moco.queue import KeyQueue
+from tfrec.tasks.contrastive import Contrastive, info_nce
 
 # Micro-video (target) queries look up the product (source) dictionary (eq. 5) and back (eq. 6).
 _OTHER = {"target": "source", "source": "target"}
@@ -58,40 +61,13 @@ def reference_time(features: Dict[str, tf.Tensor]) -> tf.Tensor:
   return tf.maximum(latest, 0)
 
 
-def info_nce(queries: tf.Tensor, dictionary: tf.Tensor, positives: tf.Tensor,
-             temperature: float) -> Tuple[tf.Tensor, tf.Tensor]:
-  """Per-example cross-domain InfoNCE (eq. 5-6) and top-1 hits.
-
-  Args:
-    queries: <float>[n, dim] q_i of one domain.
-    dictionary: <float32>[K, dim] the other domain's keys k_j (the updated queue).
-    positives: <int>[n] the row of q_i's own pair key k_i in `dictionary`.
-    temperature: tau.
-
-  Returns:
-    (<float32>[n] -log prob(y_i | ...) = -log softmax_j(q_i . k_j / tau)[positive_i];
-     <float32>[n] 1.0 where the positive scores highest).
-  """
-  logits = tf.matmul(tf.cast(queries, tf.float32), dictionary, transpose_b=True) / temperature
-  positives = tf.cast(positives, tf.int32)
-  loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=logits)
-  hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), positives),
-                 tf.float32)
-  return loss, hits
-
-
-def global_rows(per_example: tf.Tensor) -> tf.Tensor:
-  """Rows of the global batch: the sum over replicas of this replica's rows."""
-  n = tf.shape(per_example)[0]
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return n
-  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, n)
-
-
 @keras.utils.register_keras_serializable(package="tfrec")
-class CCL(keras.Model):
+class CCL(core.Model):
   """CCL pre-training model (Algorithm 1); trains with `fit` on `ccl_pair` records.
+
+  Losses (the core's contract): "target_to_source" = eq. 5 (micro-video queries against the
+  product dictionary D_ps) and "source_to_target" = eq. 6, per example; L = their sum (eq. 7-8).
+  Metrics: top-1 accuracy of each direction ("top1_target", "top1_source").
 
   Args:
     num_items, dim, item_features, num_categories, visual_dim, max_seq_len, dropout,
@@ -107,6 +83,9 @@ class CCL(keras.Model):
   """
 
   RECORD_KIND = "ccl_pair"
+  LOSSES = ("target_to_source", "source_to_target")
+  MONITOR = ("loss", "min")
+  VALIDATES = False  # ccl_pair data has one split
   DOMAINS = ("target", "source")
 
   def __init__(self, num_items: int, dim: int = 128,
@@ -143,8 +122,8 @@ class CCL(keras.Model):
             name=f"{prefix}{d}_encoder", trainable=trainable))
     self.target_queue = KeyQueue(self.queue_size, dim, name="target_queue")  # D_vs
     self.source_queue = KeyQueue(self.queue_size, dim, name="source_queue")  # D_ps
-    self.loss_tracker = keras.metrics.Mean("loss")
-    self.hit_trackers = {d: keras.metrics.Mean(f"top1_{d}") for d in self.DOMAINS}
+    self.tasks = {d: Contrastive(self.temperature, metric_name=f"top1_{d}", name=f"{d}_task")
+                  for d in self.DOMAINS}  # d's queries against the other domain's keys
 
   # ------------------------------------------------------------------ encoders
 
@@ -227,32 +206,37 @@ class CCL(keras.Model):
     for d in self.DOMAINS:
       dictionaries[d], rows = self.queue(d).enqueue(keys[d])  # same rows: queues in lockstep
     queries = self(features, training=training)
-    return {d: info_nce(queries[d], dictionaries[_OTHER[d]], rows, self.temperature)
-            for d in self.DOMAINS}
+    return {d: self.tasks[d](queries[d], dictionaries[_OTHER[d]], rows) for d in self.DOMAINS}
 
-  def train_step(self, data):
-    features = data[0] if isinstance(data, tuple) else data
-    with tf.GradientTape() as tape:
-      out = self.contrastive_losses(features, training=True)
-      per_example = out["target"][0] + out["source"][0]
-      # Mean over the global batch (gradients are summed over replicas); replicas may hold
-      # different row counts (an epoch's last batch), so divide by the true global count.
-      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_rows(per_example))
-      if self.losses:
-        loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
-    self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+  def compute_losses(self, batch: Dict[str, tf.Tensor],
+                     training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    """The core's contract: eq. 5 and eq. 6 per example (their sum is eq. 7-8's L)."""
+    out = self.contrastive_losses(batch, training=training)
+    return {f"{d}_to_{_OTHER[d]}": out[d][0] for d in self.DOMAINS}
+
+  def after_train_step(self) -> None:
+    """Line 21, eq. 9: theta_k <- m theta_k + (1 - m) theta_q with the updated queries."""
     momentum_lib.momentum_update(self.variable_pairs(), self.momentum)
-    self.loss_tracker.update_state(per_example)
-    for d in self.DOMAINS:
-      self.hit_trackers[d].update_state(out[d][1])
-    return {m.name: m.result() for m in self.metrics}
 
-  def test_step(self, data):
-    raise NotImplementedError("CCL has no validation pass (the ccl_pair data has one split)")
+  def before_training(self, context: core.TrainingContext) -> None:
+    """Lines 2-4: K keys of random training pairs (a stream of their own, `context.batches`)
+    fill the dictionaries before the first step; a resumed run has them from its backup.
 
-  @property
-  def metrics(self):
-    return [self.loss_tracker] + [self.hit_trackers[d] for d in self.DOMAINS]
+    Raises:
+      ValueError: a global batch larger than K (a step enqueues the whole global batch).
+    """
+    if context.global_batch_size > self.queue_size:
+      raise ValueError(f"--batch_size={context.global_batch_size} exceeds --queue_size="
+                       f"{self.queue_size}: a step enqueues the whole global batch")
+    if context.resumed:
+      return
+    steps = -(-self.queue_size // context.global_batch_size)
+    batches = context.batches(context.seed + 7919)
+    step = tf.function(lambda batch: context.strategy.run(self.fill_step, args=(batch,)))
+    for _ in range(steps):
+      step(next(batches))
+    logging.info("CCL dictionaries filled: %d keys each (K=%d)",
+                 min(int(self.target_queue.count.numpy()), self.queue_size), self.queue_size)
 
   def get_config(self) -> Dict[str, Any]:
     return dict(num_items=self.num_items, dim=self.dim, item_features=list(self.item_features),
@@ -270,3 +254,6 @@ class CCL(keras.Model):
 registry.register("ccl", CCL, "CCL pre-training of SEMI's sequence encoders (§3.3): MoCo-style "
                   "queues, momentum key encoders, bidirectional cross-domain InfoNCE; trains on "
                   "ccl_pair records; SEMI loads it with --init_from")
+
+
+__all__ = ["CCL", "info_nce", "reference_time"]

@@ -13,6 +13,15 @@ from tfrec.models.base import RankingModel
 from tfrec.serving.module import RANK, SCORE, SERVING_DEFAULT, ServingModule
 
 
+def check_exportable(model_cls: type, name: str = "") -> None:
+  """Raises ValueError unless models of `model_cls` can be exported (`EXPORTABLE`: the ranking
+  models; a pre-training model such as CCL scores nothing)."""
+  if not getattr(model_cls, "EXPORTABLE", False):
+    raise ValueError(f"--export_dir: {name or model_cls.__name__} is a pre-training model "
+                     f"({getattr(model_cls, 'RECORD_KIND', '?')} records) and serves nothing; "
+                     "export the ranking model that initialises from it")
+
+
 def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
   """Raises FileExistsError if `export` would refuse `export_dir` (call it before training)."""
   if (not overwrite and tf.io.gfile.exists(export_dir)
@@ -40,6 +49,7 @@ def export(model: RankingModel, export_dir: str, overwrite: bool = False) -> str
     FileExistsError: `export_dir` exists, is not empty, and `overwrite` is False.
   """
   export_dir = export_dir.rstrip("/") or export_dir
+  check_exportable(type(model))
   check_export_dir(export_dir, overwrite)
   existing = tf.io.gfile.exists(export_dir)
   tmp = export_dir + ".incomplete"
