@@ -1,4 +1,5 @@
-"""tfrec.reproduce: statistics, report pieces and figures against closed forms and hand sums."""
+"""tfrec.reproduce: statistics, the bootstrap over users, report pieces and figures, against
+closed forms, hand sums and independent computations."""
 
 import math
 import os
@@ -9,16 +10,17 @@ import sys
 import numpy as np
 import pytest
 
+from tfrec import metrics
+from tfrec.reproduce import bootstrap
 from tfrec.reproduce import figures
 from tfrec.reproduce.report import (atomic_write_text, fmt_mean_std, markdown_table,
                                     significance_marker)
-from tfrec.reproduce.stats import (TTest, betainc, mean_std, paired_t_test, relative_gain,
-                                   student_t_sf, welch_t_test)
+from tfrec.reproduce.stats import TTest, mean_std, relative_gain, verdict, welch_t_test
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-# Closed forms of Student's t survival function for small integer df.
+# Closed forms of Student's t survival function for small integer df (textbook identities).
 def _sf_df2(t):
   return 0.5 - t / (2.0 * math.sqrt(t * t + 2.0))
 
@@ -32,88 +34,23 @@ def _sf_df4(t):
   return 0.5 - 3.0 / 8.0 * t / math.sqrt(u) * (1.0 - t * t / (12.0 * u))
 
 
-# ---------------------------------------------------------------------------------------------
-# betainc and student_t_sf
+def _sf_by_quadrature(t, df, n=20_000):
+  """P(T > t) = 1/2 - integral_0^t of Student's density, by Simpson's rule (any real df)."""
+  c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+  x = np.linspace(0.0, t, n + 1)
+  f = c * (1 + x * x / df) ** (-(df + 1) / 2)
+  integral = (x[1] - x[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+  return 0.5 - integral
 
 
-@pytest.mark.parametrize("x", [0.0, 1e-9, 0.1, 0.37, 0.5, 0.9, 1.0 - 1e-9, 1.0])
-def test_betainc_closed_forms(x):
-  assert betainc(1, 1, x) == pytest.approx(x, rel=1e-13, abs=1e-300)
-  for a in (0.5, 2.0, 7.3, 40.0):
-    assert betainc(a, 1, x) == pytest.approx(x ** a, rel=1e-12, abs=1e-300)
-  for b in (0.5, 2.0, 7.3, 40.0):
-    # 1 - (1 - x)^b, written without cancelling at small x.
-    expected = -math.expm1(b * math.log1p(-x)) if x < 1 else 1.0
-    assert betainc(1, b, x) == pytest.approx(expected, rel=1e-12)
-
-
-def test_betainc_integer_parameters_are_a_binomial_tail():
-  # I_x(a, b) = P(Binomial(a + b - 1, x) >= a) for integer a, b: both sides of the switch.
-  for a, b in [(2, 3), (5, 5), (12, 4), (3, 30), (60, 45)]:
-    m = a + b - 1
-    for x in (0.05, 0.3, 0.5, 0.62, 0.95):
-      expected = sum(math.comb(m, j) * x ** j * (1 - x) ** (m - j) for j in range(a, m + 1))
-      assert betainc(a, b, x) == pytest.approx(expected, rel=1e-11, abs=1e-300), (a, b, x)
-
-
-def test_betainc_symmetry_and_arguments():
-  for a, b in [(0.5, 0.5), (0.3, 4.0), (2.5, 11.0), (150.0, 0.5), (80.0, 95.0)]:
-    for x in (0.01, 0.2, 0.5, 0.77, 0.999):
-      assert betainc(a, b, x) == pytest.approx(1.0 - betainc(b, a, 1.0 - x), abs=1e-13)
-  assert betainc(3, 4, 0) == 0.0 and betainc(3, 4, 1) == 1.0
-  for a, b, x in [(0, 1, 0.5), (1, -1, 0.5), (1, 1, 1.5), (1, 1, -0.1), (1, 1, math.nan)]:
-    with pytest.raises(ValueError, match="betainc"):
-      betainc(a, b, x)
-
-
-def test_student_t_sf_textbook_values():
-  # Two-sided critical values from t tables: 0.05 at df 4, 0.01 at df 10.
-  assert 2 * student_t_sf(2.776445, 4) == pytest.approx(0.05, abs=2e-7)
-  assert 2 * student_t_sf(3.169273, 10) == pytest.approx(0.01, abs=2e-7)
-  assert student_t_sf(-2.776445, 4) == pytest.approx(0.975, abs=1e-7)
-  for df in (0.7, 1, 3, 29.5, 1e4):
-    assert student_t_sf(0.0, df) == 0.5
-  assert student_t_sf(math.inf, 5) == 0.0 and student_t_sf(-math.inf, 5) == 1.0
-  assert math.isnan(student_t_sf(math.nan, 5))
-  for df in (0, -1, math.nan):
-    with pytest.raises(ValueError, match="df"):
-      student_t_sf(1.0, df)
-
-
-@pytest.mark.parametrize("t", [-30.0, -2.5, -0.3, 1e-6, 0.5, 1.0, 3.0, 12.0, 300.0])
-def test_student_t_sf_closed_forms(t):
-  # df = 1 is the Cauchy distribution; df = 2, 3, 4 have elementary closed forms.
-  assert student_t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-12)
-  for df, sf in ((2, _sf_df2), (3, _sf_df3), (4, _sf_df4)):
-    expected = sf(t)
-    # Far in the upper tail the closed forms cancel; compare those absolutely.
-    tol = dict(rel=1e-11) if expected > 1e-6 else dict(abs=1e-13)
-    assert student_t_sf(t, df) == pytest.approx(expected, **tol), (t, df)
-
-
-def test_student_t_sf_tends_to_the_normal():
-  for t in (-3.0, -1.0, 0.5, 1.96, 4.0):
-    normal = 0.5 * math.erfc(t / math.sqrt(2.0))
-    assert student_t_sf(t, 1e6) == pytest.approx(normal, abs=2e-7)
-    # With the first term of the expansion in 1/df, sf_t = sf_normal + pdf(t) (t^3 + t) / (4 df)
-    # + O(1/df^2), the gap closes to rounding.
-    pdf = math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
-    assert student_t_sf(t, 1e6) == pytest.approx(normal + pdf * (t ** 3 + t) / 4e6, abs=1e-11)
-    assert student_t_sf(t, math.inf) == normal
-    # Monotone in df towards the normal for t > 0 (heavier tails at small df).
-    if t > 0:
-      assert student_t_sf(t, 5) > student_t_sf(t, 50) > student_t_sf(t, 1e6) > normal
-
-
-def test_student_t_sf_matches_scipy_where_installed():
-  stats = pytest.importorskip("scipy.stats")  # not a dependency: a cross-check only
-  rng = np.random.default_rng(0)
-  for df, t in zip(np.exp(rng.uniform(-1, 8, 300)), rng.normal(0, 6, 300)):
-    assert student_t_sf(t, df) == pytest.approx(stats.t.sf(t, df), rel=1e-9, abs=1e-300)
+def test_quadrature_matches_the_closed_forms():
+  for t in (0.3, 1.2, 3.1):
+    assert _sf_by_quadrature(t, 2) == pytest.approx(_sf_df2(t), rel=1e-9)
+    assert _sf_by_quadrature(t, 4) == pytest.approx(_sf_df4(t), rel=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------
-# mean_std, t-tests, relative_gain
+# mean_std, Welch's t-test (scipy), verdicts
 
 
 def test_mean_std():
@@ -121,7 +58,7 @@ def test_mean_std():
   mean, std = mean_std([1, 2, 3, 4])
   assert mean == 2.5 and std == pytest.approx(math.sqrt(5 / 3), rel=1e-15)
   assert mean_std([0.7]) == (0.7, 0.0)
-  assert mean_std(np.array([0.1, 0.1, 0.1]))[1] == 0.0  # exactly: no rounding residue
+  assert mean_std(np.array([0.1, 0.1, 0.1])) == (0.1, 0.0)  # exactly: no rounding residue
   with pytest.raises(ValueError, match=r"NaN at positions \[1\]"):
     mean_std([0.5, math.nan, 0.6])
   with pytest.raises(ValueError, match="inf"):
@@ -136,16 +73,18 @@ def test_welch_by_hand():
   # df = (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = (25/9) / (17/18) = 50/17 = 2.9411764705882355
   r = welch_t_test([1, 2, 3], [4, 6, 8])
   assert isinstance(r, TTest)
-  assert r.t == pytest.approx(-4 / math.sqrt(5 / 3), rel=1e-14)
-  assert r.df == pytest.approx(50 / 17, rel=1e-14)
-  assert r.p_two_sided == pytest.approx(2 * student_t_sf(4 / math.sqrt(5 / 3), 50 / 17), rel=1e-14)
+  t, df = -4 / math.sqrt(5 / 3), 50 / 17
+  assert r.t == pytest.approx(t, rel=1e-14)
+  assert r.df == pytest.approx(df, rel=1e-14)
+  assert r.p_two_sided == pytest.approx(2 * _sf_by_quadrature(-t, df), rel=1e-8)
   assert r.p_one_sided_greater == pytest.approx(1 - r.p_two_sided / 2, rel=1e-14)
   # df between 2 and 3, so p lies between the closed forms at df 3 (lighter tail) and df 2.
   assert 2 * _sf_df3(-r.t) < r.p_two_sided < 2 * _sf_df2(-r.t)
   # Swapping the samples flips t and the one-sided p, not the two-sided one.
   s = welch_t_test([4, 6, 8], [1, 2, 3])
-  assert s.t == -r.t and s.p_two_sided == r.p_two_sided
-  assert s.p_one_sided_greater == pytest.approx(r.p_two_sided / 2, rel=1e-14)
+  assert s.t == pytest.approx(-r.t, rel=1e-14)
+  assert s.p_two_sided == pytest.approx(r.p_two_sided, rel=1e-12)
+  assert s.p_one_sided_greater == pytest.approx(r.p_two_sided / 2, rel=1e-12)
 
 
 def test_welch_equal_variances_has_integer_df():
@@ -158,13 +97,22 @@ def test_welch_equal_variances_has_integer_df():
   assert r.p_one_sided_greater == pytest.approx(1 - _sf_df4(-t), rel=1e-12)
 
 
+def test_welch_textbook_critical_value():
+  # Equal n = 3 and equal variances give df = 4; the two-sided 5% critical value of t(4) is
+  # 2.776445 (t tables). b = [0, 1, 2] (var 1), a = b + d with d = 2.776445 * sqrt(2/3).
+  d = 2.776445 * math.sqrt(2 / 3)
+  r = welch_t_test([d, 1 + d, 2 + d], [0, 1, 2])
+  assert r.df == pytest.approx(4.0) and r.p_two_sided == pytest.approx(0.05, abs=2e-7)
+  assert r.p_one_sided_greater == pytest.approx(0.025, abs=1e-7)
+
+
 def test_welch_zero_variance_and_too_few_values():
   up = welch_t_test([0.8, 0.8, 0.8], [0.7, 0.7])
   assert up.t == math.inf and up.p_two_sided == 0.0 and up.p_one_sided_greater == 0.0
   assert math.isnan(up.df)
   down = welch_t_test([0.7, 0.7], [0.8, 0.8, 0.8])
   assert down.t == -math.inf and down.p_two_sided == 0.0 and down.p_one_sided_greater == 1.0
-  same = welch_t_test([0.1, 0.1, 0.1], [0.1, 0.1])
+  same = welch_t_test([0.1, 0.1, 0.1], [0.1, 0.1])  # scipy alone: t = 1.41 from rounding
   assert math.isnan(same.t) and math.isnan(same.p_two_sided)
   assert math.isnan(same.p_one_sided_greater)
   # One constant sample: the other's variance alone, df = its n - 1 = 2.
@@ -180,23 +128,22 @@ def test_welch_zero_variance_and_too_few_values():
     welch_t_test([0.7, 0.8], [0.7, math.nan])
 
 
-def test_paired_by_hand():
-  # d = a - b = [1, 2, 3]: mean 2, std 1, t = 2 / (1 / sqrt(3)) = 2 sqrt(3), df = 2.
-  r = paired_t_test([2, 4, 6], [1, 2, 3])
-  t = 2 * math.sqrt(3)
-  assert r.t == pytest.approx(t, rel=1e-14) and r.df == 2.0
-  assert r.p_two_sided == pytest.approx(2 * _sf_df2(t), rel=1e-12)  # 0.0742
-  assert r.p_one_sided_greater == pytest.approx(_sf_df2(t), rel=1e-12)
-  # The same numbers unpaired: the seed-to-seed spread is not cancelled, so p is larger.
-  assert welch_t_test([2, 4, 6], [1, 2, 3]).p_two_sided > r.p_two_sided
-  # Constant differences: +-inf; all differences 0: nan.
-  assert paired_t_test([1.5, 2.5], [1, 2]).t == math.inf
-  assert paired_t_test([1, 2], [1.5, 2.5]).p_one_sided_greater == 1.0
-  assert math.isnan(paired_t_test([1, 2], [1, 2]).p_two_sided)
-  with pytest.raises(ValueError, match="equal length"):
-    paired_t_test([1, 2, 3], [1, 2])
-  with pytest.raises(ValueError, match="at least 2 pairs"):
-    paired_t_test([1], [2])
+def test_verdicts():
+  # b = [4, 6, 8] > a = [1, 2, 3]: one-sided p = P(T(50/17) > 3.098) = 0.027 < 0.05.
+  words, p = verdict([4, 6, 8], [1, 2, 3])
+  assert words == "holds" and p == pytest.approx(_sf_by_quadrature(4 / math.sqrt(5 / 3),
+                                                                   50 / 17), rel=1e-8)
+  # [2, 3, 4] > [1, 2, 3]: t = 1.2247 at df 4, p = 0.144: the right sign, not significant.
+  words, p = verdict([2, 3, 4], [1, 2, 3])
+  assert words == "same direction, not significant"
+  assert p == pytest.approx(_sf_df4(1 / math.sqrt(2 / 3)), rel=1e-12)
+  assert verdict([1, 2, 3], [2, 3, 4])[0] == "does not hold"
+  assert verdict([1, 2, 3], [1, 2, 3])[0] == "does not hold"  # equal means: no ordering
+  # One seed: no test, so never "holds".
+  words, p = verdict([0.9], [0.1])
+  assert words == "same direction, not significant" and math.isnan(p)
+  assert verdict([0.1], [0.9])[0] == "does not hold"
+  assert verdict([0.8, 0.8], [0.7, 0.7]) == ("holds", 0.0)  # constant and different
 
 
 def test_relative_gain():
@@ -207,6 +154,88 @@ def test_relative_gain():
     relative_gain(0.1, 0.0)
   with pytest.raises(ValueError, match="finite"):
     relative_gain(math.nan, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the bootstrap over users
+
+
+def _run(seed, n_users=40, shift=0.0, tie=1):
+  """Per-example arrays of a model evaluated on n_users users with 2..6 examples each; logits
+  rounded to `tie` decimals (ties)."""
+  rng = np.random.default_rng(seed)
+  users = np.repeat(np.arange(n_users), rng.integers(2, 7, n_users))
+  labels = rng.integers(0, 2, len(users))
+  logits = np.round(labels * (0.6 + shift) + rng.normal(size=len(users)), tie)
+  rows = np.flatnonzero(labels == 1)
+  return {"user_ids": users, "labels": labels, "logits": logits, "rows": rows,
+          "ranks": rng.integers(0, 8, len(rows))}
+
+
+def test_weighted_metrics_are_the_metrics_of_the_replicated_users():
+  arr = _run(0)
+  counts = {0: 3, 5: 1, 6: 2, 11: 1, 20: 4, 39: 1}  # user -> times drawn; the rest 0
+  rep = np.concatenate([np.repeat(np.flatnonzero(arr["user_ids"] == u), c)
+                        for u, c in counts.items()])  # the resampled users' examples, repeated
+  assert bootstrap.weighted_metric(arr, "auc", counts) == pytest.approx(
+      metrics.auc(arr["labels"][rep], arr["logits"][rep]), rel=1e-12)
+  ranked_users = arr["user_ids"][arr["rows"]]
+  rep_ranked = np.concatenate([np.repeat(np.flatnonzero(ranked_users == u), c)
+                               for u, c in counts.items()])
+  assert bootstrap.weighted_metric(arr, "hr@3", counts) == pytest.approx(
+      np.mean(arr["ranks"][rep_ranked] < 3), rel=1e-12)
+  ones = {int(u): 1 for u in np.unique(arr["user_ids"])}
+  assert bootstrap.weighted_metric(arr, "auc", ones) == pytest.approx(
+      metrics.auc(arr["labels"], arr["logits"]), rel=1e-12)
+
+
+def test_user_bootstrap_intervals():
+  a = [_run(s) for s in range(3)]
+  b = [_run(10 + s, shift=0.8) for s in range(3)]  # a clearly better model, users 0..39 too
+  boot = bootstrap.UserBootstrap({"a": a, "b": b}, k=3, n_resamples=500)
+  row = boot.row("a", "auc")
+  # The estimate is the reported number: the mean over seeds of the plain AUC.
+  assert row.estimate == pytest.approx(np.mean([metrics.auc(x["labels"], x["logits"])
+                                                for x in a]), rel=1e-12)
+  assert row.low < row.estimate < row.high
+  hr = boot.row("a", "hr@3")
+  assert hr.estimate == pytest.approx(np.mean([np.mean(x["ranks"] < 3) for x in a]))
+  diff = boot.difference("b", "a", "auc")
+  assert diff.estimate == pytest.approx(boot.row("b", "auc").estimate - row.estimate)
+  assert diff.low > 0 and diff.excludes_zero()
+  assert not boot.difference("a", "a", "auc").excludes_zero()  # 0 on every resample
+  # Seeded: the same intervals again.
+  assert bootstrap.UserBootstrap({"a": a}, k=3, n_resamples=500).row("a", "auc") == row
+
+
+def test_user_bootstrap_matches_a_plain_percentile_bootstrap():
+  # An independent, unvectorised bootstrap: draw users, repeat their examples, plain AUC.
+  arr = _run(3, n_users=60)
+  users = np.unique(arr["user_ids"])
+  by_user = [np.flatnonzero(arr["user_ids"] == u) for u in users]
+  rng = np.random.default_rng(123)
+  aucs = []
+  for _ in range(1000):
+    idx = np.concatenate([by_user[i] for i in rng.integers(0, len(users), len(users))])
+    aucs.append(metrics.auc(arr["labels"][idx], arr["logits"][idx]))
+  low, high = np.percentile(aucs, [2.5, 97.5])
+  ci = bootstrap.UserBootstrap({"x": [arr]}, k=3).row("x", "auc")
+  width = high - low
+  # Different random draws: the endpoints agree to Monte Carlo error (a few % of the width).
+  assert ci.low == pytest.approx(low, abs=0.15 * width)
+  assert ci.high == pytest.approx(high, abs=0.15 * width)
+
+
+def test_paired_intervals_are_narrower_than_the_rows():
+  # b = a with a small, user-independent improvement: the rows' intervals overlap, the paired
+  # difference's is narrow and excludes 0.
+  a = [_run(s, n_users=80, tie=3) for s in range(2)]
+  b = [dict(x, logits=x["logits"] + 0.1 * x["labels"]) for x in a]
+  boot = bootstrap.UserBootstrap({"a": a, "b": b}, k=3, n_resamples=400)
+  ra, rb, d = boot.row("a", "auc"), boot.row("b", "auc"), boot.difference("b", "a", "auc")
+  assert ra.high > rb.low  # overlapping rows
+  assert d.low > 0 and (d.high - d.low) < 0.5 * (ra.high - ra.low)
+  assert d.format() == f"[{d.low:.4f}, {d.high:.4f}]"
 
 
 # ---------------------------------------------------------------------------------------------

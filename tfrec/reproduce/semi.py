@@ -181,12 +181,11 @@ def _oracle(results: Mapping[str, List[Dict[str, Any]]]) -> Dict[str, float]:
 
 
 def _claim(text: str, a: List[float], b: List[float]) -> List[str]:
+  """"holds" only when significant (one-sided Welch p < 0.05, `stats.verdict`)."""
   ma, mb = float(np.mean(a)), float(np.mean(b))
-  holds = "holds" if ma > mb else "does NOT hold"
-  p = ""
-  if len(a) >= 2 and len(a) == len(b):
-    p = f", paired t-test p = {stats.paired_t_test(a, b).p_one_sided_greater:.3g}"
-  return [text, f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%{p})", holds]
+  words, p = stats.verdict(a, b)
+  return [text, f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%, one-sided Welch "
+                f"p = {p:.3g})", words]
 
 
 def write_report(results: Mapping[str, List[Dict[str, Any]]], exp: Experiments, scale: Scale,
