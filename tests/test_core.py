@@ -288,3 +288,19 @@ def test_each_named_loss_and_its_weight_is_a_tensorboard_scalar(syn_dir, tmp_pat
                              rtol=1e-5)
   assert result.best["monitor"] == "val_auc" and result.best["epoch"] == 1
   assert result.best["value"] == pytest.approx(result.history["val_auc"][0])
+
+
+def test_a_bad_record_met_while_training_ends_the_command_with_one_named_line(tmp_path):
+  from test_data_pipeline import _write_with_bad
+  d = str(tmp_path / "ds")
+  path = _write_with_bad(d, dict(label=2), bad_at=3)
+  out = subprocess.run(
+      [sys.executable, "-m", "tfrec.train", f"--data_dir={d}", "--model=youtubenet",
+       f"--run_dir={tmp_path}/r", "--model_args=dim=4", "--validation_steps=0",
+       "--batch_size=4", "--max_seq_len=10", "--verbose=0"],
+      capture_output=True, text=True, timeout=120, cwd=REPO,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("tfrec.train: ") and path in last and "record 3" in last, last
+  assert "label" in last

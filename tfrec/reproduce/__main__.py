@@ -1,9 +1,13 @@
-"""`python -m tfrec.reproduce --paper=semi --dataset=synthetic|movielens --seeds=3 [--scale=cpu]`
+"""`python -m tfrec.reproduce --paper=semi --dataset=synthetic|movielens [--seeds=5] [--scale=cpu]`
 
-Trains every row of the paper's tables and figures that tfrec has, `--seeds` times, evaluates
-each with the paper's protocol, and writes `docs/results/<paper>_<dataset>.md` with PNG figures
-beside it. Finished (row, seed) runs are cached under `--work_dir`, so an interrupted
-reproduction resumes, and `--parts` reproduces a subset.
+Chooses each row's learning rate from `--lr_grid` on the valid split (seed 0), trains every row
+of the paper's tables and figures that tfrec has `--seeds` times with early stopping on the
+valid split, evaluates each with the paper's protocol, and writes
+`docs/results/<paper>_<dataset>.md` (mean ± std, bootstrap CIs over users, Welch p-values,
+verdicts, the model selection) with PNG figures beside it. Finished (row, seed) runs are cached
+under `--work_dir` by a key of their resolved configuration (`tfrec.reproduce.harness`), so an
+interrupted reproduction resumes, a changed flag re-runs exactly the runs it changes, and
+`--parts` reproduces a subset.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
 flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens"],
                   "synthetic: the planted generator (generated when missing); movielens: "
                   "MovieLens-1M as two domains (python -m tfrec.datasets.movielens --out DIR).")
-flags.DEFINE_integer("seeds", 3, "Seeds per row (0 .. seeds-1).")
+flags.DEFINE_integer("seeds", harness.DEFAULT_SEEDS, "Seeds per row (0 .. seeds-1).")
 flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: the scaled-down variant for 2 CPU "
                   "cores; paper: the paper's sizes (A.1).")
 flags.DEFINE_string("data_dir", None, "Dataset directory (default: data/reproduce/syn-<preset> "
@@ -40,8 +44,14 @@ flags.DEFINE_string("results_dir", "docs/results", "Where the results file and f
 flags.DEFINE_list("parts", list(PARTS), f"Subset of {', '.join(PARTS)}.")
 flags.DEFINE_multi_string("extra_flags", [], "A flag appended to every ranking row's (repeat "
                           "for several), e.g. --extra_flags=--epochs=2 on a larger dataset.")
-flags.DEFINE_integer("max_eval_examples", 0, "Evaluate the first N examples of the test split "
-                     "(0: all).")
+flags.DEFINE_integer("max_eval_examples", 0, "Evaluate all examples of users of the test split "
+                     "sampled at random with --eval_seed, at most N examples (0: all).")
+flags.DEFINE_integer("eval_seed", 0, "Evaluation seed of every run (sampled negatives and "
+                     "users): every row and seed is evaluated on the same examples.")
+flags.DEFINE_list("lr_grid", [harness.lr_name(x) for x in harness.DEFAULT_LR_GRID],
+                  "Learning rates tried on seed 0 of each row; the one with the best validation "
+                  "AUC on `valid` trains every seed (empty: each flagfile's rate). Pre-training "
+                  "(CCL) keeps its flagfile's rate.")
 FLAGS = flags.FLAGS
 
 
@@ -87,7 +97,9 @@ def main(argv: Sequence[str]) -> None:
                               scale_flagfile=scale.scale_flagfile,
                               pretrain_flagfile=scale.pretrain_flagfile,
                               extra_flags=tuple(FLAGS.extra_flags),
-                              max_eval_examples=FLAGS.max_eval_examples)
+                              max_eval_examples=FLAGS.max_eval_examples,
+                              eval_seed=FLAGS.eval_seed,
+                              lr_grid=tuple(float(x) for x in FLAGS.lr_grid))
   exp = paper.experiments(scale)
   rows = exp.rows(FLAGS.parts)
   logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,
@@ -100,17 +112,15 @@ def main(argv: Sequence[str]) -> None:
       [f"--{n}={FLAGS[n].value}" for n in ("paper", "dataset", "seeds", "scale")]
       + [f"--parts={','.join(FLAGS.parts)}"] * (list(FLAGS.parts) != list(PARTS))
       + [f"--extra_flags={x}" for x in FLAGS.extra_flags]
-      + [f"--max_eval_examples={FLAGS.max_eval_examples}"] * bool(FLAGS.max_eval_examples))
-  group_arrays = {}
-  if "fig5" in FLAGS.parts:
-    for row in rows:
-      if row.name in ("SEMI w. CCL", "SEMI w/o CCL"):
-        group_arrays[row.name] = [runner.arrays(row, s) for s in range(FLAGS.seeds)]
+      + [f"--max_eval_examples={FLAGS.max_eval_examples}"] * bool(FLAGS.max_eval_examples)
+      + [f"--eval_seed={FLAGS.eval_seed}"] * bool(FLAGS.eval_seed)
+      + [f"--lr_grid={','.join(FLAGS.lr_grid)}"] * (settings.lr_grid != harness.DEFAULT_LR_GRID))
+  # Every row's per-example arrays: the bootstrap CIs (all rows) and Fig. 5.
+  arrays = {row.name: [runner.arrays(row, s) for s in range(FLAGS.seeds)] for row in rows}
   path = paper.write_report(results, exp, scale, FLAGS.dataset, dataset_text, out,
                             time.time() - start, command, runner.timings,
                             extra_flags=FLAGS.extra_flags,
-                            max_eval_examples=FLAGS.max_eval_examples,
-                            group_arrays=group_arrays)
+                            max_eval_examples=FLAGS.max_eval_examples, arrays=arrays)
   print(f"tfrec.reproduce: wrote {path}")
 
 

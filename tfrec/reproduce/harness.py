@@ -1,17 +1,43 @@
-"""The machinery every paper's reproduction shares: train each (row, seed) once, evaluate it with
-the paper's protocol, cache both, and aggregate over seeds.
+"""The machinery every paper's reproduction shares: choose each row's learning rate on the
+validation split, train each (row, seed) once, evaluate it with the paper's protocol, cache
+both under a key of everything that decides the result, and aggregate over seeds.
 
 A row is one line of a paper's table: a registered model, its flagfile, extra flags, and
 optionally a pre-training run it initialises from (`Pretrain`). Every run goes through the same
 code paths a user runs (`tfrec.flags` -> `RunConfig` -> `train.train` -> `evaluate`), in this
-process, one after the other. Each finished evaluation is cached as `<run_dir>/reproduce.json`,
-so an interrupted reproduction resumes where it stopped, and a re-run only re-writes the report.
+process, one after the other.
+
+Model selection (SEMI A.2: every baseline at its best setting), on the `valid` split only:
+  epochs          each run validates every epoch on `cfg.data.valid_split` and stops early on
+                  the model's monitor (val AUC); the epoch with the best validation AUC
+                  (`checkpoints/best`) is the one evaluated (`TrainResult.best` is recorded).
+  learning rate   seed 0 of a row trains once per rate of `Settings.lr_grid`; the rate with the
+                  best validation AUC is used for every seed (seed 0's run at that rate is seed
+                  0's run). Pre-training runs (CCL) keep their flagfile's rate: their only
+                  monitor is their own training loss, which says nothing about the ranking rows
+                  they initialise, and choosing it on the rows' validation AUC would multiply
+                  the grid.
+  A run that would validate on a reported split (a name starting with "test") is refused.
+
+Caching. A run directory is `<work_dir>/<row>/lr<rate>/seed<k>` (pre-training:
+`<work_dir>/pretrain/<name>/seed<k>`). Its `reproduce_train.json` holds the TRAIN KEY: sha256 of
+the fully resolved `RunConfig` as JSON (data, model with its arguments, every training option
+except run_dir, verbose and export_dir), the pre-training run's train key in place of the
+`init_from` path, and a fingerprint of the data the run reads (dataset.json, the item store's
+manifest and the manifests of its splits). `reproduce.json` holds the EVAL KEY: the train key
+plus the evaluation settings (split and its manifest, protocol, max_eval_examples, eval seed,
+checkpoint). A finished run whose train key differs (a changed flag, flagfile, dataset, or
+pre-training run) is deleted and trained again; an evaluation whose eval key differs is redone.
+An interrupted run restarts from scratch. So a re-run of an unchanged reproduction only
+rewrites the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -22,18 +48,25 @@ from absl import logging
 import numpy as np
 import tf_keras as keras
 
+from tfrec import callbacks as callbacks_lib
 from tfrec import config as config_lib
 from tfrec import evaluation as evaluate_lib
 from tfrec import flags as tfrec_flags
 from tfrec import metrics
+from tfrec import runs
 from tfrec import train as train_lib
 from tfrec.reproduce import report
 
 RESULT_FILE = "reproduce.json"
+TRAIN_FILE = "reproduce_train.json"
 ARRAYS_FILE = "reproduce_arrays.npz"
-# Rows train without validation (nothing is chosen on the test split); "best" is then the
-# epoch with the highest training AUC (CCL: the lowest training loss).
+# Bumped when what a cached run holds changes (e.g. the arrays gained user_ids): every key
+# changes, so every run is redone.
+KEY_VERSION = 2
+# The epoch with the best validation AUC on the valid split (early stopping picks the epochs).
 EVAL_CHECKPOINT = "best"
+DEFAULT_SEEDS = 5
+DEFAULT_LR_GRID = (3e-4, 1e-3, 3e-3)
 # SEMI Fig. 5 groups users by their target-domain history length; here the groups are the
 # quantiles of that length on the evaluated split (absolute bins such as "0-1 events" hold a
 # handful of examples on datasets whose test histories are long).
@@ -69,31 +102,41 @@ def slugify(name: str) -> str:
   return "_".join(p for p in "".join(keep).split("_") if p)
 
 
+def lr_name(lr: float) -> str:
+  return f"{lr:g}"
+
+
 @dataclasses.dataclass
 class Settings:
   """What one reproduction run uses.
 
   Attributes:
     data_dir: the dataset (the tfrec data contract).
-    work_dir: run directories go under it (`<work_dir>/<row>/seed<k>`).
+    work_dir: run directories go under it (`<work_dir>/<row>/lr<rate>/seed<k>`).
     seeds: seeds 0..seeds-1 per row.
     scale_flagfile: flags applied after each row's own flagfile ("" = the rows' paper sizes).
     pretrain_flagfile: the same for pre-training runs.
     protocol: the sampled-ranking protocol of the paper (tfrec.metrics.PROTOCOLS).
     eval_split: the split results are reported on.
     extra_flags: flags appended to every ranking row's (e.g. fewer epochs on a larger dataset).
-    max_eval_examples: evaluate the first N examples of the split (0: all of it).
+    max_eval_examples: evaluate all examples of users sampled with `eval_seed`, at most N
+      (0: the whole split; `tfrec.evaluation.sample_users`).
+    eval_seed: the evaluation seed of every run (sampled negatives, sampled users): every
+      (row, seed) is evaluated on the same examples against the same negatives, so rows pair.
+    lr_grid: learning rates tried on seed 0 of each row (empty: the flagfile's rate).
   """
 
   data_dir: str
   work_dir: str
-  seeds: int = 3
+  seeds: int = DEFAULT_SEEDS
   scale_flagfile: str = ""
   pretrain_flagfile: str = ""
   protocol: str = "semi"
   eval_split: str = "test"
   extra_flags: Tuple[str, ...] = ()  # appended to every ranking row (after the overlay)
   max_eval_examples: int = 0  # 0: the whole split
+  eval_seed: int = 0
+  lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID
 
 
 def parse_config(argv: Sequence[str]) -> config_lib.RunConfig:
@@ -104,107 +147,243 @@ def parse_config(argv: Sequence[str]) -> config_lib.RunConfig:
   return tfrec_flags.run_config(fv)
 
 
-def overlay_flags(path: str, model: str) -> List[str]:
-  """A scale overlay's flags for `model`: model-size flags the model does not take (e.g.
-  --num_heads for DIN) are left out; every other flag applies as written."""
-  from tfrec.models import registry
-  accepted = set(registry.accepted_args(registry.get(model).cls))
-  out = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line or line.startswith("#"):
-        continue
-      name = line[2:].split("=", 1)[0]
-      if name in tfrec_flags.MODEL_FLAGS and name not in accepted:
-        continue
-      out.append(line)
+# ------------------------------------------------------------------ keys
+
+
+def _sha256(obj: Any) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_digest(path: str) -> Optional[str]:
+  if not os.path.exists(path):
+    return None
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def data_fingerprint(data_dir: str, kind: str, splits: Sequence[str]) -> Dict[str, Any]:
+  """Digests of what identifies the data a run reads: dataset.json, the item store's manifest
+  and the manifests (shard sizes and sha256) of `splits` of `kind` (None: missing)."""
+  from tfrec.data import tfrecord_io
+  from tfrec.data.item_store import STORE_MANIFEST
+  out = {"dataset.json": _file_digest(os.path.join(data_dir, "dataset.json")),
+         STORE_MANIFEST: _file_digest(os.path.join(data_dir, STORE_MANIFEST))}
+  for split in sorted(set(splits)):
+    out[f"{kind}/{split}"] = _file_digest(tfrecord_io.manifest_path(data_dir, kind, split))
   return out
 
 
+def validates(cfg: config_lib.RunConfig) -> bool:
+  """Whether training validates (and so chooses epochs and the best checkpoint) on a split."""
+  from tfrec.models import registry
+  cls = registry.get(cfg.model.name).cls
+  return cfg.train.validation_steps != 0 and getattr(cls, "VALIDATES",
+                                                     runs.record_kind(cfg) == "ranking")
+
+
+def valid_split(cfg: config_lib.RunConfig) -> str:
+  return getattr(cfg.data, "valid_split", None) or getattr(cfg.data, "eval_split", "")
+
+
+def key_material(cfg: config_lib.RunConfig, init_key: str = "") -> Dict[str, Any]:
+  """Everything that decides a trained run's weights (module docstring), as JSON."""
+  conf = cfg.to_json()
+  for name in ("run_dir", "verbose", "export_dir"):
+    conf["train"].pop(name, None)
+  if cfg.train.init_from:
+    if not init_key:
+      raise ValueError(f"{cfg.train.run_dir}: --init_from={cfg.train.init_from} without the "
+                       "pre-training run's key")
+    conf["train"]["init_from"] = {"train_key": init_key}
+  kind = runs.record_kind(cfg)
+  splits = [cfg.data.train_split] + ([valid_split(cfg)] if validates(cfg) else [])
+  return {"version": KEY_VERSION, "config": conf,
+          "data": data_fingerprint(cfg.data.data_dir, kind, splits)}
+
+
+def train_key(cfg: config_lib.RunConfig, init_key: str = "") -> str:
+  return _sha256(key_material(cfg, init_key))
+
+
+# ------------------------------------------------------------------ runs
+
+
 class Runner:
-  """Trains and evaluates rows seed by seed, caching each finished (row, seed)."""
+  """Chooses learning rates, trains and evaluates rows seed by seed, caching each (row, seed)."""
 
   def __init__(self, settings: Settings):
     self.s = settings
     self.timings: Dict[str, float] = {}
+    self._lr: Dict[str, Tuple[float, Dict[str, Optional[float]]]] = {}
 
-  # ------------------------------------------------------------------ runs
+  # -- training
 
-  def _common(self, seed: int, flagfile: str, extra: Sequence[str], scale: str,
-              run_dir: str) -> List[str]:
-    argv = [f"--flagfile={flagfile}"]
-    if scale:
-      argv += overlay_flags(scale, parse_config(argv + ["--run_dir=-"]).model.name)
+  def _argv(self, seed: int, flagfile: str, extra: Sequence[str], scale: str,
+            run_dir: str) -> List[str]:
+    argv = [f"--flagfile={flagfile}"] + ([f"--flagfile={scale}"] if scale else [])
     return argv + list(extra) + [f"--data_dir={self.s.data_dir}", f"--seed={seed}",
                                  f"--run_dir={run_dir}", "--export_dir=", "--verbose=0"]
 
-  def _train(self, argv: Sequence[str], label: str) -> str:
+  def _train(self, argv: Sequence[str], label: str, init_key: str = "",
+             allow_divergence: bool = False) -> Dict[str, Any]:
+    """Trains the run `argv` describes unless a finished run with the same train key is there;
+    returns its `TRAIN_FILE` record: "key", "best" (`TrainResult.best`), "epochs_run",
+    "history", "diverged"."""
     cfg = parse_config(argv)
+    if validates(cfg) and valid_split(cfg).startswith("test"):
+      raise ValueError(f"{label}: validates on {valid_split(cfg)!r}, a reported split; a "
+                       "reproduction chooses epochs and checkpoints on 'valid' only")
     run_dir = cfg.train.run_dir
+    key = train_key(cfg, init_key)
+    path = os.path.join(run_dir, TRAIN_FILE)
     final = config_lib.run_paths(run_dir)["final"] + ".index"
-    if os.path.exists(final):
-      return run_dir
-    if os.path.isdir(run_dir):  # an interrupted run: start it again from scratch
+    if os.path.exists(path):
+      with open(path) as f:
+        record = json.load(f)
+      if record.get("key") == key and (record.get("diverged") or os.path.exists(final)):
+        return record
+      logging.info("%s: the cached run's configuration differs; training again", label)
+    if os.path.isdir(run_dir):  # changed, or interrupted: start again from scratch
       shutil.rmtree(run_dir)
     start = time.time()
     keras.backend.clear_session()
-    train_lib.train(cfg)
-    self.timings[label] = time.time() - start
+    record: Dict[str, Any] = {"key": key, "label": label, "diverged": False}
+    try:
+      result = train_lib.train(cfg)
+    except callbacks_lib.TrainingDiverged as e:
+      if not allow_divergence:
+        raise
+      logging.warning("%s diverged: %s", label, e)
+      record.update(diverged=True, best={}, history={}, epochs_run=0)
+    else:
+      history = {k: [float(x) for x in v] for k, v in result.history.items()}
+      best = dict(getattr(result, "best", None) or {})
+      record.update(best=best, history=history,
+                    epochs_run=max((len(v) for v in history.values()), default=0))
+    self.timings[label] = record["seconds"] = time.time() - start
     logging.info("trained %s in %.0f s", label, self.timings[label])
-    return run_dir
+    report.atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True))
+    return record
 
   def pretrain_dir(self, p: Pretrain, seed: int) -> str:
     return os.path.join(self.s.work_dir, "pretrain", slugify(p.name), f"seed{seed}")
 
-  def pretrain(self, p: Pretrain, seed: int) -> str:
+  def pretrain(self, p: Pretrain, seed: int) -> Tuple[str, str]:
+    """(run directory, train key) of a pre-training run, trained unless cached."""
     if p.prepare is not None:
       p.prepare(self.s.data_dir)
-    return self._train(self._common(seed, p.flagfile, p.flags, self.s.pretrain_flagfile,
+    record = self._train(self._argv(seed, p.flagfile, p.flags, self.s.pretrain_flagfile,
                                     self.pretrain_dir(p, seed)), f"{p.name} seed {seed}")
+    return self.pretrain_dir(p, seed), record["key"]
 
-  def row_dir(self, row: Row, seed: int) -> str:
-    return os.path.join(self.s.work_dir, row.slug, f"seed{seed}")
+  def row_dir(self, row: Row, seed: int, lr: Optional[float] = None) -> str:
+    lr = self.learning_rate(row) if lr is None else lr
+    return os.path.join(self.s.work_dir, row.slug, f"lr{lr_name(lr)}", f"seed{seed}")
+
+  def _row_argv(self, row: Row, seed: int, lr: float) -> Tuple[List[str], str]:
+    extra, init_key = list(row.flags), ""
+    if row.pretrain is not None:
+      pre_dir, init_key = self.pretrain(row.pretrain, seed)
+      extra.append(f"--init_from={pre_dir}")
+    extra += list(self.s.extra_flags) + [f"--learning_rate={lr!r}"]
+    return (self._argv(seed, row.flagfile, extra, self.s.scale_flagfile,
+                       self.row_dir(row, seed, lr)), init_key)
+
+  def _train_row(self, row: Row, seed: int, lr: float, allow_divergence: bool = False
+                 ) -> Dict[str, Any]:
+    argv, init_key = self._row_argv(row, seed, lr)
+    return self._train(argv, f"{row.name} lr {lr_name(lr)} seed {seed}", init_key,
+                       allow_divergence=allow_divergence)
+
+  def learning_rate(self, row: Row) -> float:
+    return self.choose_lr(row)[0]
+
+  def choose_lr(self, row: Row) -> Tuple[float, Dict[str, Optional[float]]]:
+    """(the rate of `lr_grid` whose seed-0 run has the best validation value, rate name ->
+    that value (None: diverged)). Trains seed 0 at each rate unless cached. An empty grid:
+    the flagfile's rate, unscored."""
+    if row.name in self._lr:
+      return self._lr[row.name]
+    if not self.s.lr_grid:
+      argv = self._argv(0, row.flagfile, list(row.flags) + list(self.s.extra_flags),
+                        self.s.scale_flagfile, "-")
+      self._lr[row.name] = (parse_config(argv).train.learning_rate, {})
+      return self._lr[row.name]
+    scores: Dict[str, Optional[float]] = {}
+    best_lr, best_value, mode = None, None, "max"
+    for lr in self.s.lr_grid:
+      record = self._train_row(row, 0, lr, allow_divergence=len(self.s.lr_grid) > 1)
+      best = record.get("best") or {}
+      if record.get("diverged"):
+        scores[lr_name(lr)] = None
+        continue
+      if "value" not in best:
+        raise ValueError(f"{row.name}: seed 0 at lr {lr_name(lr)} recorded no validation "
+                         "value (no validation split?); the learning-rate grid needs one")
+      mode = best.get("mode", "max")
+      value = float(best["value"])
+      scores[lr_name(lr)] = value
+      if not math.isfinite(value):
+        continue
+      if best_value is None or (value > best_value if mode == "max" else value < best_value):
+        best_lr, best_value = lr, value  # ties: the first rate of the grid
+    if best_lr is None:
+      raise ValueError(f"{row.name}: every learning rate of {self.s.lr_grid} diverged")
+    self._lr[row.name] = (best_lr, scores)
+    logging.info("%s: learning rate %s (validation %s)", row.name, lr_name(best_lr), scores)
+    return self._lr[row.name]
+
+  # -- evaluation
+
+  def eval_settings(self) -> Dict[str, Any]:
+    from tfrec.data import tfrecord_io
+    return {"split": self.s.eval_split, "protocol": self.s.protocol,
+            "max_eval_examples": int(self.s.max_eval_examples), "eval_seed": self.s.eval_seed,
+            "checkpoint": EVAL_CHECKPOINT,
+            "split_manifest": _file_digest(tfrecord_io.manifest_path(
+                self.s.data_dir, "ranking", self.s.eval_split))}
 
   def run(self, row: Row, seed: int) -> Dict[str, Any]:
-    """Trains (unless cached) and evaluates (unless cached) one row with one seed."""
-    run_dir = self.row_dir(row, seed)
+    """Trains (unless cached) and evaluates (unless cached) one row with one seed, at the
+    row's chosen learning rate."""
+    lr, grid = self.choose_lr(row)
+    record = self._train_row(row, seed, lr)
+    run_dir = self.row_dir(row, seed, lr)
+    key = _sha256({"train_key": record["key"], "eval": self.eval_settings()})
     cached = os.path.join(run_dir, RESULT_FILE)
     if os.path.exists(cached):
       with open(cached) as f:
-        return json.load(f)
-    extra = list(row.flags)
-    if row.pretrain is not None:
-      extra.append(f"--init_from={self.pretrain(row.pretrain, seed)}")
-    self._train(self._common(seed, row.flagfile, extra + list(self.s.extra_flags),
-                             self.s.scale_flagfile, run_dir), f"{row.name} seed {seed}")
+        summary = json.load(f)
+      if summary.get("key") == key and os.path.exists(os.path.join(run_dir, ARRAYS_FILE)):
+        return summary
     start = time.time()
-    result = self._evaluate(run_dir, seed)
+    result = self._evaluate(run_dir)
     summary = summarize(result, row, seed)
-    summary["eval_seconds"] = time.time() - start
+    cfg = config_lib.RunConfig.load(run_dir)
+    summary.update(key=key, train_key=record["key"], eval_seconds=time.time() - start,
+                   train_seconds=record.get("seconds"), lr=lr, lr_grid=grid,
+                   best=record.get("best") or {}, epochs_run=record.get("epochs_run"),
+                   max_epochs=cfg.train.epochs,
+                   patience=cfg.train.early_stopping_patience,
+                   valid_split=valid_split(cfg) if validates(cfg) else None,
+                   eval_seed=self.s.eval_seed)
     report.atomic_write_text(cached, json.dumps(summary, indent=1, sort_keys=True))
     return summary
 
-  def _evaluate(self, run_dir: str, seed: int) -> Dict[str, Any]:
+  def _evaluate(self, run_dir: str) -> Dict[str, Any]:
     """Evaluates a run (`EVAL_CHECKPOINT`); keeps the per-example arrays (`ARRAYS_FILE`)."""
     keras.backend.clear_session()
     loaded = evaluate_lib.load_run(run_dir, EVAL_CHECKPOINT)
     result = evaluate_lib.evaluate_split(loaded, self.s.eval_split, protocol=self.s.protocol,
-                                         seed=seed, keep_arrays=True,
+                                         seed=self.s.eval_seed, keep_arrays=True,
                                          max_examples=self.s.max_eval_examples)
     save_arrays(os.path.join(run_dir, ARRAYS_FILE), result["arrays"])
     return result
 
   def arrays(self, row: Row, seed: int) -> Dict[str, np.ndarray]:
-    """The per-example arrays of a finished (row, seed); evaluates again when a cache from an
-    older version lacks them."""
-    run_dir = self.row_dir(row, seed)
-    path = os.path.join(run_dir, ARRAYS_FILE)
-    if not os.path.exists(path):
-      self.run(row, seed)
-      if not os.path.exists(path):
-        self._evaluate(run_dir, seed)
-    with np.load(path) as f:
+    """The per-example arrays of a (row, seed) (`save_arrays`), run first unless cached."""
+    self.run(row, seed)
+    with np.load(os.path.join(self.row_dir(row, seed), ARRAYS_FILE)) as f:
       return dict(f)
 
   def run_all(self, rows: Sequence[Row]) -> Dict[str, List[Dict[str, Any]]]:
@@ -229,13 +408,15 @@ def summarize(result: Mapping[str, Any], row: Row, seed: int) -> Dict[str, Any]:
 
 
 def save_arrays(path: str, arrays: Mapping[str, Any]) -> None:
-  """What Fig. 5 needs per example (history length, label, logit) and per ranked positive (its
-  example and its 0-based rank among the negatives, ties against it)."""
+  """What Fig. 5 and the bootstrap over users need per example (user, history length, label,
+  logit) and per ranked positive (its example and its 0-based rank among the negatives, ties
+  against it)."""
   scores = arrays.get("scores")
   ranks = (metrics.rank_of_positive(scores[:, 0], scores[:, 1:]) if scores is not None
            else np.zeros(0, np.int64))
   tmp = report.incomplete_path(path) + ".npz"
-  np.savez(tmp, target_len=np.asarray(arrays["target_len"]), labels=np.asarray(arrays["labels"]),
+  np.savez(tmp, user_ids=np.asarray(arrays["user_ids"]),
+           target_len=np.asarray(arrays["target_len"]), labels=np.asarray(arrays["labels"]),
            logits=np.asarray(arrays["logits"]),
            rows=np.asarray(arrays.get("rows", np.zeros(0, np.int64))), ranks=ranks)
   os.replace(tmp, path)
