@@ -83,6 +83,29 @@ def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
       assert os.path.exists(os.path.join(REPO, f)), f
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_every_row_validates_on_valid_with_early_stopping(scale, syn_dir):
+  sc = semi.SCALES[scale]
+  exp = semi.experiments(sc)
+  runner = harness.Runner(harness.Settings(data_dir=syn_dir, work_dir="unused",
+                                           scale_flagfile=os.path.join(REPO, sc.scale_flagfile)))
+  for row in exp.rows(["table1", "table2", "fig3", "fig4", "diag"]):
+    flagfile = os.path.join(REPO, row.flagfile)
+    cfg = harness.parse_config(runner._argv(0, flagfile, row.flags, runner.s.scale_flagfile,
+                                            "x"))
+    assert harness.validates(cfg) and cfg.data.valid_split == "valid", row.name
+    assert cfg.train.early_stopping_patience == 2 and cfg.train.epochs >= 8, row.name
+    if scale == "cpu":
+      assert cfg.model.kwargs["dim"] == 32, row.name
+    if row.pretrain:
+      p = row.pretrain
+      overlay = os.path.join(REPO, sc.pretrain_flagfile) if sc.pretrain_flagfile else ""
+      pcfg = harness.parse_config(runner._argv(0, os.path.join(REPO, p.flagfile), p.flags,
+                                               overlay, "x"))
+      assert pcfg.model.name == "ccl" and not harness.validates(pcfg)
+      assert pcfg.model.kwargs["queue_size"] == int(p.name.split("K=")[1].split()[0])
+
+
 def fake(name, seed, auc, hr):
   return {"row": name, "seed": seed, "metrics": {"auc": auc, "hr@3": hr},
           "oracle": {"auc": 0.8, "hr@3": 0.6}, "k": 3, "lr": 0.001,

@@ -230,9 +230,10 @@ class Runner:
     returns its `TRAIN_FILE` record: "key", "best" (`TrainResult.best`), "epochs_run",
     "history", "diverged"."""
     cfg = parse_config(argv)
-    if validates(cfg) and valid_split(cfg).startswith("test"):
-      raise ValueError(f"{label}: validates on {valid_split(cfg)!r}, a reported split; a "
-                       "reproduction chooses epochs and checkpoints on 'valid' only")
+    valid = valid_split(cfg)
+    if validates(cfg) and (valid.startswith("test") or valid == self.s.eval_split):
+      raise ValueError(f"{label}: validates on {valid!r}, a reported split; a reproduction "
+                       "chooses epochs, checkpoints and learning rates on 'valid' only")
     run_dir = cfg.train.run_dir
     key = train_key(cfg, init_key)
     path = os.path.join(run_dir, TRAIN_FILE)
