@@ -16,6 +16,12 @@ from tfrec.models.base import RankingModel
 FLAGS = flags.FLAGS
 
 
+def check_no_arguments(argv: Sequence[str]) -> None:
+  """Raises ValueError on positional arguments (a bench takes --name=value flags only)."""
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments {list(argv[1:])} (flags are --name=value)")
+
+
 def define(kind: str, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
   """Defines a flag unless another bench module loaded in this process already did (the bench
   modules share `model`, `seq`, `dim`, `heads`, `ff_dim`, `items`, `categories`, `seed` with

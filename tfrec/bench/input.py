@@ -21,6 +21,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from tfrec.bench import common
 from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
@@ -114,7 +115,7 @@ def time_passes(ds: tf.data.Dataset, epochs: int) -> float:
 
 
 def main(argv) -> None:
-  del argv
+  common.check_no_arguments(argv)
   directory = FLAGS.dir or tempfile.mkdtemp(prefix="tfrec_bench_input_")
   if not os.path.exists(os.path.join(directory, "dataset.json")):
     t = time.perf_counter()

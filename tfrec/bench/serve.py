@@ -139,7 +139,7 @@ def time_requests(signatures: Dict[str, Any], requests: List[Dict[str, Dict[str,
 
 
 def main(argv) -> None:
-  del argv
+  common.check_no_arguments(argv)
   name = FLAGS.model
   dim, heads, ff_dim = FLAGS.dim or 128, FLAGS.heads or 8, FLAGS.ff_dim or 128
   start = time.perf_counter()

@@ -306,7 +306,7 @@ def _dropouts(entries: List[Entry]) -> str:
 
 
 def main(argv) -> None:
-  del argv
+  common.check_no_arguments(argv)
   if FLAGS.steps < 1:
     raise app.UsageError("--steps must be >= 1")
   if FLAGS.vs == "deepctr":
