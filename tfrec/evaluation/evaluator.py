@@ -84,6 +84,7 @@ from tfrec.evaluation.sampled import (Negatives, TrainStats, add_sampled_result,
                                       negative_pool, resolve_protocol, sample_users,
                                       sampled_pass, train_stats)
 from tfrec.metrics.ranking import GAUC_REDUCTIONS, SampledProtocol
+from tfrec.models import registry
 from tfrec.models.base import RankingModel
 
 
@@ -297,19 +298,14 @@ def validation_record(cfg: config_lib.RunConfig, split: str) -> Dict[str, Any]:
     {"split": the validated split (None: no validation), "allow_test_validation": the run's
     setting, "touches_evaluated_split": bool, "warning": "" or the WARNING text}.
   """
-  valid = getattr(cfg.data, "valid_split", None)
-  if valid is None:  # a config.json from before --valid_split (then --eval_split)
-    valid = getattr(cfg.data, "eval_split", "")
-  allow = bool(getattr(cfg.train, "allow_test_validation", False))
-  from tfrec.models import registry
-  model_validates = getattr(registry.get(cfg.model.name).cls, "VALIDATES",
-                            runs.record_kind(cfg) == "ranking")
-  validated = cfg.train.validation_steps != 0 and model_validates
+  valid = cfg.data.valid_split
+  allow = cfg.train.allow_test_validation
+  validated = cfg.train.validation_steps != 0 and registry.get(cfg.model.name).cls.VALIDATES
   warning = ""
   if validated and valid == split:
     warning = (f"the run validated on {valid!r}, the split evaluated here: its epochs and best "
                "checkpoint were chosen on these examples, so these numbers are optimistic")
-  elif validated and valid.startswith("test"):
+  elif validated and config_lib.is_reported_split(valid):
     warning = (f"the run validated on {valid!r}, a test split: its epochs and best checkpoint "
                "were chosen on test data")
   return {"split": valid if validated else None, "allow_test_validation": allow,

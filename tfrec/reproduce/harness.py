@@ -55,6 +55,7 @@ from tfrec import flags as tfrec_flags
 from tfrec import metrics
 from tfrec import runs
 from tfrec import train as train_lib
+from tfrec.models import registry
 from tfrec.reproduce import report
 
 RESULT_FILE = "reproduce.json"
@@ -174,15 +175,9 @@ def data_fingerprint(data_dir: str, kind: str, splits: Sequence[str]) -> Dict[st
 
 
 def validates(cfg: config_lib.RunConfig) -> bool:
-  """Whether training validates (and so chooses epochs and the best checkpoint) on a split."""
-  from tfrec.models import registry
-  cls = registry.get(cfg.model.name).cls
-  return cfg.train.validation_steps != 0 and getattr(cls, "VALIDATES",
-                                                     runs.record_kind(cfg) == "ranking")
-
-
-def valid_split(cfg: config_lib.RunConfig) -> str:
-  return getattr(cfg.data, "valid_split", None) or getattr(cfg.data, "eval_split", "")
+  """Whether training validates (and so chooses epochs and the best checkpoint) on
+  `cfg.data.valid_split`, as `train.train` decides it."""
+  return cfg.train.validation_steps != 0 and registry.get(cfg.model.name).cls.VALIDATES
 
 
 def key_material(cfg: config_lib.RunConfig, init_key: str = "") -> Dict[str, Any]:
@@ -196,7 +191,7 @@ def key_material(cfg: config_lib.RunConfig, init_key: str = "") -> Dict[str, Any
                        "pre-training run's key")
     conf["train"]["init_from"] = {"train_key": init_key}
   kind = runs.record_kind(cfg)
-  splits = [cfg.data.train_split] + ([valid_split(cfg)] if validates(cfg) else [])
+  splits = [cfg.data.train_split] + ([cfg.data.valid_split] if validates(cfg) else [])
   return {"version": KEY_VERSION, "config": conf,
           "data": data_fingerprint(cfg.data.data_dir, kind, splits)}
 
@@ -230,8 +225,8 @@ class Runner:
     returns its `TRAIN_FILE` record: "key", "best" (`TrainResult.best`), "epochs_run",
     "history", "diverged"."""
     cfg = parse_config(argv)
-    valid = valid_split(cfg)
-    if validates(cfg) and (valid.startswith("test") or valid == self.s.eval_split):
+    valid = cfg.data.valid_split
+    if validates(cfg) and (config_lib.is_reported_split(valid) or valid == self.s.eval_split):
       raise ValueError(f"{label}: validates on {valid!r}, a reported split; a reproduction "
                        "chooses epochs, checkpoints and learning rates on 'valid' only")
     run_dir = cfg.train.run_dir
@@ -258,7 +253,7 @@ class Runner:
       record.update(diverged=True, best={}, history={}, epochs_run=0)
     else:
       history = {k: [float(x) for x in v] for k, v in result.history.items()}
-      best = dict(getattr(result, "best", None) or {})
+      best = dict(result.best)
       record.update(best=best, history=history,
                     epochs_run=max((len(v) for v in history.values()), default=0))
     self.timings[label] = record["seconds"] = time.time() - start
@@ -366,7 +361,7 @@ class Runner:
                    best=record.get("best") or {}, epochs_run=record.get("epochs_run"),
                    max_epochs=cfg.train.epochs,
                    patience=cfg.train.early_stopping_patience,
-                   valid_split=valid_split(cfg) if validates(cfg) else None,
+                   valid_split=cfg.data.valid_split if validates(cfg) else None,
                    eval_seed=self.s.eval_seed)
     report.atomic_write_text(cached, json.dumps(summary, indent=1, sort_keys=True))
     return summary
