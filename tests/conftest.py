@@ -98,3 +98,20 @@ def make_config(data_dir, run_dir, model="youtubenet", model_kwargs=None, **trai
       data=config_lib.DataConfig(data_dir=data_dir, max_seq_len=10, shuffle_buffer=200),
       model=config_lib.ModelConfig(model, kwargs),
       train=config_lib.TrainConfig(run_dir=run_dir, **defaults))
+
+
+def run_two_replica_script(name):
+  """Runs tests/<name> in a fresh process (logical CPUs are set before TensorFlow starts) and
+  returns the JSON it prints on its last "RESULT " line."""
+  import json
+  import subprocess
+  import sys
+  tests = os.path.dirname(os.path.abspath(__file__))
+  repo = os.path.dirname(tests)
+  out = subprocess.run([sys.executable, os.path.join(tests, name)], capture_output=True,
+                       text=True, timeout=300, cwd=repo,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                                PYTHONPATH=tests + os.pathsep + repo))
+  assert out.returncode == 0, out.stderr[-3000:]
+  line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])

@@ -2,11 +2,8 @@
 queue dictionaries, the momentum update (eq. 9), gradients to the query encoders only, the
 cross-replica enqueue on 2 logical CPUs, CCL through the trainer, and SEMI `--init_from`."""
 
-import json
 import math
 import os
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -20,7 +17,7 @@ from tfrec import train as train_lib
 from tfrec.models.ccl import CCL, info_nce, reference_time
 from tfrec.moco import momentum as momentum_lib
 from tfrec.moco.queue import KeyQueue
-from conftest import make_config
+from conftest import make_config, run_two_replica_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_ITEMS, L = 30, 5
@@ -141,12 +138,7 @@ def test_normalize_gives_unit_queries_and_keys():
 
 
 def test_queue_gets_every_replicas_keys_in_order_once_per_step_on_two_cpus():
-  out = subprocess.run([sys.executable, os.path.join(REPO, "tests", "ccl_two_replicas.py")],
-                       capture_output=True, text=True, timeout=300, cwd=REPO,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
-  assert out.returncode == 0, out.stderr[-3000:]
-  line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
-  result = json.loads(line[len("RESULT "):])
+  result = run_two_replica_script("ccl_two_replicas.py")
   assert result["replicas"] == 2
   even, uneven = result["steps"]
   assert even["rows_per_replica"] == [2, 2] and uneven["rows_per_replica"] == [2, 1]

@@ -22,7 +22,7 @@ from tfrec.layers import step_random
 from tfrec.models import core, model_args, registry
 from tfrec.models.youtubenet import YouTubeNet
 
-from conftest import make_config  # noqa: E402
+from conftest import make_config, run_two_replica_script  # noqa: E402
 from test_train import Kill, scalars  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,13 +112,7 @@ def test_compute_losses_must_return_the_declared_losses():
 
 
 def test_two_logical_cpus_give_one_devices_update_for_per_example_and_scalar_losses():
-  out = subprocess.run([sys.executable, os.path.join(REPO, "tests", "ranking_two_replicas.py")],
-                       capture_output=True, text=True, timeout=300, cwd=REPO,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-                                PYTHONPATH=os.path.join(REPO, "tests") + os.pathsep + REPO))
-  assert out.returncode == 0, out.stderr[-3000:]
-  line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
-  result = json.loads(line[len("RESULT "):])
+  result = run_two_replica_script("ranking_two_replicas.py")
   assert result["replicas"] == 2
   even, uneven = result["steps"]
   assert even["rows_per_replica"] == [2, 2] and uneven["rows_per_replica"] == [2, 1]
