@@ -50,8 +50,8 @@ def to_markdown(result: Mapping[str, Any]) -> str:
   sampled = ""
   if sampling.get("seed") is not None:
     sampled = (f" ({sampling['users']:,} of {sampling['split_users']:,} users sampled with seed "
-               f"{sampling['seed']}, whole users up to {sampling['max_examples']:,} examples, of "
-               f"the split's {sampling['split_examples']:,})")
+               f"{sampling['seed']}: whole users, at most {sampling['max_examples']:,} examples; "
+               f"the split has {sampling['split_examples']:,})")
   setting.append(("examples", f"{c['examples']:,} examples, {c['users']:,} users, "
                               f"{c['positives']:,} positives{sampled}"))
   if p["ranking"] == "sampled":
