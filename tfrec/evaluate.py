@@ -11,8 +11,8 @@ import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
+from tfrec import cli
 from tfrec import config as config_lib
 from tfrec import flags as tfrec_flags
 from tfrec.evaluation import evaluate_split, load_run
@@ -103,13 +103,14 @@ def main(argv: Sequence[str]) -> None:
       write_result(result, *paths)
       print(to_markdown(result))
       print(f"tfrec.evaluate: wrote {paths[0]} and {paths[1]}", flush=True)
-  except (FileNotFoundError, ValueError, tf.errors.OpError) as e:
-    sys.exit(f"tfrec.evaluate: {e}")
+  except Exception as e:  # noqa: BLE001  (bad input: one line; anything else: a bug)
+    if cli.is_expected(e):
+      cli.fail("tfrec.evaluate", e)
+    raise
 
 
 def run() -> None:
-  define_flags()
-  app.run(main)
+  cli.run(main, "tfrec.evaluate", define_flags)
 
 
 if __name__ == "__main__":

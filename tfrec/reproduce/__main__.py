@@ -19,10 +19,10 @@ from typing import Sequence
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from tfrec import cli
 from tfrec.reproduce import harness
 from tfrec.reproduce import semi
 
@@ -88,10 +88,7 @@ def main(argv: Sequence[str]) -> None:
   if unknown:
     sys.exit(f"tfrec.reproduce: unknown --parts {unknown}; choose from {PARTS}")
   data_dir = dataset_dir(FLAGS.dataset, scale)
-  try:
-    dataset_text = prepare_dataset(FLAGS.dataset, data_dir, scale)
-  except FileNotFoundError as e:
-    sys.exit(f"tfrec.reproduce: {e}")
+  dataset_text = prepare_dataset(FLAGS.dataset, data_dir, scale)
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_{FLAGS.dataset}_{scale.name}"
   settings = harness.Settings(data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
                               scale_flagfile=scale.scale_flagfile,
@@ -125,4 +122,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "tfrec.reproduce")
