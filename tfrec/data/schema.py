@@ -159,6 +159,9 @@ _USER = (
           low=0, doc="categorical user profile: " + ", ".join(USER_FEATURE_NAMES)),
     Field("scenario_id", "int64", "scalar", id_space="scenario", low=0,
           doc="scenario (page/channel) of the request (M5 §4.4, COUPLE §3.1)"),
+    Field("cold_user", "int64", "scalar", low=0, high=1, optional=True, default=0,
+          doc="1 = the user had no target-domain activity before the test period (a cold "
+              "user, SEMI Fig. 5 / COUPLE's cold users); absent: 0"),
 )
 
 RANKING = RecordKind(
