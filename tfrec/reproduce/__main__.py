@@ -25,6 +25,7 @@ from absl import logging
 from tfrec import cli
 from tfrec.reproduce import harness
 from tfrec.reproduce import semi
+from tfrec.reproduce import sweep
 
 PAPERS = {"semi": semi}
 PARTS = ("table1", "table2", "fig3", "fig4", "fig5", "diag")
@@ -52,6 +53,12 @@ flags.DEFINE_list("lr_grid", [harness.lr_name(x) for x in harness.DEFAULT_LR_GRI
                   "Learning rates tried on seed 0 of each row; the one with the best validation "
                   "AUC on `valid` trains every seed (empty: each flagfile's rate). Pre-training "
                   "(CCL) keeps its flagfile's rate.")
+flags.DEFINE_string("sweep", None, "FIELD=v1,v2,...: a regime sweep of one synthetic-world "
+                    "knob (tfrec.reproduce.sweep): the world is generated per value and the "
+                    "rows of --claims are compared in each; writes "
+                    "<results_dir>/<paper>_synthetic_sweep_<FIELD>.md and regime-map PNGs.")
+flags.DEFINE_multi_string("claims", [], "With --sweep: the paper's claims to measure (their "
+                          "text, repeatable; default: all).")
 FLAGS = flags.FLAGS
 
 
@@ -80,6 +87,38 @@ def prepare_dataset(dataset: str, data_dir: str, scale) -> str:
           f"(`dataset.json`: {info.name})")
 
 
+def _settings(data_dir: str, work_dir: str, scale) -> harness.Settings:
+  return harness.Settings(data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
+                          scale_flagfile=scale.scale_flagfile,
+                          pretrain_flagfile=scale.pretrain_flagfile,
+                          extra_flags=tuple(FLAGS.extra_flags),
+                          max_eval_examples=FLAGS.max_eval_examples,
+                          eval_seed=FLAGS.eval_seed,
+                          lr_grid=tuple(float(x) for x in FLAGS.lr_grid))
+
+
+def run_sweep(paper, scale) -> None:
+  """--sweep: the chosen claims across the values of one synthetic-world knob."""
+  if FLAGS.dataset != "synthetic":
+    raise ValueError("--sweep varies a knob of the synthetic world: use --dataset=synthetic")
+  preset = scale.synthetic_preset
+  field, values = sweep.parse(FLAGS.sweep, preset)
+  claims = sweep.chosen_claims(paper.CLAIMS, FLAGS.claims)
+  by_name = {r.name: r for r in paper.experiments(scale).rows(PARTS)}
+  rows = [by_name[n] for n in dict.fromkeys(x for c in claims for x in (c.a, c.b))]
+  work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_sweep_{field}_{scale.name}"
+  data_base = FLAGS.data_dir or "data/reproduce/sweep"
+  points = sweep.run_sweep(field, values, claims, rows, preset, data_base,
+                           _settings("", work_dir, scale), paper.METRICS)
+  out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_synthetic_sweep_{field}.md")
+  command = (f"python -m tfrec.reproduce --paper={FLAGS.paper} --scale={scale.name} "
+             f"--seeds={FLAGS.seeds} --sweep={FLAGS.sweep}"
+             + "".join(f' --claims="{c}"' for c in FLAGS.claims))
+  path = sweep.write_report(out, FLAGS.paper, field, values, preset, FLAGS.seeds, points,
+                            paper.METRICS, command)
+  print(f"tfrec.reproduce: wrote {path}")
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   paper = PAPERS[FLAGS.paper]
@@ -87,16 +126,13 @@ def main(argv: Sequence[str]) -> None:
   unknown = sorted(set(FLAGS.parts) - set(PARTS))
   if unknown:
     sys.exit(f"tfrec.reproduce: unknown --parts {unknown}; choose from {PARTS}")
+  if FLAGS.sweep:
+    run_sweep(paper, scale)
+    return
   data_dir = dataset_dir(FLAGS.dataset, scale)
   dataset_text = prepare_dataset(FLAGS.dataset, data_dir, scale)
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_{FLAGS.dataset}_{scale.name}"
-  settings = harness.Settings(data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
-                              scale_flagfile=scale.scale_flagfile,
-                              pretrain_flagfile=scale.pretrain_flagfile,
-                              extra_flags=tuple(FLAGS.extra_flags),
-                              max_eval_examples=FLAGS.max_eval_examples,
-                              eval_seed=FLAGS.eval_seed,
-                              lr_grid=tuple(float(x) for x in FLAGS.lr_grid))
+  settings = _settings(data_dir, work_dir, scale)
   exp = paper.experiments(scale)
   rows = exp.rows(FLAGS.parts)
   logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,

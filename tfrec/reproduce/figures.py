@@ -192,3 +192,46 @@ def grouped_bars(path: str | os.PathLike, groups: Sequence[str], series: Series,
   ax.set_xticklabels([str(g) for g in groups])
   _finish(ax, title, ylabel, ylim, hlines)
   return _save(fig, path, dpi)
+
+
+def interval_plot(path: str | os.PathLike, x: Sequence[Any], estimates: Sequence[float],
+                  lows: Sequence[float], highs: Sequence[float], xlabel: str, ylabel: str,
+                  title: str, figsize: tuple[float, float] = FIGSIZE, dpi: int = DPI) -> str:
+  """A regime map: an estimate per swept value with its (asymmetric) interval, and y = 0.
+
+  Args:
+    path: the PNG to write (atomically).
+    x: the swept values (strings make the axis categorical).
+    estimates, lows, highs: one per value; a NaN bound draws the point without an interval.
+    xlabel, ylabel, title: labels.
+
+  Returns:
+    `path`.
+
+  Raises:
+    ValueError: empty x, lengths that differ, or a bound on the wrong side of its estimate.
+  """
+  n = len(x)
+  if n == 0:
+    raise ValueError("x is empty: nothing to draw")
+  est, lo, hi = (np.asarray(v, np.float64) for v in (estimates, lows, highs))
+  if not est.shape == lo.shape == hi.shape == (n,):
+    raise ValueError(f"estimates, lows and highs need one value per x ({n}); got "
+                     f"{est.shape}, {lo.shape}, {hi.shape}")
+  known = np.isfinite(lo) & np.isfinite(hi)
+  if np.any(known & ((lo > est + 1e-12) | (hi < est - 1e-12))):
+    raise ValueError("an interval does not contain its estimate")
+  categorical = any(isinstance(v, str) for v in x)
+  positions = np.arange(n, dtype=np.float64) if categorical else np.asarray(x, np.float64)
+  fig = _new_figure(figsize, dpi)
+  ax = fig.add_subplot()
+  yerr = np.stack([np.where(known, est - lo, 0.0), np.where(known, hi - est, 0.0)])
+  ax.errorbar(positions, est, yerr=yerr, marker="o", markersize=4, capsize=3, color="C0",
+              label="difference, 95% CI")
+  ax.axhline(0.0, linestyle="--", linewidth=1.0, color="C7", label="no difference")
+  if categorical:
+    ax.set_xticks(positions)
+    ax.set_xticklabels([str(v) for v in x])
+  ax.set_xlabel(xlabel)
+  _finish(ax, title, ylabel, None, {"no difference": 0.0})
+  return _save(fig, path, dpi)

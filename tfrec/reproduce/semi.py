@@ -153,7 +153,7 @@ def experiments(scale: Scale) -> Experiments:
 
 # ------------------------------------------------------------------ the results file
 
-_METRICS = ("auc", "hr@3")
+METRICS = ("auc", "hr@3")
 _LABEL = {"auc": "AUC", "hr@3": "HR@3"}
 Results = Mapping[str, List[Dict[str, Any]]]
 Arrays = Mapping[str, List[Mapping[str, np.ndarray]]]
@@ -209,26 +209,26 @@ class _Intervals:
 def _table(rows: Sequence[Tuple[str, Row]], results: Results, ci: _Intervals,
            best: Optional[Dict[str, str]]) -> str:
   header = ["Group", "Method"]
-  for m in _METRICS:
+  for m in METRICS:
     header += [f"{_LABEL[m]} (mean ± std)", f"{_LABEL[m]} 95% CI"]
   if best:
-    header += [f"p ({_LABEL[m]} > {best[m]})" for m in _METRICS]
+    header += [f"p ({_LABEL[m]} > {best[m]})" for m in METRICS]
   body = []
   for group, row in rows:
     res = results[row.name]
     line = [group, row.name]
-    for m in _METRICS:
+    for m in METRICS:
       line += [report.fmt_mean_std(values(res, m)), ci.text(row.name, m)]
     if best:
       line += ["(baseline)" if row.name == best[m] else
-               _p(values(res, m), values(results[best[m]], m)) for m in _METRICS]
+               _p(values(res, m), values(results[best[m]], m)) for m in METRICS]
     body.append(line)
   return report.markdown_table(header, body)
 
 
 def _oracle(results: Results) -> Dict[str, float]:
   any_run = next(iter(results.values()))[0]
-  return {m: float(any_run["oracle"].get(m, float("nan"))) for m in _METRICS}
+  return {m: float(any_run["oracle"].get(m, float("nan"))) for m in METRICS}
 
 
 def _selection(rows: Sequence[Row], results: Results) -> List[str]:
@@ -325,7 +325,7 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
   if has(exp.table1):
     base_rows = [r for g, r in exp.table1 if not r.name.startswith("SEMI")]
     best = {m: max(base_rows, key=lambda r: np.mean(values(results[r.name], m))).name
-            for m in _METRICS}
+            for m in METRICS}
     lines += ["## Table 1: overall comparison", "", _table(exp.table1, results, ci, best),
               f"Not in tfrec yet (later issues): {', '.join(NOT_YET)}.", ""]
   if has(exp.table2):
@@ -338,7 +338,7 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
     xs = [x for x, _ in rows]
     lines += [f"## {title}", ""]
     table = []
-    for m in _METRICS:
+    for m in METRICS:
       ms = [_ms(results[r.name], m) for _, r in rows]
       path = figures.line_plot(
           os.path.join(fig_dir, f"{fig_base}_{key}_{slug(m)}.png"), [str(x) for x in xs],
@@ -352,12 +352,12 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
               ""]
   if exp.diag and has(exp.diag):
     header = ["what it tests", "Method"]
-    for m in _METRICS:
+    for m in METRICS:
       header += [f"{_LABEL[m]} (mean ± std)", f"{_LABEL[m]} 95% CI"]
     lines += ["## Diagnostics (not in the paper)", "",
               "Rows that test an explanation of the results above, same seeds and protocol.", "",
               report.markdown_table(header, [
-                  [why, r.name] + [c for m in _METRICS
+                  [why, r.name] + [c for m in METRICS
                                    for c in (report.fmt_mean_std(values(results[r.name], m)),
                                              ci.text(r.name, m))]
                   for why, r in exp.diag]), ""]
@@ -369,7 +369,7 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
               "on the evaluated split (the paper's absolute groups, e.g. <= 1 event, hold a "
               "handful of examples here: test histories are long)."]
     table = []
-    for m in _METRICS:
+    for m in METRICS:
       series = {}
       for label in ("SEMI w/o CCL", "SEMI w. CCL"):
         per = [[g[name][m] for g in groups[label]] for name in names]
@@ -448,7 +448,7 @@ def _claims(results: Results, ci: _Intervals,
   for text, a, b in CLAIMS:
     if a not in results or b not in results:
       continue
-    for m in _METRICS:
+    for m in METRICS:
       va, vb = values(results[a], m), values(results[b], m)
       ma, mb = stats.mean_std(va)[0], stats.mean_std(vb)[0]
       words, p = stats.verdict(va, vb)

@@ -1,0 +1,92 @@
+"""Regime sweeps (tfrec/reproduce/sweep.py): knob parsing, world caching, the verdict per
+regime, the report and its regime map, and a tiny sweep end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfrec.reproduce import bootstrap, harness, stats, sweep
+
+from test_reproduce import _tiny_flags  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parse_types_values_by_the_knob_and_names_the_knobs():
+  assert sweep.parse("transfer=0.2, 0.9", "tiny") == ("transfer", [0.2, 0.9])
+  assert sweep.parse("num_topics=4,8", "tiny") == ("num_topics", [4, 8])
+  with pytest.raises(ValueError, match="not a knob of the synthetic world; knobs: .*transfer"):
+    sweep.parse("transfr=0.2", "tiny")
+  with pytest.raises(ValueError, match="num_topics=x is not a int"):
+    sweep.parse("num_topics=x", "tiny")
+  with pytest.raises(ValueError, match="expected FIELD=v1,v2"):
+    sweep.parse("transfer", "tiny")
+  with pytest.raises(ValueError, match="repeated values"):
+    sweep.parse("transfer=0.2,0.2", "tiny")
+
+
+def _point(value, words, p=0.01):
+  return sweep.Point(value, 0.7, 0.6, bootstrap.Interval(0.1, 0.05, 0.15), p, words)
+
+
+def test_regimes_say_where_the_claim_holds():
+  same = [_point(0.1, stats.HOLDS), _point(0.9, stats.HOLDS)]
+  assert sweep.regimes(same) == ("The claim holds at 0.1, 0.9: the same verdict in every "
+                                 "regime swept.")
+  mixed = [_point(0.1, stats.DOES_NOT_HOLD, 0.8), _point(0.5, stats.NOT_SIGNIFICANT, 0.2),
+           _point(0.9, stats.HOLDS)]
+  assert sweep.regimes(mixed) == (
+      "The verdict depends on the regime: holds at 0.9; same direction, not significant at "
+      "0.5; does not hold at 0.1.")
+
+
+def test_report_has_a_row_per_value_and_a_regime_map(tmp_path):
+  points = {("A > B", "auc"): [_point(0.1, stats.DOES_NOT_HOLD, 0.7),
+                               _point(0.9, stats.HOLDS, 0.001)]}
+  path = sweep.write_report(str(tmp_path / "semi_synthetic_sweep_transfer.md"), "semi",
+                            "transfer", [0.1, 0.9], "tiny", 3, points, ["auc"])
+  text = open(path).read()
+  assert "| 0.1 | 0.7000 | 0.6000 | +0.1000 [0.0500, 0.1500] | 0.7 | does not hold |" in text
+  assert "| 0.9 |" in text and "holds at 0.9" in text
+  png = tmp_path / "semi_synthetic_sweep_transfer_a_b_auc.png"
+  assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert f"]({png.name})" in text
+
+
+def test_claims_are_the_papers_by_text():
+  paper = (("X > Y", "X", "Y"), ("Y > Z", "Y", "Z"))
+  assert [c.text for c in sweep.chosen_claims(paper, [])] == ["X > Y", "Y > Z"]
+  assert sweep.chosen_claims(paper, ["Y > Z"]) == [sweep.Claim("Y > Z", "Y", "Z")]
+  with pytest.raises(ValueError, match=r"unknown \['W > Z'\]; the paper's claims: X > Y; Y > Z"):
+    sweep.chosen_claims(paper, ["W > Z"])
+
+
+def test_a_tiny_sweep_regenerates_the_world_per_value_and_measures_the_claim(tmp_path):
+  scale, _ = _tiny_flags(tmp_path)
+  rows = [harness.Row("YouTubeNet", os.path.join(REPO, "configs/baselines/youtubenet.flags")),
+          harness.Row("DIN", os.path.join(REPO, "configs/baselines/din.flags"))]
+  claim = sweep.Claim("YouTubeNet > DIN", "YouTubeNet", "DIN")
+  settings = harness.Settings(data_dir="", work_dir=str(tmp_path / "work"), seeds=1,
+                              scale_flagfile=scale, protocol="couple", lr_grid=(3e-3,))
+  data = str(tmp_path / "data")
+  points = sweep.run_sweep("transfer", [0.1, 0.9], [claim], rows, "tiny", data, settings,
+                           ["auc"])
+  (pts,) = points.values()
+  assert [p.value for p in pts] == [0.1, 0.9]
+  for p in pts:
+    assert 0 < p.mean_a < 1 and 0 < p.mean_b < 1
+    assert p.difference.estimate == pytest.approx(p.mean_a - p.mean_b, abs=1e-9)
+    assert np.isnan(p.p) or 0 <= p.p <= 1  # one seed: no Welch test
+  held = {}
+  for v in (0.1, 0.9):
+    d = sweep.world_dir(data, "tiny", "transfer", v)
+    held[v] = json.load(open(os.path.join(d, "dataset.json")))["extra"]["config"]["transfer"]
+    assert os.path.isdir(os.path.join(str(tmp_path / "work"), f"transfer={v}"))
+  assert held == {0.1: 0.1, 0.9: 0.9}
+  # A world of the right configuration is reused, not regenerated.
+  d = sweep.world_dir(data, "tiny", "transfer", 0.1)
+  stamp = os.path.getmtime(os.path.join(d, "dataset.json"))
+  sweep.ensure_world(d, "tiny", "transfer", 0.1)
+  assert os.path.getmtime(os.path.join(d, "dataset.json")) == stamp
