@@ -69,9 +69,10 @@ def restore_model(run_dir: str, which: str = "best", data_dir: Optional[str] = N
   """
   cfg = config_lib.RunConfig.load(run_dir)
   if ranking_only and not issubclass(registry.get(cfg.model.name).cls, RankingModel):
-    raise ValueError(f"{run_dir} is a {cfg.model.name} pre-training run ({record_kind(cfg)} "
-                     "records): it ranks nothing; evaluate or export the ranking run that "
-                     "initialises from it (--init_from)")
+    raise ValueError(f"{run_dir} holds a {cfg.model.name} run ({record_kind(cfg)} records), "
+                     "not a ranking model: tfrec.evaluate and tfrec.export handle ranking "
+                     "models (a pre-training run is evaluated through the ranking run that "
+                     "initialises from it, --init_from)")
   data_dir = data_dir or cfg.data.data_dir
   info, store = DatasetInfo.load(data_dir), ItemStore.load(data_dir)
   model = build_model(cfg, info, store)
@@ -93,6 +94,9 @@ def reader(cfg: config_lib.RunConfig, split: str, training: bool,
   d = cfg.data
   max_lens = {f"{dom}_{f}": d.max_seq_len for dom in ("source", "target")
               for f in ("item_ids", "timestamps")}
+  if kind == "matching":  # the mixed-domain behaviour sequence, newest kept
+    max_lens = {f: d.max_seq_len for f in ("seq_item_ids", "seq_domain_ids", "seq_timestamps",
+                                           "seq_subsidiary")}
   opts = ReadOptions(max_lens=max_lens, shuffle_buffer=d.shuffle_buffer if training else 0,
                      seed=cfg.train.seed, deterministic=True, on_bad_record=d.on_bad_record,
                      verify_checksums=d.verify_checksums, with_provenance=with_provenance)

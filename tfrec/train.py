@@ -226,7 +226,7 @@ def train(cfg: config_lib.RunConfig,
 
   model.before_training(core.TrainingContext(
       strategy=strategy, global_batch_size=t.batch_size, seed=t.seed,
-      resumed=start_step > 0, batches=other_batches))
+      resumed=start_step > 0, batches=other_batches, reader=train_reader))
   train_ds = _distributed(strategy, train_reader, t.batch_size, True, skip_steps=start_step)
   val_ds = None
   if validate:

@@ -60,6 +60,8 @@ class TrainingContext:
       restored by Keras before the first step).
     batches: seed -> iterator over distributed batches of the training split, shuffled with
       that seed, repeating (for a pre-pass that must not consume the training stream).
+    reader: the training split's `tfrec.data.pipeline.Reader` (one pass over it on the host,
+      e.g. to count item popularity), or None.
   """
 
   strategy: tf.distribute.Strategy
@@ -67,6 +69,7 @@ class TrainingContext:
   seed: int
   resumed: bool
   batches: Callable[[int], Iterator[Any]]
+  reader: Any = None
 
 
 def global_rows(per_example: tf.Tensor) -> tf.Tensor:

@@ -15,11 +15,12 @@ from tfrec.serving.module import RANK, SCORE, SERVING_DEFAULT, ServingModule
 
 def check_exportable(model_cls: type, name: str = "") -> None:
   """Raises ValueError unless models of `model_cls` can be exported (`EXPORTABLE`: the ranking
-  models; a pre-training model such as CCL scores nothing)."""
+  models; a pre-training model such as CCL scores nothing; retrieval export is to come)."""
   if not getattr(model_cls, "EXPORTABLE", False):
-    raise ValueError(f"--export_dir: {name or model_cls.__name__} is a pre-training model "
-                     f"({getattr(model_cls, 'RECORD_KIND', '?')} records) and serves nothing; "
-                     "export the ranking model that initialises from it")
+    raise ValueError(f"--export_dir: {name or model_cls.__name__} "
+                     f"({getattr(model_cls, 'RECORD_KIND', '?')} records) is not an exportable "
+                     "ranking model (a pre-training model serves nothing: export the ranking "
+                     "model that initialises from it)")
 
 
 def check_export_dir(export_dir: str, overwrite: bool = False) -> None:

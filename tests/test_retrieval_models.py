@@ -1,0 +1,90 @@
+"""The retrieval contract (tfrec/models/retrieval.py) and YouTube DNN on matching records."""
+
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec import runs
+from tfrec import train as train_lib
+from tfrec.data.pipeline import Reader, ReadOptions
+from tfrec.models import registry
+from tfrec.models.retrieval import log_q_table
+from tfrec.models.youtube_dnn import YouTubeDNN
+
+from conftest import NUM_ITEMS, VISUAL_DIM, make_config, tiny_store  # noqa: E402
+
+
+def test_log_q_is_each_items_share_of_the_positives():
+  table = log_q_table([0, 2, 6, 0])
+  np.testing.assert_allclose(table[1:3], np.log([0.25, 0.75]), rtol=1e-6)
+  # never a positive (and padding): half the smallest share, a finite value
+  np.testing.assert_allclose(table[[0, 3]], np.log(0.125), rtol=1e-6)
+  assert np.all(log_q_table([0, 0]) == 0)
+
+
+def _model(item_features=("id", "category", "visual")):
+  m = YouTubeDNN(NUM_ITEMS, dim=4, item_features=item_features, num_categories=4,
+                 visual_dim=VISUAL_DIM, max_seq_len=3, mlp_units=(8,))
+  return m.build_and_fill(tiny_store())
+
+
+def _features(seq, n=None):
+  seq = np.asarray(seq, np.int64)
+  return {"seq_item_ids": tf.constant(seq), "seq_mask": tf.constant(seq > 0)}
+
+
+def test_scores_are_dot_products_of_the_two_towers_and_encode_once():
+  m = _model()
+  feats = _features([[1, 2, 0], [6, 0, 0]])
+  user = m.encode_user(feats)
+  cands = tf.constant([[3, 7, 9], [10, 1, 2]], tf.int64)
+  scores = m.score(user, cands).numpy()
+  q = m(feats).numpy()
+  items = m.encode_items(cands).numpy()
+  np.testing.assert_allclose(scores, np.einsum("bd,bnd->bn", q, items), rtol=1e-5)
+  # The query does not depend on the candidates: scoring them one by one agrees.
+  for j in range(3):
+    np.testing.assert_allclose(m.score(user, cands[:, j:j + 1]).numpy()[:, 0], scores[:, j],
+                               rtol=1e-5)
+
+
+def test_a_cold_item_is_scored_from_its_features_without_an_id_embedding():
+  m = _model(item_features=("category", "visual"))
+  assert not [w for w in m.item_encoder.weights if "id_embeddings" in w.name]
+  store = tiny_store()
+  vec = m.encode_items(tf.constant([10])).numpy()[0]  # item 10 is cold in the tiny store
+  enc = m.item_encoder
+  cat_table = [w for w in enc.weights if "category_embeddings" in w.name][0].numpy()
+  proj = enc._projection
+  expected = cat_table[store.category[10]] + proj(tf.constant(store.visual[10:11])).numpy()[0]
+  np.testing.assert_allclose(vec, expected, rtol=1e-5)
+  assert np.abs(vec).sum() > 0
+
+
+def test_youtube_dnn_trains_on_matching_records_with_log_q_from_the_train_split(syn_dir, tmp_path):
+  run = str(tmp_path / "run")
+  cfg = make_config(syn_dir, run, model="youtube_dnn", model_kwargs=dict(mlp_units=[8]),
+                    epochs=2, steps_per_epoch=3, batch_size=32, validation_steps=2)
+  result = train_lib.train(cfg)
+  assert result.steps == 6 and np.isfinite(result.history["loss"]).all()
+  assert {"softmax_loss", "batch_top1", "val_loss"} <= set(result.history)
+  assert result.best["monitor"] == "val_loss"
+  model, *_ = runs.restore_model(run, "final")
+  reader = Reader(syn_dir, "matching", "train", ReadOptions())
+  counts = np.zeros(model.num_items + 1)
+  for b in reader.dataset(1024):
+    np.add.at(counts, b["positive_item_id"].numpy(), 1)
+  np.testing.assert_allclose(model.item_log_q.numpy(), log_q_table(counts), rtol=1e-5)
+
+
+def test_retrieval_runs_are_refused_by_the_ranking_evaluator_and_exporter(syn_dir, tmp_path):
+  from tfrec import serving
+  assert registry.record_kind("youtube_dnn") == "matching"
+  with pytest.raises(ValueError, match="not an exportable ranking model"):
+    serving.check_exportable(YouTubeDNN, "youtube_dnn")
+  run = str(tmp_path / "run")
+  train_lib.train(make_config(syn_dir, run, model="youtube_dnn", steps_per_epoch=1,
+                              batch_size=16))
+  with pytest.raises(ValueError, match="not a ranking model"):
+    runs.restore_model(run, "final", ranking_only=True)

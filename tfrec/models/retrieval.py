@@ -1,0 +1,161 @@
+"""The retrieval contract (two-tower matching, issue 12 groundwork), on the training core.
+
+A retrieval model trains on `matching` records (a mixed-domain behaviour sequence, the user and
+the request context -> the next positive item) with two towers:
+
+  query = model.encode_query(features)          <float32>[batch, dim]
+  item  = model.encode_items(item_ids)           <float32>[..., dim], from the item store's
+                                                 features (`ItemEncoder`): with "id" left out
+                                                 of `item_features`, an item never seen in
+                                                 training (a cold item) gets a vector from its
+                                                 category / visual features alone
+  score(user, candidate_ids) = <query, item>     <float32>[batch, n]
+
+so `encode_user` + `score` follow the ranking models' encode-once contract and the sampled
+protocols can evaluate a retrieval model through the same path. The loss is the in-batch
+softmax of `tfrec.tasks.retrieval.Retrieval` over every replica's positives, with the log-q
+correction from each item's share of the training split's positives (counted once before
+training by `before_training`, kept in the checkpoint as `item_log_q`) and accidental hits
+removed. The best checkpoint has the lowest validation loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from tfrec.data import schema
+from tfrec.layers.item_encoder import ItemEncoder
+from tfrec.models import core
+from tfrec.tasks.retrieval import Retrieval
+
+SEQ = "seq_item_ids"
+
+
+class RetrievalModel(core.Model):
+  """Base class of two-tower models (module docstring); subclasses implement `encode_query`.
+
+  Args:
+    num_items: item ids are in [1, num_items] (0 = padding).
+    dim: width d of both towers' vectors.
+    item_features: what the item tower sums: "id", "category", "visual" (no "id": cold items
+      are scored from their features).
+    num_categories, visual_dim: the item store's vocabulary and visual width.
+    max_seq_len: length the behaviour sequence is padded/truncated to.
+    temperature: tau of the softmax.
+    log_q_correction: subtract log Q(item) (its share of training positives) from in-batch
+      logits (Yi et al., RecSys 2019).
+    dropout: dropout of the query tower.
+  """
+
+  RECORD_KIND = "matching"
+  LOSSES = ("softmax",)
+  MONITOR = ("loss", "min")
+
+  def __init__(self, num_items: int, dim: int = 64,
+               item_features: Sequence[str] = ("id", "category", "visual"),
+               num_categories: int = 0, visual_dim: int = 0,
+               max_seq_len: int = schema.MAX_SEQ_LEN, temperature: float = 1.0,
+               log_q_correction: bool = True, dropout: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.num_items, self.dim = int(num_items), int(dim)
+    self.item_features = tuple(item_features)
+    self.num_categories, self.visual_dim = int(num_categories), int(visual_dim)
+    self.max_seq_len = int(max_seq_len)
+    self.temperature, self.log_q_correction = float(temperature), bool(log_q_correction)
+    self.dropout = float(dropout)
+    self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
+                                    visual_dim=visual_dim, name="item_encoder")
+    self.task = Retrieval(temperature=temperature, name="retrieval_task")
+    self.item_log_q = self.add_weight("item_log_q", shape=[self.num_items + 1],
+                                      initializer="zeros", trainable=False)
+
+  # ------------------------------------------------------------------ towers
+
+  def encode_query(self, features: Dict[str, tf.Tensor],
+                   training: Optional[bool] = None) -> tf.Tensor:
+    """<float32>[batch, dim] from the behaviour sequence, user and context."""
+    raise NotImplementedError
+
+  def encode_items(self, item_ids: tf.Tensor) -> tf.Tensor:
+    """<int>[...] -> <float32>[..., dim] item-tower vectors."""
+    return tf.cast(self.item_encoder(item_ids), tf.float32)
+
+  def encode_user(self, features: Dict[str, tf.Tensor],
+                  training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    return {"query": tf.cast(self.encode_query(features, training=training), tf.float32)}
+
+  def score(self, user: Dict[str, tf.Tensor], candidate_ids: tf.Tensor,
+            training: Optional[bool] = None) -> tf.Tensor:
+    """<int>[batch, n] candidates -> <float32>[batch, n] dot products with the query."""
+    return tf.einsum("bd,bnd->bn", user["query"], self.encode_items(candidate_ids))
+
+  def call(self, features: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
+    return self.encode_user(features, training=training)["query"]
+
+  # ------------------------------------------------------------------ training
+
+  def compute_losses(self, batch: Dict[str, tf.Tensor],
+                     training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    query = self(batch, training=training)
+    positive_ids = batch["positive_item_id"]
+    log_q = tf.gather(self.item_log_q, positive_ids) if self.log_q_correction else None
+    return {"softmax": self.task(query, self.encode_items(positive_ids), positive_ids, log_q)}
+
+  def before_training(self, context: core.TrainingContext) -> None:
+    """Counts the training split's positives per item once (a resumed run has the table)."""
+    if not self.log_q_correction or context.resumed or context.reader is None:
+      return
+    counts = np.zeros(self.num_items + 1, np.float64)
+    for batch in context.reader.dataset(4096):
+      counts += np.bincount(batch["positive_item_id"].numpy(), minlength=self.num_items + 1)
+    self.item_log_q.assign(log_q_table(counts))
+    logging.info("log-q correction: %d items with positives in %d training records",
+                 int(np.count_nonzero(counts)), int(counts.sum()))
+
+  # ------------------------------------------------------------------ building
+
+  def dummy_features(self, batch: int = 1) -> Dict[str, tf.Tensor]:
+    n = self.max_seq_len
+    return {"user_id": tf.zeros([batch], tf.int64), "timestamp": tf.zeros([batch], tf.int64),
+            "scenario_id": tf.zeros([batch], tf.int64),
+            "user_features": tf.zeros([batch, schema.NUM_USER_FEATURES], tf.int64),
+            SEQ: tf.zeros([batch, n], tf.int64), "seq_domain_ids": tf.zeros([batch, n], tf.int64),
+            "seq_timestamps": tf.zeros([batch, n], tf.int64),
+            "seq_mask": tf.zeros([batch, n], tf.bool),
+            "positive_item_id": tf.ones([batch], tf.int64)}
+
+  def build_and_fill(self, item_store: Any) -> "RetrievalModel":
+    feats = self.dummy_features()
+    self(feats, training=False)
+    self.encode_items(feats["positive_item_id"])
+    self.item_encoder.set_item_features(item_store)
+    return self
+
+  def get_config(self) -> Dict[str, Any]:
+    return dict(num_items=self.num_items, dim=self.dim, item_features=list(self.item_features),
+                num_categories=self.num_categories, visual_dim=self.visual_dim,
+                max_seq_len=self.max_seq_len, temperature=self.temperature,
+                log_q_correction=self.log_q_correction, dropout=self.dropout)
+
+  @classmethod
+  def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RetrievalModel":
+    return cls(**config)
+
+
+def log_q_table(counts: np.ndarray) -> np.ndarray:
+  """<float32> log of each item's share of the positives; items never positive (they are never
+  in-batch candidates) get the log of half the smallest share, row 0 (padding) too."""
+  counts = np.asarray(counts, np.float64)
+  total = counts.sum()
+  if total <= 0:
+    return np.zeros_like(counts, np.float32)
+  share = counts / total
+  floor = share[share > 0].min() / 2
+  return np.log(np.where(share > 0, share, floor)).astype(np.float32)
+
+
+__all__ = ["RetrievalModel", "log_q_table"]
