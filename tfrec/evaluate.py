@@ -15,7 +15,7 @@ from absl import flags
 from tfrec import cli
 from tfrec import config as config_lib
 from tfrec import flags as tfrec_flags
-from tfrec.evaluation import evaluate_split, load_run
+from tfrec.evaluation import evaluate_split, load_run, retrieval
 from tfrec.evaluation.report import output_path, to_markdown, write_result
 from tfrec.evaluation.sampled import POOLS, PROTOCOL_NAMES
 from tfrec.metrics.ranking import GAUC_REDUCTIONS
@@ -34,9 +34,13 @@ def define_flags() -> None:
   flags.DEFINE_enum("gauc_reduction", "samples", list(GAUC_REDUCTIONS), "GAUC over users: mean "
                     "(EasyRec), samples (weighted by the user's examples: FuxiCTR, THACIL's "
                     "code), positives (RecBole).")
-  flags.DEFINE_enum("protocol", "semi", list(PROTOCOL_NAMES), "Sampled ranking: semi (300 "
-                    "random unseen negatives, K=3), adapt (K=5), couple (50 random + 50 "
-                    "popular, K=5,10), none (AUC/GAUC only).")
+  flags.DEFINE_enum("protocol", "semi", list(PROTOCOL_NAMES) + [retrieval.FULL],
+                    "Sampled ranking: semi (300 random unseen negatives, K=3), adapt (K=5), "
+                    "couple (50 random + 50 popular, K=5,10), sasrec (100 random, K=10), none "
+                    "(AUC/GAUC only); full (retrieval runs: the whole candidate pool, the "
+                    "user's history excluded, K from --retrieval_ks).")
+  flags.DEFINE_list("retrieval_ks", ["10", "50"], "K of HR/Recall/NDCG@K for --protocol=full "
+                    "(retrieval runs).")
   flags.DEFINE_enum("negative_pool", "auto", list(POOLS), "Negatives come from target items: "
                     "auto (the cold ones for a split named *cold*, else the non-cold ones), "
                     "warm, cold or all.")
@@ -78,6 +82,29 @@ def _check_model_flags(fl, cfg: config_lib.RunConfig) -> None:
                      f"the model; these flags disagree with it: {'; '.join(diff)}")
 
 
+def _is_retrieval_run(run_dir: str) -> bool:
+  from tfrec.models import registry
+  from tfrec.models.retrieval import RetrievalModel
+  cfg = config_lib.RunConfig.load(run_dir)
+  return issubclass(registry.get(cfg.model.name).cls, RetrievalModel)
+
+
+def _evaluate_retrieval(fl) -> None:
+  """A retrieval run: HR/Recall/NDCG@K on each split (`tfrec.evaluation.retrieval`)."""
+  if fl.data_dir:
+    raise ValueError("--data_dir: retrieval runs are evaluated on their own dataset")
+  ks = [int(k) for k in fl.retrieval_ks]
+  for split in _splits(fl):
+    result = retrieval.evaluate_retrieval_run(
+        fl.run_dir, split, fl.protocol, ks, fl.checkpoint, fl.negative_pool, fl.eval_seed,
+        fl.max_examples)
+    paths = [output_path(t, fl.run_dir, split, fl.checkpoint, fl.protocol, "retrieval", ext)
+             for t, ext in ((fl.output_json, "json"), (fl.output_md, "md"))]
+    write_result(result, *paths, markdown=retrieval.to_markdown)
+    print(retrieval.to_markdown(result))
+    print(f"tfrec.evaluate: wrote {paths[0]} and {paths[1]}", flush=True)
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -86,6 +113,12 @@ def main(argv: Sequence[str]) -> None:
     sys.exit("tfrec.evaluate: missing --run_dir (the run directory written by tfrec.train; "
              "or pass the training --flagfile)")
   try:
+    if _is_retrieval_run(fl.run_dir):
+      _evaluate_retrieval(fl)
+      return
+    if fl.protocol == retrieval.FULL:
+      raise ValueError("--protocol=full ranks the whole catalogue for retrieval runs; a "
+                       "ranking run takes semi, adapt, couple, sasrec or none")
     run = load_run(fl.run_dir, fl.checkpoint, data_dir=fl.data_dir)
     _check_model_flags(fl, run.cfg)
     splits = _splits(fl)

@@ -106,12 +106,13 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def write_result(result: Mapping[str, Any], json_path: Optional[str] = None,
-                 md_path: Optional[str] = None) -> None:
-  """Writes the result as JSON (NaN as null) and/or markdown; each file atomically."""
+                 md_path: Optional[str] = None, markdown=None) -> None:
+  """Writes the result as JSON (NaN as null) and/or markdown (`markdown(result)`, default the
+  ranking table `to_markdown`); each file atomically."""
   if json_path:
     _write_atomic(json_path, json.dumps(_json_ready(result), indent=2, sort_keys=True) + "\n")
   if md_path:
-    _write_atomic(md_path, to_markdown(result))
+    _write_atomic(md_path, (markdown or to_markdown)(result))
 
 
 def output_path(template: Optional[str], run_dir: str, split: str, checkpoint: str,

@@ -171,7 +171,7 @@ def batches(ds: tf.data.Dataset, selected: Optional[np.ndarray] = None
   (<bool>[split size] from `sample_users`; None: all)."""
   start = evaluated = 0
   for batch in ds:
-    n = int(tf.shape(batch["label"])[0])
+    n = int(tf.shape(next(iter(batch.values())))[0])  # any record kind
     rows = np.arange(start, start + n)
     start += n
     if selected is not None:

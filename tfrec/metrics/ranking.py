@@ -155,6 +155,7 @@ PROTOCOLS = {
     # ADAPT §IV states K=5 but not its negatives: we use SEMI's 300 random unseen ones.
     "adapt": SampledProtocol("adapt", num_random=300, num_popular=0, ks=(5,)),
     "couple": SampledProtocol("couple", num_random=50, num_popular=50, ks=(5, 10)),  # COUPLE
+    "sasrec": SampledProtocol("sasrec", num_random=100, num_popular=0, ks=(10,)),  # SASRec §4
 }
 
 

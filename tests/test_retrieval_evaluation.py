@@ -1,0 +1,93 @@
+"""Evaluation of retrieval runs (tfrec/evaluation/retrieval.py): whole-pool ranks by hand, the
+model's scores against a brute-force numpy ranking, sampled protocols, and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfrec import runs
+from tfrec import train as train_lib
+from tfrec.evaluation import retrieval
+from tfrec.evaluation.sampled import negative_pool
+
+from conftest import make_config  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_full_ranks_by_hand():
+  scores = np.array([[0.0, 5.0, 3.0, 3.0, 9.0, 1.0],
+                     [0.0, 2.0, 2.0, 7.0, 1.0, 0.5]])
+  pool = np.array([False, True, True, True, True, True])  # item 0 is padding
+  positives = np.array([2, 1])
+  history = np.array([[4, 0], [3, 2]])
+  ranks = retrieval.full_ranks(scores, positives, history, pool)
+  # Row 0: pool {1,3,5} after excluding history 4 and the positive 2: 5 >= 3 and the tie 3 >= 3.
+  # Row 1: history 3 and 2 excluded: {4, 5} score below 2: rank 0.
+  assert ranks.tolist() == [2, 0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(syn_dir, tmp_path_factory):
+  run = str(tmp_path_factory.mktemp("retrieval") / "run")
+  train_lib.train(make_config(syn_dir, run, model="youtube_dnn", steps_per_epoch=2,
+                              batch_size=32, validation_steps=1))
+  return run
+
+
+def test_full_protocol_matches_a_brute_force_ranking(tiny_run, syn_dir):
+  model, cfg, info, store = runs.restore_model(tiny_run, "best")
+  pool, _ = negative_pool(store, "test")
+  reader = runs.reader(cfg, "test", training=False, info=info, kind="matching")
+  result = retrieval.evaluate_retrieval(model, reader, pool, "full", ks=(5, 20))
+  batch = next(iter(reader.dataset(100_000)))  # the whole split
+  n = len(batch["positive_item_id"])
+  q = model(batch, training=False).numpy()
+  items = model.encode_items(np.arange(model.num_items + 1)).numpy()
+  ranks = []
+  for r in range(n):
+    pos = int(batch["positive_item_id"][r])
+    hist = set(batch["seq_item_ids"].numpy()[r][batch["seq_mask"].numpy()[r]].tolist())
+    cands = [i for i in pool.tolist() if i not in hist and i != pos]
+    s = items @ q[r]
+    ranks.append(sum(s[c] >= s[pos] for c in cands))
+  ranks = np.array(ranks)
+  assert result["counts"]["examples"] == n
+  assert result["metrics"]["hr@5"] == pytest.approx(np.mean(ranks < 5))
+  assert result["metrics"]["ndcg@20"] == pytest.approx(
+      np.mean(np.where(ranks < 20, 1 / np.log2(ranks + 2), 0)), rel=1e-6)
+  assert result["metrics"]["recall@20"] == result["metrics"]["hr@20"]
+
+
+def test_sampled_protocol_is_seeded_and_never_draws_history(tiny_run, syn_dir):
+  model, cfg, info, store = runs.restore_model(tiny_run, "best")
+  pool, _ = negative_pool(store, "test")
+  reader = runs.reader(cfg, "test", training=False, info=info, kind="matching")
+  a = retrieval.evaluate_retrieval(model, reader, pool, "sasrec", max_examples=30, seed=1)
+  b = retrieval.evaluate_retrieval(model, reader, pool, "sasrec", max_examples=30, seed=1)
+  assert a["metrics"] == b["metrics"] and list(a["metrics"]) == ["hr@10", "recall@10",
+                                                                   "ndcg@10"]
+  assert "100 random" in a["protocol"]["description"]
+  assert a["sampling"]["users"] == b["sampling"]["users"] and a["counts"]["examples"] <= 30
+  c = retrieval.evaluate_retrieval(model, reader, pool, "sasrec", max_examples=30, seed=2)
+  assert c["sampling"]["seed"] == 2
+  with pytest.raises(ValueError, match="unknown retrieval protocol 'x'"):
+    retrieval.evaluate_retrieval(model, reader, pool, "x")
+  with pytest.raises(ValueError, match="draws negatives by popularity"):
+    retrieval.evaluate_retrieval(model, reader, pool, "couple")
+
+
+def test_the_command_line_evaluates_a_retrieval_run(tiny_run):
+  out = subprocess.run([sys.executable, "-m", "tfrec.evaluate", f"--run_dir={tiny_run}",
+                        "--protocol=full", "--retrieval_ks=10", "--max_examples=50"],
+                       capture_output=True, text=True, timeout=180, cwd=REPO,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.load(open(os.path.join(tiny_run, "eval", "test.json")))
+  assert result["format"] == retrieval.FORMAT and result["split"] == "test"
+  assert set(result["metrics"]) == {"hr@10", "recall@10", "ndcg@10"}
+  assert "| hr@10 |" in out.stdout

@@ -1,0 +1,191 @@
+"""Evaluation of retrieval models (`tfrec.models.retrieval.RetrievalModel`) on matching records:
+each example's positive item ranked against
+
+  full     the whole candidate pool (`sampled.negative_pool`: by default the non-cold
+           target-domain items, the cold ones for a split named *cold*), every item of the
+           user's behaviour sequence excluded except the positive itself;
+  <name>   a sampled protocol of `tfrec.metrics.PROTOCOLS` (COUPLE: 50 random + 50 by training
+           popularity; SASRec: 100 random), negatives drawn per example from
+           `default_rng([seed, i])` (i = the example's index in the split), never an item of
+           the behaviour sequence or the positive.
+
+Metrics at each K: HR@K (the positive in the top K), Recall@K (with one positive per example,
+equal to HR@K) and NDCG@K (1 / log2(rank + 2) inside the top K). A candidate scored equal to the
+positive ranks above it (pessimistic ties). Scores are the model's serving path: the query
+encoded once per example, `score` against the candidates (full: one item table, encoded once).
+Every result records its protocol. Issue 12 groundwork: `python -m tfrec.evaluate` on a
+retrieval run calls `evaluate_retrieval_run`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec import metrics, runs
+from tfrec import config as config_lib
+from tfrec.data.pipeline import Reader
+from tfrec.evaluation.sampled import batches, negative_pool, sample_users
+
+FORMAT = "tfrec.evaluate.retrieval/1"
+FULL = "full"
+_SEQ = "seq_item_ids"
+
+
+def _metrics_at(ranks: np.ndarray, ks: Sequence[int]) -> Dict[str, float]:
+  out = {}
+  for k in ks:
+    hit = ranks < k
+    out[f"hr@{k}"] = float(np.mean(hit))
+    out[f"recall@{k}"] = float(np.mean(hit))  # one positive per example
+    out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)))
+  return out
+
+
+def full_ranks(scores: np.ndarray, positives: np.ndarray, history: np.ndarray,
+               pool_mask: np.ndarray) -> np.ndarray:
+  """0-based rank of each positive among the pool, its history excluded.
+
+  Args:
+    scores: <float>[b, num_items + 1] every item's score (column = item id).
+    positives: <int64>[b] positive ids.
+    history: <int64>[b, L] behaviour item ids (0 = padding).
+    pool_mask: <bool>[num_items + 1] items that are candidates.
+
+  Returns:
+    <int64>[b] the number of eligible candidates other than the positive scored >= it.
+  """
+  b = len(positives)
+  eligible = np.broadcast_to(pool_mask, scores.shape).copy()
+  rows = np.repeat(np.arange(b), history.shape[1])
+  eligible[rows, history.ravel()] = False  # the user's history (padding 0 is never in a pool)
+  eligible[np.arange(b), positives] = False  # the positive is compared, not counted
+  pos = scores[np.arange(b), positives][:, None]
+  return np.sum(eligible & (scores >= pos), axis=1).astype(np.int64)
+
+
+def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: str = FULL,
+                       ks: Sequence[int] = (10, 50), popularity: Optional[np.ndarray] = None,
+                       seed: int = 0, batch_size: int = 512, max_examples: int = 0,
+                       pool_description: str = "the given pool") -> Dict[str, Any]:
+  """HR/Recall/NDCG@K of a retrieval model on one matching split (module docstring).
+
+  Args:
+    model: a built `RetrievalModel` (weights loaded).
+    reader: a `Reader` of matching records.
+    pool: <int64>[p] candidate item ids.
+    protocol: "full" or a `tfrec.metrics.PROTOCOLS` name (its own K then).
+    ks: the cut-offs of "full".
+    popularity: <float>[num_items + 1] positives per item in the train split (protocols with
+      popular negatives).
+    seed: the sampled negatives' seed.
+    max_examples: all examples of users sampled at random with `seed`, at most N
+      (`sampled.sample_users`; 0: every example).
+
+  Raises:
+    ValueError: an unknown protocol, or a pool too small for it.
+  """
+  proto = None
+  if protocol != FULL:
+    if protocol not in metrics.PROTOCOLS:
+      raise ValueError(f"unknown retrieval protocol {protocol!r}; known: "
+                       f"{', '.join((FULL,) + tuple(metrics.PROTOCOLS))}")
+    proto = metrics.PROTOCOLS[protocol]
+    ks = tuple(proto.ks)
+    if proto.num_popular and popularity is None:
+      raise ValueError(f"protocol {protocol} draws negatives by popularity: pass popularity")
+  pool = np.asarray(pool, np.int64)
+  n_items = model.num_items
+  pool_mask = np.zeros(n_items + 1, bool)
+  pool_mask[pool] = True
+  encode = tf.function(lambda f: model.encode_user(f, training=False)["query"])
+  score = tf.function(lambda f, c: model.score(model.encode_user(f, training=False), c))
+  table = None
+  if proto is None:  # every item's vector once (row 0: padding, never a candidate)
+    table = model.encode_items(tf.range(n_items + 1, dtype=tf.int64)).numpy()
+  selected, sampling = None, None
+  if max_examples:  # whole users sampled at random, as the ranking evaluation does
+    split_users = np.concatenate([b["user_id"].numpy() for b in reader.dataset(4096)])
+    selected, sampling = sample_users(split_users, max_examples, seed)
+  ranks, users = [], []
+  for _, index, batch in batches(reader.dataset(batch_size), selected):
+    b = len(index)
+    positives = batch["positive_item_id"].numpy().astype(np.int64)
+    history = np.where(batch["seq_mask"].numpy(), batch[_SEQ].numpy(), 0).astype(np.int64)
+    if proto is None:
+      scores = encode(batch).numpy() @ table.T
+      ranks.append(full_ranks(scores, positives, history, pool_mask))
+    else:
+      cands = np.empty((b, 1 + proto.num_negatives), np.int64)
+      for r in range(b):
+        rng = np.random.default_rng([seed, int(index[r])])
+        seen = np.concatenate([history[r][history[r] > 0], positives[r:r + 1]])
+        cands[r, 0] = positives[r]
+        cands[r, 1:] = metrics.sample_negatives(
+            rng, pool, seen, proto, None if popularity is None else popularity[pool])
+      s = score(batch, tf.constant(cands)).numpy()
+      ranks.append(metrics.rank_of_positive(s[:, 0], s[:, 1:]))
+    users.append(batch["user_id"].numpy())
+  if not ranks:
+    raise ValueError("no examples to evaluate (empty split or max_examples)")
+  ranks = np.concatenate(ranks)
+  description = (f"full: the positive against every item of the pool ({pool_description}, "
+                 f"{len(pool)} items), the user's behaviour sequence excluded"
+                 if proto is None else proto.describe() + f"; pool: {pool_description}")
+  return {"format": FORMAT,
+          "protocol": {"name": protocol, "ks": list(ks), "description": description,
+                       "seed": seed, "ties": "a candidate scored equal to the positive ranks "
+                       "above it"},
+          "counts": {"examples": int(len(ranks)),
+                     "users": int(len(np.unique(np.concatenate(users))))},
+          "metrics": _metrics_at(ranks, ks), "max_examples": int(max_examples),
+          **({"sampling": sampling} if sampling else {})}
+
+
+def train_popularity(cfg: config_lib.RunConfig, num_items: int, info=None) -> np.ndarray:
+  """<float64>[num_items + 1] positives per item in the run's matching train split."""
+  counts = np.zeros(num_items + 1, np.float64)
+  reader = runs.reader(cfg, cfg.data.train_split, training=False, info=info, kind="matching")
+  for batch in reader.dataset(4096):
+    np.add.at(counts, batch["positive_item_id"].numpy(), 1)
+  return counts
+
+
+def evaluate_retrieval_run(run_dir: str, split: str = "test", protocol: str = FULL,
+                           ks: Sequence[int] = (10, 50), checkpoint: str = "best",
+                           pool: str = "auto", seed: int = 0, max_examples: int = 0,
+                           batch_size: int = 512) -> Dict[str, Any]:
+  """`evaluate_retrieval` of a run directory's model on `split`, with provenance."""
+  model, cfg, info, store = runs.restore_model(run_dir, checkpoint)
+  ids, desc = negative_pool(store, split, pool)
+  reader = runs.reader(cfg, split, training=False, info=info, kind="matching")
+  popularity = (train_popularity(cfg, model.num_items, info)
+                if protocol != FULL and metrics.PROTOCOLS.get(protocol) is not None
+                and metrics.PROTOCOLS[protocol].num_popular else None)
+  result = evaluate_retrieval(model, reader, ids, protocol, ks, popularity, seed, batch_size,
+                              max_examples, pool_description=f"{desc} (--negative_pool={pool})")
+  return {"split": split, "run_dir": run_dir,
+          "checkpoint": {"which": checkpoint, "path": runs.checkpoint_path(run_dir, checkpoint)},
+          "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs)},
+          "validation": {"split": cfg.data.valid_split,
+                         "allow_test_validation": cfg.train.allow_test_validation},
+          "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          **result}
+
+
+def to_markdown(result: Dict[str, Any]) -> str:
+  """The result as a markdown table headed by what was measured and how."""
+  lines = [f"### tfrec.evaluate (retrieval): {result['model']['name']}, split {result['split']}",
+           "", f"- protocol: {result['protocol']['description']}; seed {result['protocol']['seed']}",
+           f"- examples: {result['counts']['examples']}, users: {result['counts']['users']}",
+           f"- validated on `{result['validation']['split']}`", "",
+           "| metric | model |", "|---|---:|"]
+  lines += [f"| {k} | {v:.4f} |" for k, v in result["metrics"].items()]
+  return "\n".join(lines) + "\n"
+
+
+__all__ = ["FULL", "evaluate_retrieval", "evaluate_retrieval_run", "full_ranks",
+           "to_markdown", "train_popularity"]
