@@ -13,10 +13,11 @@ from typing import Sequence
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
 from absl import flags
+import tensorflow as tf
 
 from tfrec import cli
 from tfrec import flags as tfrec_flags
-from tfrec.serving import RANK, SCORE, SERVING_DEFAULT, export_run
+from tfrec.serving import export_run
 
 
 # ------------------------------------------------------------------------------ command line
@@ -38,7 +39,8 @@ def main(argv: Sequence[str]) -> None:
              " (python -m tfrec.export --run_dir=RUN --export_dir=SERVING/1)")
   path = export_run(fl.run_dir, fl.export_dir, fl.checkpoint, data_dir=fl.data_dir or None,
                     overwrite=fl.overwrite)
-  print(f"tfrec.export: wrote {path} (signatures {RANK}, {SCORE} = {SERVING_DEFAULT}; "
+  signatures = ", ".join(sorted(tf.saved_model.load(path).signatures))
+  print(f"tfrec.export: wrote {path} (signatures {signatures}; "
         f"saved_model_cli show --dir {path} --all)")
 
 

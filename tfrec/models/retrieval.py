@@ -54,6 +54,7 @@ class RetrievalModel(core.Model):
   RECORD_KIND = "matching"
   LOSSES = ("softmax",)
   MONITOR = ("loss", "min")
+  EXPORTABLE = True  # tfrec.serving.retrieval: the `retrieve` signature
 
   def __init__(self, num_items: int, dim: int = 64,
                item_features: Sequence[str] = ("id", "category", "visual"),

@@ -1,26 +1,31 @@
-"""Writing a ranking model's serving SavedModel (`ServingModule`) atomically, from a model or from a
-run directory."""
+"""Writing a model's serving SavedModel atomically, from a model or from a run directory: a
+ranking model's `ServingModule` (rank, score) or a retrieval model's `RetrievalServingModule`
+(retrieve, with the item index inside)."""
 
 from __future__ import annotations
 
 from typing import Optional
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from tfrec import runs
+from tfrec.data import schema
 from tfrec.models.base import RankingModel
-from tfrec.serving.module import RANK, SCORE, SERVING_DEFAULT, ServingModule
+from tfrec.models.retrieval import RetrievalModel
+from tfrec.serving.module import ServingModule
+from tfrec.serving.retrieval import RetrievalServingModule
 
 
 def check_exportable(model_cls: type, name: str = "") -> None:
-  """Raises ValueError unless models of `model_cls` can be exported (`EXPORTABLE`: the ranking
-  models; a pre-training model such as CCL scores nothing; retrieval export is to come)."""
+  """Raises ValueError unless models of `model_cls` can be exported (`EXPORTABLE`: ranking and
+  retrieval models; a pre-training model such as CCL scores nothing)."""
   if not getattr(model_cls, "EXPORTABLE", False):
     raise ValueError(f"--export_dir: {name or model_cls.__name__} "
                      f"({getattr(model_cls, 'RECORD_KIND', '?')} records) is not an exportable "
-                     "ranking model (a pre-training model serves nothing: export the ranking "
-                     "model that initialises from it)")
+                     "ranking or retrieval model (a pre-training model serves nothing: export "
+                     "the model that initialises from it)")
 
 
 def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
@@ -31,7 +36,8 @@ def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
                           "version directory, or pass --overwrite (overwrite=True)")
 
 
-def export(model: RankingModel, export_dir: str, overwrite: bool = False) -> str:
+def export(model: RankingModel, export_dir: str, overwrite: bool = False,
+           index_ids: Optional[np.ndarray] = None) -> str:
   """Writes `model`'s serving SavedModel (signatures rank, score, serving_default).
 
   The SavedModel is written to `<export_dir>.incomplete` and renamed when complete, so a failed
@@ -57,7 +63,8 @@ def export(model: RankingModel, export_dir: str, overwrite: bool = False) -> str
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)  # left by an export that crashed
   try:
-    module = ServingModule(model)
+    module = (RetrievalServingModule(model, index_ids) if isinstance(model, RetrievalModel)
+              else ServingModule(model))
     tf.saved_model.save(module, tmp, signatures=module.signatures())
     if existing:
       old = export_dir + ".replaced"
@@ -71,7 +78,7 @@ def export(model: RankingModel, export_dir: str, overwrite: bool = False) -> str
   finally:
     if tf.io.gfile.exists(tmp):
       tf.io.gfile.rmtree(tmp)
-  logging.info("exported %s: signatures %s, %s, %s", export_dir, RANK, SCORE, SERVING_DEFAULT)
+  logging.info("exported %s: signatures %s", export_dir, ", ".join(module.signatures()))
   return export_dir
 
 
@@ -87,5 +94,9 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best",
     data_dir: the dataset (item store) to fill the model with; None: the run's.
     overwrite: see `export`.
   """
-  model = runs.restore_model(run_dir, checkpoint, data_dir=data_dir, ranking_only=True)[0]
-  return export(model, export_dir, overwrite=overwrite)
+  model, _, _, store = runs.restore_model(run_dir, checkpoint, data_dir=data_dir)
+  check_exportable(type(model))
+  # A retrieval model's index: every target-domain item (cold ones included: their vectors
+  # come from the item store's features).
+  index = store.item_ids(domain=schema.TARGET) if isinstance(model, RetrievalModel) else None
+  return export(model, export_dir, overwrite=overwrite, index_ids=index)
