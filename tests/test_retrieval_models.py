@@ -90,3 +90,48 @@ def test_retrieval_runs_are_refused_by_the_ranking_evaluator(syn_dir, tmp_path):
                               batch_size=16))
   with pytest.raises(ValueError, match="not a ranking model"):
     runs.restore_model(run, "final", ranking_only=True)
+
+
+def _ranked_batch(seq, positives):
+  seq = np.asarray(seq, np.int64)
+  return {"seq_item_ids": tf.constant(seq), "seq_mask": tf.constant(seq > 0),
+          "positive_item_id": tf.constant(positives, tf.int64)}
+
+
+def _nll(scores, labels):
+  scores = scores - scores.max(axis=1, keepdims=True)
+  return -(scores - np.log(np.exp(scores).sum(axis=1, keepdims=True)))[
+      np.arange(len(labels)), labels]
+
+
+def test_full_softmax_ranks_the_positive_against_the_whole_catalogue():
+  m = YouTubeDNN(NUM_ITEMS, dim=4, item_features=("id",), max_seq_len=3, mlp_units=(8,),
+                 negatives="full", temperature=0.5).build_and_fill(tiny_store())
+  batch = _ranked_batch([[1, 2, 0], [6, 0, 0]], [7, 9])
+  loss = m.compute_losses(batch, training=False)["softmax"].numpy()
+  q = m(batch).numpy()
+  items = m.encode_items(tf.range(1, NUM_ITEMS + 1)).numpy()
+  np.testing.assert_allclose(loss, _nll(q @ items.T / 0.5, np.array([6, 8])), rtol=1e-5)
+
+
+def test_the_queue_adds_earlier_positives_as_negatives_and_masks_empty_slots_and_hits():
+  import tf_keras as keras
+  m = YouTubeDNN(NUM_ITEMS, dim=4, item_features=("id",), max_seq_len=3, mlp_units=(8,),
+                 negatives="queue", queue_size=4, log_q_correction=False
+                 ).build_and_fill(tiny_store())
+  m.compile(optimizer=keras.optimizers.SGD(0.0))  # no update: vectors stay comparable
+  first = _ranked_batch([[1, 2, 0], [3, 0, 0]], [7, 8])
+  q1, p1 = m(first).numpy(), m.encode_items(tf.constant([7, 8])).numpy()
+  loss1 = m.compute_losses(first, training=True)["softmax"].numpy()
+  np.testing.assert_allclose(loss1, _nll(q1 @ p1.T, np.array([0, 1])), rtol=1e-5)  # empty
+  stored = m.negative_queue.keys.numpy()
+  np.testing.assert_allclose(stored[:2, :4], p1, rtol=1e-6)
+  assert stored[:2, 4].tolist() == [7.0, 8.0] and int(m.negative_queue.count.numpy()) == 2
+  second = _ranked_batch([[4, 0, 0], [5, 0, 0]], [8, 9])  # item 8 is also in the queue
+  q2 = m(second).numpy()
+  p2 = m.encode_items(tf.constant([8, 9])).numpy()
+  loss2 = m.compute_losses(second, training=False)["softmax"].numpy()
+  scores = q2 @ np.concatenate([p2, p1]).T  # in-batch 8, 9, then queued 7, 8
+  scores[0, 3] = -1e9  # row 0's positive 8 queued again: an accidental hit
+  np.testing.assert_allclose(loss2, _nll(scores, np.array([0, 1])), rtol=1e-5)
+  assert int(m.negative_queue.count.numpy()) == 2  # validation does not enqueue

@@ -12,11 +12,19 @@ the request context -> the next positive item) with two towers:
   score(user, candidate_ids) = <query, item>     <float32>[batch, n]
 
 so `encode_user` + `score` follow the ranking models' encode-once contract and the sampled
-protocols can evaluate a retrieval model through the same path. The loss is the in-batch
-softmax of `tfrec.tasks.retrieval.Retrieval` over every replica's positives, with the log-q
-correction from each item's share of the training split's positives (counted once before
-training by `before_training`, kept in the checkpoint as `item_log_q`) and accidental hits
-removed. The best checkpoint has the lowest validation loss.
+protocols can evaluate a retrieval model through the same path. The loss (`negatives`):
+
+  in_batch  the softmax of `tfrec.tasks.retrieval.Retrieval` over every replica's positives,
+            with the log-q correction from each item's share of the training split's positives
+            (counted once before training by `before_training`, kept as `item_log_q`) and
+            accidental hits removed;
+  queue     the same plus a FIFO queue of the item vectors (no gradient) and ids of the last
+            `queue_size` positives of earlier steps (COUPLE's queue; `tfrec.moco.queue.KeyQueue`,
+            one row = [vector, id], gathered across replicas), log-q corrected alike;
+  full      the softmax over every item of the catalogue (`tasks.retrieval.full_softmax`,
+            M5 eq. 7-8), where the catalogue fits.
+
+The best checkpoint has the lowest validation loss.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ import tensorflow as tf
 from tfrec.data import schema
 from tfrec.layers.item_encoder import ItemEncoder
 from tfrec.models import core
-from tfrec.tasks.retrieval import Retrieval
+from tfrec.moco.queue import KeyQueue
+from tfrec.tasks.retrieval import Retrieval, full_softmax
 
 SEQ = "seq_item_ids"
+NEGATIVES = ("in_batch", "queue", "full")
 
 
 class RetrievalModel(core.Model):
@@ -47,8 +57,10 @@ class RetrievalModel(core.Model):
     max_seq_len: length the behaviour sequence is padded/truncated to.
     temperature: tau of the softmax.
     log_q_correction: subtract log Q(item) (its share of training positives) from in-batch
-      logits (Yi et al., RecSys 2019).
+      and queued logits (Yi et al., RecSys 2019).
     dropout: dropout of the query tower.
+    negatives: "in_batch", "queue" or "full" (module docstring).
+    queue_size: positives kept by the "queue" (>= the global batch size).
   """
 
   RECORD_KIND = "matching"
@@ -60,14 +72,24 @@ class RetrievalModel(core.Model):
                item_features: Sequence[str] = ("id", "category", "visual"),
                num_categories: int = 0, visual_dim: int = 0,
                max_seq_len: int = schema.MAX_SEQ_LEN, temperature: float = 1.0,
-               log_q_correction: bool = True, dropout: float = 0.0, **kwargs):
+               log_q_correction: bool = True, dropout: float = 0.0,
+               negatives: str = "in_batch", queue_size: int = 0, **kwargs):
     super().__init__(**kwargs)
+    if negatives not in NEGATIVES:
+      raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+    if negatives == "queue" and queue_size < 1:
+      raise ValueError("negatives='queue' needs queue_size >= 1")
+    if num_items >= 2 ** 24:  # ids ride in the queue's float32 rows
+      raise ValueError(f"num_items {num_items} >= 2^24: ids would not be exact in the queue")
     self.num_items, self.dim = int(num_items), int(dim)
     self.item_features = tuple(item_features)
     self.num_categories, self.visual_dim = int(num_categories), int(visual_dim)
     self.max_seq_len = int(max_seq_len)
     self.temperature, self.log_q_correction = float(temperature), bool(log_q_correction)
     self.dropout = float(dropout)
+    self.negatives, self.queue_size = negatives, int(queue_size)
+    self.negative_queue = (KeyQueue(self.queue_size, self.dim + 1, name="negative_queue")
+                           if negatives == "queue" else None)
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
                                     visual_dim=visual_dim, name="item_encoder")
     self.task = Retrieval(temperature=temperature, name="retrieval_task")
@@ -102,12 +124,36 @@ class RetrievalModel(core.Model):
   def compute_losses(self, batch: Dict[str, tf.Tensor],
                      training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
     query = self(batch, training=training)
-    positive_ids = batch["positive_item_id"]
-    log_q = tf.gather(self.item_log_q, positive_ids) if self.log_q_correction else None
-    return {"softmax": self.task(query, self.encode_items(positive_ids), positive_ids, log_q)}
+    positive_ids = tf.cast(batch["positive_item_id"], tf.int64)
+    if self.negatives == "full":
+      ids = tf.range(1, self.num_items + 1, dtype=tf.int64)
+      return {"softmax": full_softmax(query, positive_ids, self.encode_items(ids), ids,
+                                      self.temperature)}
+    positives = self.encode_items(positive_ids)
+    log_q = self._log_q(positive_ids)
+    extra = None
+    if self.negative_queue is not None:
+      stored = tf.identity(self.negative_queue.keys)  # earlier steps' positives (before the write)
+      ids = tf.cast(tf.round(stored[:, -1]), tf.int64)
+      extra = (stored[:, :-1], ids, self._log_q(ids))
+    loss = self.task(query, positives, positive_ids, log_q, extra=extra)
+    if self.negative_queue is not None and training:
+      self.negative_queue.enqueue(tf.concat(
+          [tf.stop_gradient(positives), tf.cast(positive_ids, tf.float32)[:, None]], axis=1))
+    return {"softmax": loss}
+
+  def _log_q(self, ids: tf.Tensor) -> Optional[tf.Tensor]:
+    return tf.gather(self.item_log_q, ids) if self.log_q_correction else None
 
   def before_training(self, context: core.TrainingContext) -> None:
-    """Counts the training split's positives per item once (a resumed run has the table)."""
+    """Counts the training split's positives per item once (a resumed run has the table).
+
+    Raises:
+      ValueError: a global batch larger than the queue (a step enqueues the whole batch).
+    """
+    if self.negative_queue is not None and context.global_batch_size > self.queue_size:
+      raise ValueError(f"--batch_size={context.global_batch_size} exceeds queue_size="
+                       f"{self.queue_size}: a step enqueues every positive of the global batch")
     if not self.log_q_correction or context.resumed or context.reader is None:
       return
     counts = np.zeros(self.num_items + 1, np.float64)
@@ -133,6 +179,8 @@ class RetrievalModel(core.Model):
     feats = self.dummy_features()
     self(feats, training=False)
     self.encode_items(feats["positive_item_id"])
+    if self.negative_queue is not None:
+      self.negative_queue.build()
     self.item_encoder.set_item_features(item_store)
     return self
 
@@ -140,7 +188,8 @@ class RetrievalModel(core.Model):
     return dict(num_items=self.num_items, dim=self.dim, item_features=list(self.item_features),
                 num_categories=self.num_categories, visual_dim=self.visual_dim,
                 max_seq_len=self.max_seq_len, temperature=self.temperature,
-                log_q_correction=self.log_q_correction, dropout=self.dropout)
+                log_q_correction=self.log_q_correction, dropout=self.dropout,
+                negatives=self.negatives, queue_size=self.queue_size)
 
   @classmethod
   def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RetrievalModel":

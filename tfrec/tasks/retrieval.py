@@ -88,7 +88,7 @@ class Retrieval(keras.layers.Layer):
     positive_log_q: <float>[b] log of each positive's probability of being drawn as an in-batch
       candidate (e.g. its share of training positives), or None (no correction).
     extra: (vectors <[n, d]>, ids <[n]>, log_q <[n]> or None) extra negatives appended after
-      the gathered in-batch candidates, or None.
+      the gathered in-batch candidates (id 0: an empty slot, left out), or None.
 
   Returns:
     <float32>[b] per-example losses.
@@ -122,6 +122,8 @@ class Retrieval(keras.layers.Layer):
                            tf.zeros([n_extra]) if extra_log_q is None
                            else tf.cast(extra_log_q, tf.float32)], axis=0)
     scores = _scores(queries, candidates, self.temperature, log_q)
+    # Id 0 marks an empty candidate slot (a queue not yet full): never a candidate.
+    scores = tf.where(ids[None, :] > 0, scores, tf.constant(_MASKED, scores.dtype))
     labels = tf.cast(offset, tf.int32) + tf.range(tf.shape(queries)[0], dtype=tf.int32)
     if self.remove_accidental_hits:
       scores = mask_accidental_hits(scores, positive_ids, ids, labels)
