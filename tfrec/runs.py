@@ -26,6 +26,8 @@ def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) 
   kwargs = dict(cfg.model.kwargs)
   if "item_features" not in kwargs:
     kwargs["item_features"] = ["id", "category"] + (["visual"] if info.visual_dim else [])
+  if "user_feature_sizes" in registry.accepted_args(registry.get(cfg.model.name).cls):
+    kwargs["user_feature_sizes"] = list(info.user_feature_sizes)  # the dataset's vocabularies
   model = registry.build(cfg.model.name, num_items=info.num_items,
                          num_categories=info.num_categories, visual_dim=info.visual_dim,
                          max_seq_len=cfg.data.max_seq_len, **kwargs)

@@ -8,8 +8,12 @@ from tfrec.models.base import RankingModel
 from tfrec.models.bst import BST
 from tfrec.models.ccl import CCL
 from tfrec.models.din import DIN
+from tfrec.models.dssm import DSSM
+from tfrec.models.gru4rec import GRU4Rec
+from tfrec.models.sasrec import SASRec
 from tfrec.models.semi import SEMI
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["BST", "CCL", "DIN", "RankingModel", "SEMI", "YouTubeDNN", "YouTubeNet", "registry"]
+__all__ = ["BST", "CCL", "DIN", "DSSM", "GRU4Rec", "RankingModel", "SASRec", "SEMI", "YouTubeDNN",
+           "YouTubeNet", "registry"]

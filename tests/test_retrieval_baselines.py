@@ -1,0 +1,89 @@
+"""Retrieval baselines on matching records: DSSM, GRU4Rec, SASRec (one file each in
+tfrec/models/): the encode-once contract, masking, causality, and SASRec's objective by hand."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec.models import registry
+from tfrec.models.sasrec import _VALIDATION_SEED
+
+from conftest import NUM_ITEMS, tiny_store  # noqa: E402
+
+NAMES = ("dssm", "gru4rec", "sasrec")
+
+
+def build(name, **kwargs):
+  args = dict(num_items=NUM_ITEMS, dim=4, item_features=["id", "category"], num_categories=4,
+              max_seq_len=4, **kwargs)
+  if name == "dssm":
+    args.setdefault("tower_units", [8])
+  if name == "gru4rec":
+    args.setdefault("hidden", 6)
+  return registry.build(name, **args).build_and_fill(tiny_store())
+
+
+def feats(seq, users=None):
+  seq = np.asarray(seq, np.int64)
+  n = len(seq)
+  users = np.zeros((n, 4), np.int64) if users is None else np.asarray(users, np.int64)
+  return {"seq_item_ids": tf.constant(seq), "seq_mask": tf.constant(seq > 0),
+          "user_features": tf.constant(users), "positive_item_id": tf.constant([7] * n)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_are_query_item_dot_products_and_padding_changes_nothing(name):
+  m = build(name)
+  f = feats([[1, 2, 0, 0], [6, 7, 8, 0]])
+  cands = tf.constant([[3, 7], [9, 1]], tf.int64)
+  scores = m.score(m.encode_user(f), cands).numpy()
+  expect = np.einsum("bd,bnd->bn", m(f).numpy(), m.encode_items(cands).numpy())
+  np.testing.assert_allclose(scores, expect, rtol=1e-5, atol=1e-6)
+  # Different ids at padded positions (mask False) leave the query as it is.
+  g = dict(f, seq_item_ids=tf.constant([[1, 2, 9, 9], [6, 7, 8, 5]], tf.int64))
+  np.testing.assert_allclose(m(g).numpy(), m(f).numpy(), rtol=1e-5, atol=1e-6)
+  config = m.get_config()
+  assert type(m).from_config(config).get_config() == config
+
+
+def test_dssm_vectors_are_unit_length():
+  m = build("dssm")
+  f = feats([[1, 2, 0, 0]], users=[[1, 3, 5, 2]])
+  np.testing.assert_allclose(np.linalg.norm(m(f).numpy(), axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(m.encode_items(tf.constant([3, 8])).numpy(), axis=1),
+                             1.0, rtol=1e-5)
+
+
+def test_gru4rec_query_is_the_gru_state_after_the_last_real_item():
+  m = build("gru4rec")
+  f = feats([[6, 7, 0, 0]])
+  real = m.item_encoder(tf.constant([[6, 7]], tf.int64))
+  expect = m.output_layer(m.gru(real)).numpy()  # the two real items alone, no padding
+  np.testing.assert_allclose(m(f).numpy(), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_sasrec_is_causal_and_its_query_is_the_newest_position():
+  m = build("sasrec", num_blocks=2, num_heads=1)
+  a, b = feats([[1, 2, 3, 0]]), feats([[1, 2, 9, 0]])
+  ha, _, _ = m.sequence_outputs(a)
+  hb, _, _ = m.sequence_outputs(b)
+  np.testing.assert_allclose(ha[:, :2].numpy(), hb[:, :2].numpy(), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(ha[:, 2].numpy(), hb[:, 2].numpy())
+  np.testing.assert_allclose(m(a).numpy(), ha[:, 2].numpy(), rtol=1e-6)
+
+
+def test_sasrec_bce_objective_by_hand():
+  m = build("sasrec")
+  f = feats([[1, 2, 3, 0], [6, 0, 0, 0]])
+  loss = m.compute_losses(f, training=False)["next_item"].numpy()
+  h, _, _ = m.sequence_outputs(f)
+  h = h.numpy()
+  neg = tf.random.stateless_uniform([2, 4], tf.constant(_VALIDATION_SEED, tf.int64), minval=1,
+                                    maxval=NUM_ITEMS + 1, dtype=tf.int64).numpy()
+  items = m.encode_items(tf.range(NUM_ITEMS + 1, dtype=tf.int64)).numpy()
+  sp = lambda x: np.log1p(np.exp(x))  # noqa: E731
+  nexts = {0: [2, 3, 7], 1: [7]}  # each position's next item; the last one's is the positive
+  for row, targets in nexts.items():
+    terms = [sp(-h[row, t] @ items[nx]) + sp(h[row, t] @ items[neg[row, t]])
+             for t, nx in enumerate(targets)]
+    assert loss[row] == pytest.approx(np.mean(terms), rel=1e-5)

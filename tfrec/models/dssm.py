@@ -1,0 +1,67 @@
+"""DSSM for recommendation (Huang et al., CIKM 2013, as two-tower matching): a user MLP tower
+over the user's profile and pooled behaviour, an item MLP tower over the item's features, the
+cosine of the two (here: the dot product of L2-normalised vectors, scaled by 1 / temperature in
+the softmax). COUPLE's and M5's baseline."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.data import schema
+from tfrec.layers.mlp import MLP
+from tfrec.layers.pooling import SequencePooling
+from tfrec.models import registry
+from tfrec.models.retrieval import SEQ, RetrievalModel
+
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class DSSM(RetrievalModel):
+  """user = normalize(MLP_u([profile embeddings, mean behaviour item])),
+  item = normalize(MLP_i(item features)).
+
+  Args:
+    tower_units: hidden widths of both towers (a last linear layer of width `dim` is added).
+    user_feature_sizes: vocabulary of each user-profile feature (gender, age bucket,
+      occupation, region), from the dataset's `dataset.json`.
+    Others: `RetrievalModel`.
+  """
+
+  def __init__(self, num_items: int, tower_units: Sequence[int] = (128,),
+               user_feature_sizes: Sequence[int] = (2, 7, 21, 11), **kwargs):
+    super().__init__(num_items, **kwargs)
+    self.tower_units = tuple(int(u) for u in tower_units)
+    self.user_feature_sizes = tuple(int(n) for n in user_feature_sizes)
+    if len(self.user_feature_sizes) != schema.NUM_USER_FEATURES:
+      raise ValueError(f"user_feature_sizes needs {schema.NUM_USER_FEATURES} sizes, got "
+                       f"{self.user_feature_sizes}")
+    self.profile = [keras.layers.Embedding(n, self.dim, name=f"user_{name}")
+                    for n, name in zip(self.user_feature_sizes, schema.USER_FEATURE_NAMES)]
+    self.pooling = SequencePooling("mean", name="mean_pooling")
+    self.user_tower = MLP(list(self.tower_units) + [self.dim], dropout=self.dropout,
+                          linear_output=True, name="user_tower")
+    self.item_tower = MLP(list(self.tower_units) + [self.dim], linear_output=True,
+                          name="item_tower")
+
+  def encode_query(self, features: Dict[str, tf.Tensor],
+                   training: Optional[bool] = None) -> tf.Tensor:
+    mask = tf.cast(features["seq_mask"], tf.bool)
+    history = self.pooling(self.item_encoder(features[SEQ]), mask=mask)
+    profile = [emb(features["user_features"][:, i]) for i, emb in enumerate(self.profile)]
+    x = self.user_tower(tf.concat(profile + [history], axis=-1), training=training)
+    return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
+
+  def encode_items(self, item_ids: tf.Tensor) -> tf.Tensor:
+    x = self.item_tower(self.item_encoder(item_ids))
+    return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
+
+  def get_config(self):
+    return {**super().get_config(), "tower_units": list(self.tower_units),
+            "user_feature_sizes": list(self.user_feature_sizes)}
+
+
+registry.register("dssm", DSSM, "DSSM: user and item MLP towers, cosine similarity, in-batch "
+                  "softmax (matching records; COUPLE/M5 baseline)", temperature=0.1)

@@ -1,0 +1,113 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the behaviour sequence; the output
+at each position predicts the next item, and the output at the last position is the query.
+
+  E_t   = e(i_t) * sqrt(d) + P[L_u - 1 - t]      (item encoding + learnt position, counted back
+                                                  from the newest item, so the newest always
+                                                  has position 0 whatever the length)
+  H     = blocks(E) with a causal mask            (position t attends to positions <= t)
+  query = H[L_u - 1]                              (the newest real position)
+
+Objectives (`objective`):
+  bce      the paper's §3.5: at every real position t the next item (the sequence's own next
+           item, and after the newest one the record's positive) against one random negative
+           item: -log s(h_t . e(next)) - log(1 - s(h_t . e(neg))), averaged over the positions.
+           Negatives are uniform over the items, drawn from the step's seed
+           (`tfrec.layers.step_random`; a fixed seed in validation); unlike the paper they are
+           not re-drawn when they hit the user's history (a chance of about L/N).
+  softmax  the retrieval core's in-batch softmax at the newest position only.
+Differences from the paper, stated: the attention blocks are tfrec's post-norm
+`MultiHeadAttentionBlock` (the paper normalises before attention), and positions count back from
+the newest item (the paper left-pads to a fixed length, which gives the same positions).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.layers import step_random
+from tfrec.layers.attention import MultiHeadAttentionBlock
+from tfrec.models import registry
+from tfrec.models.retrieval import SEQ, RetrievalModel
+
+OBJECTIVES = ("bce", "softmax")
+_VALIDATION_SEED = (20181118, 0)  # negatives of a validation pass: the same every epoch
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class SASRec(RetrievalModel):
+  """Causal self-attention sequence model (module docstring).
+
+  Args:
+    num_blocks: attention blocks (the paper: 2).
+    num_heads: heads per block (the paper: 1).
+    objective: "bce" (the paper) or "softmax".
+    Others: `RetrievalModel` (the paper: dim 50, dropout 0.2, max_seq_len 200 on ML-1M).
+  """
+
+  LOSSES = ("next_item",)
+
+  def __init__(self, num_items: int, num_blocks: int = 2, num_heads: int = 1,
+               objective: str = "bce", **kwargs):
+    super().__init__(num_items, **kwargs)
+    if objective not in OBJECTIVES:
+      raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    self.num_blocks, self.num_heads, self.objective = int(num_blocks), int(num_heads), objective
+    self.positions = keras.layers.Embedding(self.max_seq_len, self.dim, name="positions")
+    self.input_dropout = step_random.Dropout(self.dropout)
+    self.blocks = [MultiHeadAttentionBlock(num_heads=self.num_heads, ff_dim=self.dim,
+                                           dropout=self.dropout, name=f"block_{i}")
+                   for i in range(self.num_blocks)]
+
+  def sequence_outputs(self, features: Dict[str, tf.Tensor],
+                       training: Optional[bool] = None):
+    """(<float32>[b, L, d] the output at every position, <bool>[b, L] mask, <int32>[b] lengths)."""
+    mask = tf.cast(features["seq_mask"], tf.bool)
+    length = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    steps = tf.shape(mask)[1]
+    back = tf.maximum(length[:, None] - 1 - tf.range(steps)[None, :], 0)  # newest: 0
+    x = (self.item_encoder(features[SEQ]) * tf.cast(math.sqrt(self.dim), self.compute_dtype)
+         + self.positions(back))
+    x = self.input_dropout(x, training=training) * tf.cast(mask, x.dtype)[..., None]
+    causal = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)[None]
+    for block in self.blocks:
+      x = block(x, query_mask=mask, attention_mask=causal, training=training)
+    return tf.cast(x, tf.float32), mask, length
+
+  def encode_query(self, features: Dict[str, tf.Tensor],
+                   training: Optional[bool] = None) -> tf.Tensor:
+    h, _, length = self.sequence_outputs(features, training=training)
+    return tf.gather(h, tf.maximum(length - 1, 0), batch_dims=1)  # zeros for an empty row
+
+  def compute_losses(self, batch: Dict[str, tf.Tensor],
+                     training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    if self.objective == "softmax":
+      return {"next_item": super().compute_losses(batch, training=training)["softmax"]}
+    h, mask, length = self.sequence_outputs(batch, training=training)
+    ids = tf.cast(batch[SEQ], tf.int64)
+    nxt = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)  # the next real item...
+    last = tf.one_hot(length - 1, tf.shape(ids)[1], on_value=True, off_value=False)
+    positive = tf.cast(batch["positive_item_id"], tf.int64)[:, None]
+    nxt = tf.where(last, positive, nxt)  # ...and after the newest one, the record's positive
+    seed = step_random.step_seed() if training else None
+    seed = tf.constant(_VALIDATION_SEED, tf.int64) if seed is None else seed
+    neg = tf.random.stateless_uniform(tf.shape(ids), seed, minval=1, maxval=self.num_items + 1,
+                                      dtype=tf.int64)
+    pos_logit = tf.reduce_sum(h * self.encode_items(nxt), axis=-1)
+    neg_logit = tf.reduce_sum(h * self.encode_items(neg), axis=-1)
+    per_position = tf.nn.softplus(-pos_logit) + tf.nn.softplus(neg_logit)
+    weight = tf.cast(mask, tf.float32)
+    loss = tf.reduce_sum(per_position * weight, axis=1) / tf.maximum(
+        tf.reduce_sum(weight, axis=1), 1.0)
+    return {"next_item": loss}
+
+  def get_config(self):
+    return {**super().get_config(), "num_blocks": self.num_blocks, "num_heads": self.num_heads,
+            "objective": self.objective}
+
+
+registry.register("sasrec", SASRec, "SASRec: causal self-attention, every position predicts "
+                  "its next item (BCE, one random negative) (matching records)")
