@@ -87,3 +87,39 @@ def test_sasrec_bce_objective_by_hand():
     terms = [sp(-h[row, t] @ items[nx]) + sp(h[row, t] @ items[neg[row, t]])
              for t, nx in enumerate(targets)]
     assert loss[row] == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_comirec_scores_by_the_best_interest_and_trains_the_closest_one():
+  m = build("comirec_sa", num_interests=3)
+  f = feats([[1, 2, 3, 0], [6, 7, 0, 0]])
+  interests = m(f).numpy()
+  assert interests.shape == (2, 3, 4)
+  g = dict(f, seq_item_ids=tf.constant([[1, 2, 3, 9], [6, 7, 5, 5]], tf.int64))
+  np.testing.assert_allclose(m(g).numpy(), interests, rtol=1e-5, atol=1e-6)  # padding inert
+  cands = tf.constant([[3, 7], [9, 1]], tf.int64)
+  items = m.encode_items(cands).numpy()
+  expect = np.einsum("bkd,bnd->bkn", interests, items).max(axis=1)
+  np.testing.assert_allclose(m.score(m.encode_user(f), cands).numpy(), expect, rtol=1e-5)
+  # Training uses, per row, the interest closest to the target (eq. 9).
+  pos = m.encode_items(tf.constant([7, 7])).numpy()
+  chosen = interests[np.arange(2), np.argmax(np.einsum("bkd,bd->bk", interests, pos), axis=1)]
+  from tfrec.tasks.retrieval import Retrieval
+  m_loss = m.compute_losses(f, training=False)["softmax"].numpy()
+  task = Retrieval(temperature=m.temperature)
+  expect_loss = task(tf.constant(chosen), tf.constant(pos), tf.constant([7, 7]),
+                     tf.gather(m.item_log_q, [7, 7])).numpy()
+  np.testing.assert_allclose(m_loss, expect_loss, rtol=1e-5)
+
+
+def test_a_multi_interest_retrieve_merges_the_interests_by_score():
+  from tfrec.serving.retrieval import RetrievalServingModule
+  m = build("comirec_sa", num_interests=2)
+  index = np.arange(6, NUM_ITEMS + 1)
+  module = RetrievalServingModule(m, index)
+  out = module.retrieve({"timestamp": tf.constant(0, tf.int64), "k": tf.constant(3),
+                         "seq_item_ids": tf.constant([1, 2], tf.int64),
+                         "seq_domain_ids": tf.constant([0, 0], tf.int64),
+                         "seq_timestamps": tf.constant([0, 1], tf.int64)})
+  q = m(feats([[1, 2, 0, 0]])).numpy()[0]  # [2, d]
+  scores = (m.encode_items(tf.constant(index)).numpy() @ q.T).max(axis=1)
+  np.testing.assert_array_equal(out["item_ids"].numpy(), index[np.argsort(-scores)[:3]])

@@ -116,7 +116,9 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
     positives = batch["positive_item_id"].numpy().astype(np.int64)
     history = np.where(batch["seq_mask"].numpy(), batch[_SEQ].numpy(), 0).astype(np.int64)
     if proto is None:
-      scores = encode(batch).numpy() @ table.T
+      query = encode(batch).numpy()  # [b, d], or [b, K, d] for multi-interest models
+      scores = (query @ table.T if query.ndim == 2
+                else np.einsum("bkd,nd->bkn", query, table).max(axis=1))
       ranks.append(full_ranks(scores, positives, history, pool_mask))
     else:
       cands = np.empty((b, 1 + proto.num_negatives), np.int64)

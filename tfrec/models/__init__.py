@@ -7,6 +7,7 @@ from tfrec.models import registry
 from tfrec.models.base import RankingModel
 from tfrec.models.bst import BST
 from tfrec.models.ccl import CCL
+from tfrec.models.comirec import ComiRecSA
 from tfrec.models.din import DIN
 from tfrec.models.dssm import DSSM
 from tfrec.models.gru4rec import GRU4Rec
@@ -15,5 +16,5 @@ from tfrec.models.semi import SEMI
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["BST", "CCL", "DIN", "DSSM", "GRU4Rec", "RankingModel", "SASRec", "SEMI", "YouTubeDNN",
+__all__ = ["BST", "CCL", "ComiRecSA", "DIN", "DSSM", "GRU4Rec", "RankingModel", "SASRec", "SEMI", "YouTubeDNN",
            "YouTubeNet", "registry"]

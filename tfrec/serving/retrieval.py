@@ -101,8 +101,11 @@ def _retrieve(model, index_ids: tf.Variable, index_vectors: tf.Variable,
                               model.max_seq_len)
   features = {"timestamp": x["timestamp"][None], "seq_item_ids": ids, "seq_timestamps": ts,
               "seq_domain_ids": tf.maximum(domains - 1, 0), "seq_mask": mask}
-  query = model.encode_user(features, training=False)["query"][0]  # [d]
-  scores = tf.linalg.matvec(index_vectors, query)  # [P]
+  query = model.encode_user(features, training=False)["query"][0]  # [d], or [K, d]
+  if query.shape.rank == 2:  # multi-interest: each interest retrieves, merged by best score
+    scores = tf.reduce_max(tf.matmul(index_vectors, query, transpose_b=True), axis=1)  # [P]
+  else:
+    scores = tf.linalg.matvec(index_vectors, query)  # [P]
   seen = tf.reduce_any(tf.equal(index_ids[:, None], seq[None, :]), axis=1)
   scores = tf.where(seen, tf.constant(-np.inf, scores.dtype), scores)
   top = tf.math.top_k(scores, k=x["k"])
