@@ -1,5 +1,7 @@
 """Tests of the synthetic cross-domain generator (`tfrec.datasets.synthetic`), tiny preset."""
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -95,6 +97,50 @@ def test_presets_and_overrides():
     syn.get_config("tiny", num_scenarios=3)
   with pytest.raises(ValueError, match=r"days=2 must be >= 3"):
     syn.get_config("tiny", days=2)  # No day would be left for train.
+
+
+# ----------------------------------------------------------------------------- default world
+
+# The default world must not move when knobs are added: these digests were computed with the code
+# of commit 97f49e8 (before the issue-11 knobs), by `_records_digest(build_world(get_config(
+# "tiny"), with_visual=False))`: the sha256 over every user's `user_records` (each kind and split,
+# users in id order) as canonical JSON (sorted keys, floats rounded to 10 decimals so that an ulp
+# of np.exp on another CPU does not matter) followed by `dual_pair_records`, and the sha256 of the
+# store's integer columns. Records include labels and oracle_prob, so this pins users, items,
+# events, labels and planted probabilities.
+TINY_RECORDS_SHA256 = "472842fde87eb16d5b0271759f752975c75d7495b98f21cc24b6beb9b06f24af"
+TINY_STORE_SHA256 = "965944ade8321b5fde8d5ea3e66d71c7be1f86afae08faa60f93b49c5c7603fb"
+
+
+def _canonical(x):
+  if isinstance(x, float):
+    return round(x, 10)
+  if isinstance(x, dict):
+    return {k: _canonical(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_canonical(v) for v in x]
+  return x
+
+
+def _records_digest(world) -> str:
+  h = hashlib.sha256()
+  for user_id in range(world.config.num_users):
+    h.update(json.dumps(_canonical(syn.user_records(world, user_id)), sort_keys=True).encode())
+  h.update(json.dumps(syn.dual_pair_records(world), sort_keys=True).encode())
+  return h.hexdigest()
+
+
+def _store_digest(store) -> str:
+  h = hashlib.sha256()
+  for col in ("domain", "category", "tags", "title", "cold"):
+    h.update(np.ascontiguousarray(getattr(store, col), np.int64).tobytes())
+  return h.hexdigest()
+
+
+def test_default_knobs_leave_the_world_unchanged():
+  w = syn.build_world(syn.get_config("tiny"), with_visual=False)
+  assert _store_digest(w.store) == TINY_STORE_SHA256
+  assert _records_digest(w) == TINY_RECORDS_SHA256
 
 
 # ----------------------------------------------------------------------------- files
