@@ -37,7 +37,7 @@ def main(argv: Sequence[str]) -> None:
   fl = flags.FLAGS
   overrides = {name: fl[name].value for name, _ in _OVERRIDES}
   config = get_config(fl.config, seed=fl.seed, **overrides)
-  shards = fl.num_shards or default_num_shards(config.num_users)
+  shards = fl.num_shards or default_num_shards(config.total_users)
   workers = fl.workers or min(os.cpu_count() or 1, shards)
   generate(config, fl.out, num_shards=shards, workers=workers)
 

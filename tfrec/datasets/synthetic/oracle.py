@@ -33,10 +33,11 @@ class SyntheticOracle:
 
   Rebuilds the world from `dataset.json`'s generator config, and per user replays the first
   steps of `synthetic.user_records` from the user's own RNG (`default_rng([seed, user])`):
-  `make_user` (theta_u^t) then `plan_sessions` (each session's start, duration, scenario and
-  intent). A request at time t lies in exactly one session (sessions occupy distinct hours).
-  P(click) is `world.click_probability` (sigmoid(a theta[k_i] + b [k_i = intent] +
-  q_i + s[scenario, c_i] + c)).
+  `make_user` (theta_u^t, and the target taste style_u from the user's own knob stream) then
+  `plan_sessions` (each session's start, duration, scenario and target-domain intent, the
+  latter from its own stream). A request at time t lies in exactly one session (sessions
+  occupy distinct hours). P(click) is `world.click_probability` (sigmoid(a theta[k_i] +
+  b [k_i = target intent] + q_i + s[scenario, c_i] + c + w_tau <style_u, tau_i>)).
 
   Raises:
     OracleUnavailable: not synthetic data, or a config/store this version cannot rebuild.
@@ -62,7 +63,7 @@ class SyntheticOracle:
         if not np.array_equal(getattr(mine, col), getattr(store, col)):
           raise OracleUnavailable(f"the item store's {col} column differs from the one the "
                                   "generator rebuilds from dataset.json")
-    self._users: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+    self._users: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                  np.ndarray]] = {}
 
   def _user(self, user_id: int):
@@ -73,9 +74,9 @@ class SyntheticOracle:
       rng = np.random.default_rng([self.config.seed, user_id])
       user = sw.make_user(self.world, rng, user_id)
       sessions = sw.plan_sessions(self.world, rng, user)
-      self._users[user_id] = (user.interest[schema.TARGET],
+      self._users[user_id] = (user.interest[schema.TARGET], user.style,
                               *(np.array([getattr(s, f) for s in sessions], np.int64)
-                                for f in ("start", "duration", "scenario", "intent")))
+                                for f in ("start", "duration", "scenario", "target_intent")))
     return self._users[user_id]
 
   def probabilities(self, user_ids: np.ndarray, timestamps: np.ndarray,
@@ -83,7 +84,7 @@ class SyntheticOracle:
     """<int64>[n] users, request times, scenarios; <int64>[n, c] items -> <float64>[n, c]."""
     out = np.empty(candidate_ids.shape, np.float64)
     for r, (u, t, s) in enumerate(zip(user_ids, timestamps, scenario_ids)):
-      interest, starts, durations, scenarios, intents = self._user(int(u))
+      interest, style, starts, durations, scenarios, intents = self._user(int(u))
       j = int(np.searchsorted(starts, t, side="right")) - 1
       if j < 0 or t >= starts[j] + durations[j]:
         raise OracleUnavailable(f"user {u}: request time {t} lies in no re-simulated session")
@@ -91,7 +92,7 @@ class SyntheticOracle:
         raise OracleUnavailable(f"user {u} at {t}: scenario {s} in the record, "
                                 f"{scenarios[j]} in the re-simulated session")
       out[r] = sw.click_probability(self.world, interest, candidate_ids[r], int(intents[j]),
-                                    int(s))
+                                    int(s), style)
     return out
 
 

@@ -17,10 +17,11 @@ import numpy as np
 import tfrec  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
-from tfrec.datasets.synthetic.world import (CONFIGS, DAY_S, USER_FEATURE_SIZES, Session,
-                                              SyntheticConfig, UserProfile, World, build_world,
-                                              click_probability, draw, dual_pair_records,
-                                              get_config, make_user, plan_sessions)
+from tfrec.datasets.synthetic.world import (CONFIGS, DAY_S, USER_FEATURE_SIZES, WEEK_S, Pool,
+                                              Session, SyntheticConfig, UserProfile, World,
+                                              build_world, click_probability, draw,
+                                              dual_pair_records, get_config, make_user,
+                                              plan_sessions)
 from tfrec.data.tfrecord_io import Manifest, Shard, ShardedWriter, shard_name
 
 __all__ = ["SyntheticConfig", "CONFIGS", "get_config", "World", "build_world", "user_records",
@@ -84,11 +85,20 @@ class _History:
 
 
 def _topic_items(world: World, rng: np.random.Generator, interest: np.ndarray, intent: int,
-                 domain: int, n: int) -> np.ndarray:
-  """<int64>[n] behaviour items: topic = intent w.p. intent_weight else ~ interest."""
+                 domain: int, n: int, pools: Sequence[Pool]) -> np.ndarray:
+  """<int64>[n] behaviour items: topic = intent w.p. intent_weight else ~ interest; the item
+  from `pools[topic]` (one uniform per item, in order: the same draws as n calls of
+  `Pool.sample(rng, 1)`)."""
   from_intent = rng.random(n) < world.config.intent_weight
   topics = np.where(from_intent, intent, draw(rng, interest, n))
-  return np.array([world.warm[domain][k].sample(rng, 1)[0] for k in topics], np.int64)
+  u = rng.random(n)
+  out = np.empty(n, np.int64)
+  for k in np.unique(topics):
+    sel = topics == k
+    pool = pools[k]
+    idx = np.searchsorted(pool.cdf, u[sel] * pool.cdf[-1], side="right")
+    out[sel] = pool.ids[np.minimum(idx, len(pool.ids) - 1)]
+  return out
 
 
 def _subsidiary(world: World, rng: np.random.Generator, user: UserProfile, items: np.ndarray,
@@ -98,7 +108,7 @@ def _subsidiary(world: World, rng: np.random.Generator, user: UserProfile, items
   if domain == schema.SOURCE:
     return np.stack([1.0 + rng.poisson(0.2, n), rng.exponential(0.03, n)], axis=1)
   topic = world.topic[items]
-  count = 1.0 + rng.poisson(1.0 + 3.0 * user.interest[domain][topic])
+  count = 1.0 + rng.poisson(1.0 + 3.0 * user.interest[domain][topic])  # intent: the target one.
   scale = 0.04 + 0.04 * (topic == intent)
   return np.stack([count, count * rng.gamma(2.0, scale)], axis=1)
 
@@ -120,21 +130,27 @@ def _candidates(world: World, rng: np.random.Generator, intent: int, n: int,
 
 def _behaviours(world: World, rng: np.random.Generator, user: UserProfile, sess: Session,
                 domain: int, n: int) -> List[_Event]:
-  items = _topic_items(world, rng, user.interest[domain], sess.intent, domain, n)
+  """Organic behaviours of `domain` (target ones: the target intent and the taste-tilted
+  pools)."""
+  if domain == schema.SOURCE:
+    intent, pools = sess.intent, world.warm[schema.SOURCE]
+  else:
+    intent, pools = sess.target_intent, user.target_pools
+  items = _topic_items(world, rng, user.interest[domain], intent, domain, n, pools)
   ts = sess.start + rng.integers(0, sess.duration, n)
-  sub = _subsidiary(world, rng, user, items, domain, sess.intent)
+  sub = _subsidiary(world, rng, user, items, domain, intent)
   return [_Event(int(t), domain, int(i), 1.0, 1, (float(a), float(b)))
           for t, i, (a, b) in zip(ts, items, sub)]
 
 
 def _impressions(world: World, rng: np.random.Generator, user: UserProfile, sess: Session,
                  n: int, cold: bool) -> List[_Event]:
-  items = _candidates(world, rng, sess.intent, n, cold)
+  items = _candidates(world, rng, sess.target_intent, n, cold)
   ts = sess.start + rng.integers(0, sess.duration, n)
-  probs = click_probability(world, user.interest[schema.TARGET], items, sess.intent,
-                            sess.scenario)
+  probs = click_probability(world, user.interest[schema.TARGET], items, sess.target_intent,
+                            sess.scenario, user.style)
   labels = (rng.random(n) < probs).astype(np.int64)
-  sub = _subsidiary(world, rng, user, items, schema.TARGET, sess.intent)
+  sub = _subsidiary(world, rng, user, items, schema.TARGET, sess.target_intent)
   kind = _COLD if cold else _IMP
   return [_Event(int(t), kind, int(i), float(p), int(y), (float(a), float(b)))
           for t, i, p, y, (a, b) in zip(ts, items, probs, labels, sub)]
@@ -146,12 +162,20 @@ def _session_events(world: World, rng: np.random.Generator, user: UserProfile,
   cfg = world.config
   rate_t = (cfg.active_target_events_per_session if user.active
             else cfg.target_events_per_session)
+  rate_i = cfg.impressions_per_session
+  if cfg.target_activity_spread > 0:  # The user's target activity: events and impressions.
+    rate_t *= user.activity
+    rate_i *= user.activity
+  split = split_of_day(cfg, sess.start)
+  # A cold user has no target activity (organic events, impressions) before the test day.
+  silent = user.cold and split != "test"
   events = _behaviours(world, rng, user, sess, schema.SOURCE,
                        rng.poisson(cfg.source_events_per_session))
-  events += _behaviours(world, rng, user, sess, schema.TARGET, rng.poisson(rate_t))
-  events += _impressions(world, rng, user, sess, rng.poisson(cfg.impressions_per_session),
-                         cold=False)
-  if split_of_day(cfg, sess.start) == "test" and len(world.cold_all):
+  events += _behaviours(world, rng, user, sess, schema.TARGET,
+                        0 if silent else rng.poisson(rate_t))
+  if not silent:
+    events += _impressions(world, rng, user, sess, rng.poisson(rate_i), cold=False)
+  if split == "test" and len(world.cold_all):
     events += _impressions(world, rng, user, sess,
                            rng.poisson(cfg.cold_impressions_per_session), cold=True)
   return sorted(events, key=lambda e: e.t)
@@ -177,10 +201,13 @@ def _ranking_record(user: UserProfile, sess: Session, ev: _Event,
   tgt_items, tgt_ts = hist.last(schema.TARGET, ev.t)
   if not src_items and not tgt_items:
     return None
-  return {"user_id": user.user_id, "user_features": user.features, "scenario_id": sess.scenario,
-          "item_id": ev.item, "timestamp": ev.t, "label": ev.label,
-          "source_item_ids": src_items, "source_timestamps": src_ts,
-          "target_item_ids": tgt_items, "target_timestamps": tgt_ts, "oracle_prob": ev.prob}
+  rec = {"user_id": user.user_id, "user_features": user.features, "scenario_id": sess.scenario,
+         "item_id": ev.item, "timestamp": ev.t, "label": ev.label,
+         "source_item_ids": src_items, "source_timestamps": src_ts,
+         "target_item_ids": tgt_items, "target_timestamps": tgt_ts, "oracle_prob": ev.prob}
+  if user.cold:  # Written for cold users only: the others keep the contract's default 0.
+    rec["cold_user"] = 1
+  return rec
 
 
 def _matching_record(user: UserProfile, sess: Session, ev: _Event,
@@ -189,8 +216,11 @@ def _matching_record(user: UserProfile, sess: Session, ev: _Event,
   seq = hist.mixed(ev.t)
   if not seq["seq_item_ids"]:
     return None
-  return {"user_id": user.user_id, "user_features": user.features, "scenario_id": sess.scenario,
-          "timestamp": ev.t, "positive_item_id": ev.item, **seq}
+  rec = {"user_id": user.user_id, "user_features": user.features, "scenario_id": sess.scenario,
+         "timestamp": ev.t, "positive_item_id": ev.item, **seq}
+  if user.cold:
+    rec["cold_user"] = 1
+  return rec
 
 
 def _ccl_record(user: UserProfile, src: Sequence[_Event], tgt: Sequence[_Event]) -> dict:
@@ -204,11 +234,32 @@ def _empty_records() -> Records:
   return {kind: {split: [] for split in SPLITS[kind]} for kind in _USER_KINDS}
 
 
+def _pair_events(events: Sequence[_Event]) -> Tuple[List[_Event], List[_Event]]:
+  """A session's behaviours that join the history: (source events, target events + clicks)."""
+  src = [e for e in events if e.kind == _SRC]
+  tgt = [e for e in events if e.kind == _TGT or (e.kind == _IMP and e.label)]
+  return src, tgt
+
+
+def _ccl_pairs(world: World, user: UserProfile,
+               sessions: Sequence[Tuple[Session, List[_Event], List[_Event]]]) -> List[dict]:
+  """ccl_pair records from the train sessions' (session, source events, target events), by
+  `ccl_pair_scope`: one per session with both domains, or one per week of the train period
+  (each domain's last 50 behaviours of the week, both non-empty)."""
+  if world.config.ccl_pair_scope == "session":
+    return [_ccl_record(user, src, tgt) for _, src, tgt in sessions if src and tgt]
+  weeks: Dict[int, Tuple[List[_Event], List[_Event]]] = {}
+  for sess, src, tgt in sessions:
+    s, t = weeks.setdefault(sess.start // WEEK_S, ([], []))
+    s.extend(src)
+    t.extend(tgt)
+  return [_ccl_record(user, s, t) for _, (s, t) in sorted(weeks.items()) if s and t]
+
+
 def _play_session(world: World, user: UserProfile, sess: Session, events: Sequence[_Event],
                   hist: _History, out: Records) -> None:
   """Walks a session in time order: emits records from the history, then updates it."""
   split = split_of_day(world.config, sess.start)
-  src, tgt = [], []
   for ev in events:
     if ev.kind == _COLD:
       rec = _ranking_record(user, sess, ev, hist)
@@ -227,9 +278,6 @@ def _play_session(world: World, user: UserProfile, sess: Session, events: Sequen
         out["matching"][split].append(rec)
     domain = schema.SOURCE if ev.kind == _SRC else schema.TARGET
     hist.add(domain, ev.item, ev.t, ev.sub)
-    (src if domain == schema.SOURCE else tgt).append(ev)
-  if split == "train" and src and tgt:
-    out["ccl_pair"]["train"].append(_ccl_record(user, src, tgt))
 
 
 def user_records(world: World, user_id: int) -> Records:
@@ -237,19 +285,43 @@ def user_records(world: World, user_id: int) -> Records:
 
   Args:
     world: from `build_world`.
-    user_id: in [0, config.num_users).
+    user_id: in [0, config.total_users); ids >= num_users are CCL-only users
+      (`ccl_only_users`): only their ccl_pair records, by the lean path (`ccl_only_pairs`).
 
   Returns:
     kind -> split -> list of record dicts for "ranking" (train/valid/test/test_cold),
     "ccl_pair" (train) and "matching" (train/valid/test); dual pairs come from
     `dual_pair_records(world)`. Splits by the day of the session (`split_of_day`).
   """
+  out = _empty_records()
+  if user_id >= world.config.num_users:
+    out["ccl_pair"]["train"] = ccl_only_pairs(world, user_id)
+    return out
   rng = np.random.default_rng([world.config.seed, user_id])
   user = make_user(world, rng, user_id)
-  hist, out = _History(), _empty_records()
+  hist, train = _History(), []
   for sess in plan_sessions(world, rng, user):
-    _play_session(world, user, sess, _session_events(world, rng, user, sess), hist, out)
+    events = _session_events(world, rng, user, sess)
+    _play_session(world, user, sess, events, hist, out)
+    if split_of_day(world.config, sess.start) == "train":
+      train.append((sess, *_pair_events(events)))
+  out["ccl_pair"]["train"] = _ccl_pairs(world, user, train)
   return out
+
+
+def ccl_only_pairs(world: World, user_id: int) -> List[dict]:
+  """The ccl_pair records of user `user_id`, simulating only what a pair needs: the train
+  sessions' events (no histories, no ranking or matching records, nothing after the train
+  period). The same draws as `user_records` (train sessions come first and nothing else draws
+  from the user's RNG), so for a regular user this equals its `user_records` ccl_pair list."""
+  rng = np.random.default_rng([world.config.seed, user_id])
+  user = make_user(world, rng, user_id)
+  train = []
+  for sess in plan_sessions(world, rng, user):
+    if split_of_day(world.config, sess.start) != "train":
+      break
+    train.append((sess, *_pair_events(_session_events(world, rng, user, sess))))
+  return _ccl_pairs(world, user, train)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -260,7 +332,7 @@ def dataset_info(config: SyntheticConfig) -> DatasetInfo:
   extra = {"generator": "tfrec.datasets.synthetic", "config": config.to_dict(),
            "seed": config.seed, "splits": {k: list(v) for k, v in SPLITS.items()}}
   return DatasetInfo(
-      name=f"synthetic/{config.name}", num_users=config.num_users,
+      name=f"synthetic/{config.name}", num_users=config.total_users,
       num_items=config.num_source_items + config.num_target_items,
       num_scenarios=config.num_scenarios, num_categories=config.num_categories,
       num_tags=config.num_tags, num_tokens=config.num_tokens,
@@ -272,20 +344,60 @@ def default_num_shards(num_users: int) -> int:
   return max(1, min(64, num_users // 2_500))
 
 
+# SEMI Table 4 (test split; micro-video = target, product = source): categories per target
+# sequence, how many of them the source sequence has too, their share (1.96 / 16.78 on the
+# test split, 1.93 / 16.33 on train: 12%).
+SEMI_TABLE4 = {"target_categories": 16.3, "overlap": 1.93, "overlap_share": 0.12}
+# Per ranking split: examples, sums of target/source categories, overlapping categories,
+# target length, and counts of <= 1 / <= 5 target events and of cold users.
+_HIST_FIELDS = ("examples", "target_categories", "source_categories", "overlap",
+                "target_length", "le1", "le5", "cold")
+
+
+def history_stats(category: np.ndarray, recs: Sequence[dict]) -> np.ndarray:
+  """<float64>[len(_HIST_FIELDS)] sums over ranking records (see `_HIST_FIELDS`)."""
+  out = np.zeros(len(_HIST_FIELDS))
+  for r in recs:
+    tgt = set(category[r["target_item_ids"]].tolist())
+    src = set(category[r["source_item_ids"]].tolist())
+    n = len(r["target_item_ids"])
+    out += (1, len(tgt), len(src), len(tgt & src), n, n <= 1, n <= 5, r.get("cold_user", 0))
+  return out
+
+
+def history_summary(sums: np.ndarray) -> Dict[str, float]:
+  """Averages of `history_stats` sums: target/source categories per example, overlap, its
+  share of the target categories, mean target length, shares with <= 1 / <= 5 target events
+  and of cold users' examples."""
+  d = dict(zip(_HIST_FIELDS, sums))
+  n = max(d["examples"], 1)
+  return {"target_categories": d["target_categories"] / n,
+          "source_categories": d["source_categories"] / n,
+          "overlap": d["overlap"] / n,
+          "overlap_share": d["overlap"] / max(d["target_categories"], 1),
+          "target_length": d["target_length"] / n,
+          "le1": d["le1"] / n, "le5": d["le5"] / n, "cold": d["cold"] / n}
+
+
 class _Stats:
-  """Streaming record counts, positive rates and a binned oracle AUC per ranking split."""
+  """Streaming record counts, positive rates, a binned oracle AUC and SEMI Table-4 history
+  figures (`history_stats`, when given the item categories) per ranking split."""
 
   BINS = 4096
 
-  def __init__(self):
+  def __init__(self, category: Optional[np.ndarray] = None):
+    self.category = category
     self.counts: Dict[Tuple[str, str], int] = {}
     self.hist: Dict[str, np.ndarray] = {}  # split -> [2, BINS] negatives, positives.
     self.mean_prob: Dict[str, float] = {}
+    self.history: Dict[str, np.ndarray] = {}  # split -> history_stats sums.
 
   def add(self, kind: str, split: str, recs: List[dict]) -> None:
     self.counts[kind, split] = self.counts.get((kind, split), 0) + len(recs)
     if kind != "ranking" or not recs:
       return
+    if self.category is not None:
+      self.history[split] = self.history.get(split, 0) + history_stats(self.category, recs)
     probs = np.array([r["oracle_prob"] for r in recs])
     labels = np.array([r["label"] for r in recs])
     bins = np.minimum((probs * self.BINS).astype(np.int64), self.BINS - 1)
@@ -299,6 +411,8 @@ class _Stats:
     for split, h in other.hist.items():
       self.hist[split] = self.hist.get(split, 0) + h
       self.mean_prob[split] = self.mean_prob.get(split, 0.0) + other.mean_prob[split]
+    for split, h in other.history.items():
+      self.history[split] = self.history.get(split, 0) + h
 
   def auc(self, split: str) -> float:
     neg, pos = self.hist[split]
@@ -306,6 +420,55 @@ class _Stats:
       return float("nan")
     below = np.cumsum(neg) - neg
     return float((pos * below).sum() + 0.5 * (pos * neg).sum()) / (pos.sum() * neg.sum())
+
+  def history_table(self) -> List[str]:
+    """SEMI Table-4 style lines per ranking split, the paper's figures beside ours."""
+    lines = ["  target histories (SEMI Table 4: 16.3 categories per target sequence, 1.93 of "
+             "them in the source sequence, 12%):",
+             f"    {'split':<10s} {'tgt cats':>8s} {'overlap':>8s} {'share':>6s} "
+             f"{'<=1 tgt':>7s} {'<=5 tgt':>7s} {'cold':>6s}"]
+    for split in SPLITS["ranking"]:
+      if split not in self.history:
+        continue
+      h = history_summary(self.history[split])
+      lines.append(f"    {split:<10s} {h['target_categories']:>8.2f} {h['overlap']:>8.2f} "
+                   f"{h['overlap_share']:>6.1%} {h['le1']:>7.1%} {h['le5']:>7.1%} "
+                   f"{h['cold']:>6.1%}")
+    lines.append(f"    {'SEMI':<10s} {SEMI_TABLE4['target_categories']:>8.2f} "
+                 f"{SEMI_TABLE4['overlap']:>8.2f} {SEMI_TABLE4['overlap_share']:>6.1%} "
+                 f"{'-':>7s} {'-':>7s} {'-':>6s}")
+    return lines
+
+  def markdown(self, info: DatasetInfo) -> str:
+    """stats.md: record counts and the Table-4 figures (deterministic: no timings)."""
+    lines = [f"# {info.name} seed={info.extra['seed']}", "",
+             f"{info.num_users} users ({info.extra['config'].get('ccl_only_users', 0)} of them "
+             f"CCL-only), {info.num_items} items.", "",
+             "| kind/split | records | positive rate | mean oracle_prob | oracle AUC |",
+             "|---|---|---|---|---|"]
+    order = {(k, s): (k, i) for k, splits in SPLITS.items() for i, s in enumerate(splits)}
+    for (kind, split), n in sorted(self.counts.items(), key=lambda kv: order[kv[0]]):
+      if kind == "ranking" and split in self.hist:
+        pos = self.hist[split][1].sum()
+        lines.append(f"| {kind}/{split} | {n} | {pos / max(n, 1):.3f} | "
+                     f"{self.mean_prob[split] / max(n, 1):.3f} | {self.auc(split):.3f} |")
+      else:
+        lines.append(f"| {kind}/{split} | {n} | | | |")
+    lines += ["", "Target histories of ranking examples (SEMI Table 4 style; the paper: "
+              f"{SEMI_TABLE4['target_categories']} categories per target sequence, "
+              f"{SEMI_TABLE4['overlap']} of them also in the source sequence, "
+              f"{SEMI_TABLE4['overlap_share']:.0%}):", "",
+              "| split | target categories | overlap with source | share | <= 1 target event "
+              "| <= 5 target events | cold users' examples |", "|---|---|---|---|---|---|---|"]
+    for split in SPLITS["ranking"]:
+      if split in self.history:
+        h = history_summary(self.history[split])
+        lines.append(f"| {split} | {h['target_categories']:.2f} | {h['overlap']:.2f} | "
+                     f"{h['overlap_share']:.1%} | {h['le1']:.1%} | {h['le5']:.1%} | "
+                     f"{h['cold']:.1%} |")
+    lines.append(f"| SEMI (Table 4) | {SEMI_TABLE4['target_categories']} | "
+                 f"{SEMI_TABLE4['overlap']} | {SEMI_TABLE4['overlap_share']:.0%} | | | |")
+    return "\n".join(lines) + "\n"
 
   def summary(self, info: DatasetInfo, seconds: float) -> str:
     total = sum(self.counts.values())
@@ -323,19 +486,21 @@ class _Stats:
         line += (f"  positive rate {pos / max(n, 1):.3f}  mean oracle_prob "
                  f"{self.mean_prob[split] / max(n, 1):.3f}  oracle AUC {self.auc(split):.3f}")
       lines.append(line)
+    if self.history:
+      lines += self.history_table()
     return "\n".join(lines)
 
 
 def _write_user_shard(world: World, info: DatasetInfo, tmp_dir: str, shard: int,
                       num_shards: int) -> _Stats:
   """Writes the users with `user_id % num_shards == shard` as one-shard sets under tmp_dir."""
-  stats = _Stats()
+  stats = _Stats(world.store.category)
   directory = os.path.join(tmp_dir, str(shard))
   with contextlib.ExitStack() as stack:
     writers = {
         (kind, split): stack.enter_context(ShardedWriter(directory, kind, split, 1, info))
         for kind in _USER_KINDS for split in SPLITS[kind]}
-    for user_id in range(shard, world.config.num_users, num_shards):
+    for user_id in range(shard, world.config.total_users, num_shards):
       for kind, by_split in user_records(world, user_id).items():
         for split, recs in by_split.items():
           for rec in recs:
@@ -387,7 +552,7 @@ def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = 
              verbose: bool = True, workers: int = 1) -> DatasetInfo:
   """Writes a complete synthetic dataset directory, streaming one user at a time.
 
-  Writes dataset.json, items.npz (+ manifest) and per kind/split shards
+  Writes dataset.json, items.npz (+ manifest), stats.md and per kind/split shards
   (`shard = user_id % num_shards`; dual pairs: target item id % num_shards), each record
   checked against the schema and the info's vocabularies by `ShardedWriter`. The output is
   byte-identical for a config whatever `workers` is.
@@ -396,7 +561,9 @@ def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = 
     config: the parameters (e.g. `get_config("tiny", seed=3)`).
     out_dir: output directory (created).
     num_shards: shards per kind and split; default `default_num_shards(num_users)`.
-    verbose: print a summary (records per kind/split, positive rate, oracle AUC).
+    verbose: print a summary (records per kind/split, positive rate, oracle AUC, the SEMI
+      Table-4 figures of target histories); the same figures, without timings, are written
+      to stats.md whatever `verbose` is.
     workers: processes that write user shards in parallel (1: in this process).
 
   Returns:
@@ -408,8 +575,8 @@ def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = 
   world.store.validate(info=info)
   info.save(out_dir)
   world.store.save(out_dir)
-  shards = num_shards or default_num_shards(config.num_users)
-  stats = _Stats()
+  shards = num_shards or default_num_shards(config.total_users)
+  stats = _Stats(world.store.category)
   pairs = dual_pair_records(world)
   with ShardedWriter(out_dir, "dual_pair", "train", shards, info=info) as writer:
     for rec in pairs:
@@ -423,6 +590,9 @@ def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = 
     _assemble(out_dir, tmp_dir, shards)
   finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)
+  with open(os.path.join(out_dir, "stats.md.incomplete"), "w") as f:
+    f.write(stats.markdown(info))
+  os.replace(os.path.join(out_dir, "stats.md.incomplete"), os.path.join(out_dir, "stats.md"))
   if verbose:
     print(stats.summary(info, time.perf_counter() - begin), flush=True)
   return info

@@ -18,7 +18,7 @@ Id layouts (0 is padding everywhere):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, NamedTuple, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +29,15 @@ from tfrec.data.item_store import ItemStore
 # three-word key (last word non-zero) never collides with a user's stream.
 _WORLD_KEY = (0xFFFFFFFF, 0x5EED)
 _DUAL_KEY = (0xFFFFFFFF, 0xD0A1)
+_TASTE_KEY = (0xFFFFFFFF, 0x7A57)
+# Third word of a user's own streams for the issue-11 latents ([seed, user_id, stream]): they
+# never draw from the user's main stream [seed, user_id], so its draws (and the oracle's replay
+# of make_user + plan_sessions) stay where they were.
+_USER_KNOB_STREAM = 1      # activity multiplier, session-count gamma, cold-user flag, style.
+_TARGET_INTENT_STREAM = 2  # per-session target intents.
+TASTE_DIM = 8              # dimension of the target-only taste (style_u, taste latent_i).
+CCL_PAIR_SCOPES = ("session", "week")
+WEEK_S = 7 * 86_400
 
 USER_FEATURE_SIZES = (2, 7, 21, 10)  # gender, age bucket, occupation, region.
 AGE_PROBS = np.array([0.05, 0.2, 0.3, 0.2, 0.12, 0.08, 0.05])
@@ -89,10 +98,45 @@ class SyntheticConfig:
   click_intent_weight: float = 1.5    # b
   click_bias: float = -1.8            # c
   dual_second_share: float = 0.3
+  # Issue-11 knobs (SEMI's regime: sparse, partly unrelated target behaviour). Their defaults
+  # leave the world exactly as it was (same users, items, events, labels and oracle_prob:
+  # tests/test_synthetic.py pins a digest); every new latent has its own random stream.
+  target_intent_coupling: float = 1.0
+  """P(a session's target-domain intent = its source intent); otherwise the target intent is
+  drawn from theta_u^t. Target behaviours, impression candidates and P(click) use the target
+  intent (1.0: one intent drives both domains)."""
+  target_taste_weight: float = 0.0
+  """w_tau: a target-only taste. Each user has a style vector style_u ~ N(0, I/TASTE_DIM) and
+  each target item a latent tau_i ~ N(0, I) (source items none); the click logit adds
+  w_tau * <style_u, tau_i>, and organic target behaviours draw their item within the topic
+  with weight pop_i * exp(w_tau * <style_u, tau_i>). Only the target history reveals it."""
+  target_activity_spread: float = 0.0
+  """sigma: each user's target activity (organic target events and warm impressions per
+  session, hence clicks) is multiplied by exp(sigma z_u - sigma^2 / 2), z_u ~ N(0, 1): the
+  mean rate is preserved, more users are nearly silent in the target domain and a few very
+  active. Cold-item impressions (test_cold) are not scaled."""
+  session_dispersion: float = 0.0
+  """kappa: sessions per user = 1 + Poi((sessions_per_user - 1) g_u), g_u ~ Gamma(1/kappa,
+  kappa) (mean 1, variance kappa): a negative-binomial count whose variance grows with kappa
+  (0: Poisson)."""
+  cold_user_share: float = 0.0
+  """Share of users whose target activity (organic target events and impressions, hence the
+  clicks joining the target history) starts on the test (last) day. Their ranking and matching
+  records carry cold_user=1; the field is written for cold users only (others leave it out
+  and readers fill the contract's default 0), so a world without cold users keeps its bytes."""
+  ccl_only_users: int = 0
+  """Extra users, ids num_users .. num_users + ccl_only_users - 1 (dataset.json's num_users
+  counts them), simulated like the others up to the end of the train period but writing only
+  ccl_pair records (pre-training at scale); never in ranking or matching."""
+  ccl_pair_scope: str = "session"
+  """"session": one ccl_pair per train session with events in both domains (SEMI §3.3's
+  wording); "week": one pair per user and week of the train period, each domain's last 50
+  behaviours of that week (SEMI §4.1: pairs are the 7-day sequences of the records)."""
 
   def __post_init__(self):
     for name in ("transfer", "intent_drift", "intent_weight", "active_share", "tag_overlap",
-                 "cold_item_share", "dual_second_share"):
+                 "cold_item_share", "dual_second_share", "target_intent_coupling",
+                 "cold_user_share"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
     if self.candidate_intent_share + self.candidate_popular_share > 1.0:
@@ -107,9 +151,21 @@ class SyntheticConfig:
         raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
     if self.visual_dim < 0:
       raise ValueError("visual_dim must be >= 0")
+    for name in ("target_taste_weight", "target_activity_spread", "session_dispersion",
+                 "ccl_only_users"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+    if self.ccl_pair_scope not in CCL_PAIR_SCOPES:
+      raise ValueError(f"ccl_pair_scope={self.ccl_pair_scope!r} must be one of "
+                       f"{list(CCL_PAIR_SCOPES)}")
     if self.days < 3:
       raise ValueError(f"days={self.days} must be >= 3: the last day is the test split, the "
                        "day before it the valid split and the days before that train")
+
+  @property
+  def total_users(self) -> int:
+    """Users with ids: num_users ranking/matching users + the ccl_only_users."""
+    return self.num_users + self.ccl_only_users
 
   @property
   def num_categories(self) -> int:
@@ -214,6 +270,8 @@ class World:
     region_scenario_logit: <float64>[10, num_scenarios] scenario traffic tilt per region.
     age_topic_logit: <float64>[7, num_topics] tilt of the long-term interest per age bucket.
     hour_weights: <float64>[24] relative activity per hour of the day.
+    taste: <float64>[num_items + 1, TASTE_DIM] target items' taste latents tau_i (zero rows for
+      the padding row and source items; its own stream, drawn whatever the knobs).
   """
 
   config: SyntheticConfig
@@ -231,6 +289,7 @@ class World:
   region_scenario_logit: np.ndarray
   age_topic_logit: np.ndarray
   hour_weights: np.ndarray
+  taste: np.ndarray
 
   @property
   def num_items(self) -> int:
@@ -390,7 +449,16 @@ def build_world(config: SyntheticConfig, with_visual: bool = True) -> World:
       cold_all=cold_all, scenario_category_pref=scp,
       region_scenario_logit=r_tables.normal(0.0, 0.3, (USER_FEATURE_SIZES[3], cfg.num_scenarios)),
       age_topic_logit=r_tables.normal(0.0, 0.5, (USER_FEATURE_SIZES[1], cfg.num_topics)),
-      hour_weights=hour_weights())
+      hour_weights=hour_weights(), taste=_taste_latents(cfg, domain))
+
+
+def _taste_latents(cfg: SyntheticConfig, domain: np.ndarray) -> np.ndarray:
+  """<float64>[n, TASTE_DIM] tau_i ~ N(0, I) for target items, zeros elsewhere (own stream)."""
+  rng = np.random.default_rng([cfg.seed, *_TASTE_KEY])
+  taste = rng.normal(0.0, 1.0, (len(domain), TASTE_DIM))
+  taste[domain != schema.TARGET] = 0.0
+  taste[0] = 0.0
+  return taste
 
 
 def _make_store(cfg: SyntheticConfig, r_text: np.random.Generator, r_vis: np.random.Generator,
@@ -450,6 +518,12 @@ class UserProfile(NamedTuple):
     interest: per domain <float64>[T] theta_u^d.
     scenario_probs: <float64>[num_scenarios].
     active: dense target-domain user.
+    style: <float64>[TASTE_DIM] target-only taste style_u (own stream).
+    activity: multiplier of the target event rate, exp(sigma z_u - sigma^2/2) (1.0 at sigma 0).
+    session_scale: g_u, the multiplier of the mean extra session count (1.0 at kappa 0).
+    cold: True for a cold user (target activity from the test day on).
+    target_pools: per topic, the pool organic target behaviours draw from (tilted by the
+      taste when target_taste_weight > 0, else the world's warm target pools).
   """
 
   user_id: int
@@ -458,13 +532,19 @@ class UserProfile(NamedTuple):
   interest: Tuple[np.ndarray, np.ndarray]
   scenario_probs: np.ndarray
   active: bool
+  style: np.ndarray
+  activity: float
+  session_scale: float
+  cold: bool
+  target_pools: Tuple[Pool, ...]
 
 
 class Session(NamedTuple):
   start: int      # seconds
   duration: int   # seconds, events lie in [start, start + duration)
   scenario: int
-  intent: int     # topic shared by both domains
+  intent: int     # the session's (source) intent topic
+  target_intent: int  # the target-domain intent (= intent w.p. target_intent_coupling)
 
 
 def draw(rng: np.random.Generator, probs: np.ndarray, n: int) -> np.ndarray:
@@ -485,15 +565,44 @@ def make_user(world: World, rng: np.random.Generator, user_id: int) -> UserProfi
   interest = tuple(cfg.transfer * shared + (1 - cfg.transfer) * rng.dirichlet(alpha)
                    for _ in range(2))
   traffic = np.asarray(cfg.scenario_traffic) * np.exp(world.region_scenario_logit[region])
-  return UserProfile(user_id, features, shared, interest, traffic / traffic.sum(),
-               bool(rng.random() < cfg.active_share))
+  active = bool(rng.random() < cfg.active_share)
+  # The issue-11 latents, from the user's own knob stream (drawn whatever the knobs).
+  knob = np.random.default_rng([cfg.seed, user_id, _USER_KNOB_STREAM])
+  z, gamma_u, cold_u = knob.standard_normal(), knob.random(), knob.random()
+  style = knob.normal(0.0, 1.0 / np.sqrt(TASTE_DIM), TASTE_DIM)
+  sigma, kappa = cfg.target_activity_spread, cfg.session_dispersion
+  activity = float(np.exp(sigma * z - sigma ** 2 / 2)) if sigma > 0 else 1.0
+  # g_u ~ Gamma(1/kappa, kappa) by inversion of one uniform (one draw whatever kappa is).
+  session_scale = float(_gamma_ppf(gamma_u, 1.0 / kappa) * kappa) if kappa > 0 else 1.0
+  return UserProfile(user_id, features, shared, interest, traffic / traffic.sum(), active,
+                     style, activity, session_scale, bool(cold_u < cfg.cold_user_share),
+                     _target_pools(world, style))
+
+
+def _gamma_ppf(u: float, shape: float) -> float:
+  from scipy import special
+  return float(special.gammaincinv(shape, u))
+
+
+def _target_pools(world: World, style: np.ndarray) -> Tuple[Pool, ...]:
+  """Per topic, the organic target behaviours' pool: popularity tilted by exp(w <style, tau>)."""
+  w = world.config.target_taste_weight
+  pools = world.warm[schema.TARGET]
+  if w <= 0:
+    return pools
+  return tuple(Pool(p.ids, np.cumsum(world.popularity[p.ids]
+                                     * np.exp(w * (world.taste[p.ids] @ style))))
+               for p in pools)
 
 
 def plan_sessions(world: World, rng: np.random.Generator, user: UserProfile) -> List[Session]:
   """Sessions in distinct hours (weighted by hour of day), time-ordered, with Markov intents."""
   cfg = world.config
   slots = cfg.days * 24
-  n = int(min(1 + rng.poisson(max(cfg.sessions_per_user - 1, 0)), slots))
+  mean_extra = max(cfg.sessions_per_user - 1, 0)
+  if cfg.session_dispersion > 0:
+    mean_extra *= user.session_scale
+  n = int(min(1 + rng.poisson(mean_extra), slots))
   weights = np.tile(world.hour_weights, cfg.days)
   hours = np.sort(rng.choice(slots, n, replace=False, p=weights / weights.sum()))
   starts = hours * HOUR_S + rng.integers(0, _SESSION_START_JITTER_S, n)
@@ -504,23 +613,31 @@ def plan_sessions(world: World, rng: np.random.Generator, user: UserProfile) -> 
   intents = []
   for s in range(n):
     intents.append(int(fresh[s]) if s == 0 or drift[s] else intents[-1])
-  return [Session(int(a), int(b), int(c), k)
-          for a, b, c, k in zip(starts, durations, scenarios, intents)]
+  # Target intents from the user's own stream (the main stream's draws above are unchanged).
+  own = np.random.default_rng([cfg.seed, user.user_id, _TARGET_INTENT_STREAM])
+  coupled = own.random(n) < cfg.target_intent_coupling
+  redrawn = draw(own, user.interest[schema.TARGET], n)
+  target = [k if c else int(r) for k, c, r in zip(intents, coupled, redrawn)]
+  return [Session(int(a), int(b), int(c), k, kt)
+          for a, b, c, k, kt in zip(starts, durations, scenarios, intents, target)]
 
 
 def click_probability(world: World, target_interest: np.ndarray, items: np.ndarray,
-                      intent: int, scenario: int) -> np.ndarray:
+                      intent: int, scenario: int,
+                      style: Optional[np.ndarray] = None) -> np.ndarray:
   """The planted P(click) of target items (the oracle).
 
   Args:
     world: the world.
     target_interest: <float>[T] the user's target-domain interest theta_u^t.
     items: <int64>[n] candidate item ids.
-    intent: the session's intent topic.
+    intent: the session's target-domain intent topic.
     scenario: the request's scenario id.
+    style: <float>[TASTE_DIM] the user's target taste; required when target_taste_weight > 0.
 
   Returns:
-    <float64>[n] sigmoid(a*theta[k_i] + b*[k_i == intent] + q_i + s[scenario, c_i] + c).
+    <float64>[n] sigmoid(a*theta[k_i] + b*[k_i == intent] + q_i + s[scenario, c_i] + c
+    + w_tau * <style_u, tau_i>) (the last term only when target_taste_weight > 0).
   """
   cfg = world.config
   topic = world.topic[items]
@@ -529,5 +646,9 @@ def click_probability(world: World, target_interest: np.ndarray, items: np.ndarr
            + world.quality[items]
            + world.scenario_category_pref[scenario, world.store.category[items]]
            + cfg.click_bias)
+  if cfg.target_taste_weight > 0:
+    if style is None:
+      raise ValueError("target_taste_weight > 0: click_probability needs the user's style")
+    logit = logit + cfg.target_taste_weight * (world.taste[items] @ style)
   return 1.0 / (1.0 + np.exp(-logit))
 
