@@ -1,5 +1,8 @@
-"""`python -m tfrec.datasets.synthetic --out DIR --config=tiny|small|default|large`: generate the
-synthetic cross-domain world (see `tfrec.datasets.synthetic`)."""
+"""`python -m tfrec.datasets.synthetic --out DIR --config=tiny|small|default|large
+[--set field=value ...]`: generate the synthetic cross-domain world (see
+`tfrec.datasets.synthetic`). `--set` (repeatable) sets any `SyntheticConfig` field, typed from
+the field (tuples: comma-separated floats); it is applied after the older override flags
+(`--num_users`, `--transfer`, ...), which keep working."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Sequence
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 from tfrec.datasets.synthetic.simulate import default_num_shards, generate
-from tfrec.datasets.synthetic.world import CONFIGS, get_config
+from tfrec.datasets.synthetic.world import CONFIGS, get_config, parse_assignments
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -28,6 +31,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("workers", None, "writer processes (default: min(CPUs, shards))")
   for name, kind in _OVERRIDES:
     getattr(flags, f"DEFINE_{kind}")(name, None, f"override the preset's {name}")
+  flags.DEFINE_multi_string("set", [], "field=value: set any SyntheticConfig field "
+                            "(repeatable; after the override flags)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -36,6 +41,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   fl = flags.FLAGS
   overrides = {name: fl[name].value for name, _ in _OVERRIDES}
+  overrides.update(parse_assignments(fl.set))
   config = get_config(fl.config, seed=fl.seed, **overrides)
   shards = fl.num_shards or default_num_shards(config.total_users)
   workers = fl.workers or min(os.cpu_count() or 1, shards)

@@ -18,7 +18,8 @@ Id layouts (0 is padding everywhere):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+import typing
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -217,6 +218,42 @@ def get_config(name: str = "default", **overrides: Any) -> SyntheticConfig:
   if "scenario_traffic" in overrides:
     overrides["scenario_traffic"] = tuple(float(x) for x in overrides["scenario_traffic"])
   return dataclasses.replace(CONFIGS[name], **overrides)
+
+
+def parse_assignments(assignments: Sequence[str]) -> Dict[str, Any]:
+  """`["field=value", ...]` (the CLI's repeatable --set) -> {field: value typed as the
+  SyntheticConfig field: int, float, str, or comma-separated floats for tuples}. Later
+  assignments of a field win.
+
+  Raises:
+    ValueError: (one line) no "=", an unknown field (the valid ones listed) or a bad value.
+  """
+  hints = typing.get_type_hints(SyntheticConfig)
+  valid = [f.name for f in dataclasses.fields(SyntheticConfig)]
+  out: Dict[str, Any] = {}
+  for item in assignments:
+    name, sep, text = item.partition("=")
+    name, text = name.strip(), text.strip()
+    if not sep or not name:
+      raise ValueError(f"--set {item!r}: expected field=value")
+    if name not in hints:
+      raise ValueError(f"--set {item!r}: unknown SyntheticConfig field {name!r}; valid: "
+                       f"{', '.join(valid)}")
+    kind = hints[name]
+    try:
+      if kind is int:
+        value: Any = int(text)
+      elif kind is float:
+        value = float(text)
+      elif kind is str:
+        value = text
+      else:  # Tuple[float, ...]
+        value = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+      raise ValueError(f"--set {item!r}: {name} takes a value of type "
+                       f"{getattr(kind, '__name__', str(kind))}") from None
+    out[name] = value
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
