@@ -420,3 +420,188 @@ def test_streaming_summary_auc_matches_exact(records):
   exact = _auc([r["label"] for r in test], [r["oracle_prob"] for r in test])
   assert abs(stats.auc("test") - exact) < 0.005
   assert stats.counts["ranking", "test"] == len(test)
+
+
+# ----------------------------------------------------------------------------- issue-11 knobs
+
+
+def _knob_world(**knobs):
+  return syn.build_world(syn.get_config("tiny", **knobs), with_visual=False)
+
+
+def _test_history(world, num_users=None):
+  """SEMI Table-4 figures of the ranking/test examples (`simulate.history_summary`)."""
+  recs = _all_records(world, num_users)
+  return simulate.history_summary(simulate.history_stats(world.store.category,
+                                                         recs["ranking"]["test"]))
+
+
+def _target_events_before_test(world):
+  """<int>[num_users] target behaviours (organic + clicks) of each user before the test day."""
+  out = []
+  for u in range(world.config.num_users):
+    recs = syn.user_records(world, u)["matching"]
+    out.append(len(recs["train"]) + len(recs["valid"]))
+  return np.array(out)
+
+
+def test_knob_validation_and_assignments():
+  with pytest.raises(ValueError, match="target_intent_coupling"):
+    syn.get_config("tiny", target_intent_coupling=1.5)
+  with pytest.raises(ValueError, match="ccl_pair_scope"):
+    syn.get_config("tiny", ccl_pair_scope="day")
+  with pytest.raises(ValueError, match="session_dispersion"):
+    syn.get_config("tiny", session_dispersion=-1.0)
+  parse = syn.world.parse_assignments
+  got = parse(["cold_user_share=0.2", "ccl_only_users=5", "ccl_pair_scope=week",
+               "scenario_traffic=0.4,0.3,0.2,0.1", "ccl_only_users=7"])
+  assert got == {"cold_user_share": 0.2, "ccl_only_users": 7, "ccl_pair_scope": "week",
+                 "scenario_traffic": (0.4, 0.3, 0.2, 0.1)}
+  assert isinstance(got["ccl_only_users"], int)
+  with pytest.raises(ValueError, match=r"unknown SyntheticConfig field 'bogus'; valid: name, "):
+    parse(["bogus=1"])
+  with pytest.raises(ValueError, match="expected field=value"):
+    parse(["cold_user_share"])
+  with pytest.raises(ValueError, match="ccl_only_users takes a value of type int"):
+    parse(["ccl_only_users=0.5"])
+
+
+def test_cli_set(tmp_path):
+  run = lambda *a: subprocess.run(  # noqa: E731
+      [sys.executable, "-m", "tfrec.datasets.synthetic", f"--out={tmp_path}", "--config=tiny",
+       "--num_users=12", "--workers=1", *a], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+      capture_output=True, text=True)
+  out = run("--set=cold_user_share=0.5", "--set", "ccl_only_users=8", "--transfer=0.2")
+  assert out.returncode == 0, out.stderr[-2000:]
+  info = DatasetInfo.load(str(tmp_path))
+  cfg = info.extra["config"]
+  assert (cfg["cold_user_share"], cfg["ccl_only_users"], cfg["transfer"]) == (0.5, 8, 0.2)
+  assert info.num_users == 20  # CCL-only users counted.
+  assert "SEMI" in out.stdout and "overlap" in out.stdout
+  with open(tmp_path / "stats.md") as f:
+    stats = f.read()
+  assert "| SEMI (Table 4) | 16.3 | 1.93 | 12% |" in stats and "| test |" in stats
+  bad = run("--set=no_such_knob=1")
+  assert bad.returncode == 1
+  lines = bad.stderr.strip().splitlines()
+  assert "unknown SyntheticConfig field 'no_such_knob'; valid:" in lines[-1]
+  assert "ccl_pair_scope" in lines[-1] and "Traceback" not in bad.stderr
+
+
+def test_target_intent_coupling_lowers_cross_domain_overlap():
+  coupled = _test_history(_knob_world())
+  free = _test_history(_knob_world(target_intent_coupling=0.0))
+  assert free["overlap_share"] < coupled["overlap_share"] - 0.08, (coupled, free)
+  w = _knob_world(target_intent_coupling=0.0)
+  rng = np.random.default_rng([w.config.seed, 3])
+  sessions = syn.world.plan_sessions(w, rng, syn.world.make_user(w, rng, 3))
+  assert any(s.target_intent != s.intent for s in sessions)
+  base = _knob_world()
+  rng = np.random.default_rng([base.config.seed, 3])
+  base_sessions = syn.world.plan_sessions(base, rng, syn.world.make_user(base, rng, 3))
+  assert all(s.target_intent == s.intent for s in base_sessions)
+  # Only the target intent moved: the main stream's sessions are the same.
+  assert [s[:4] for s in sessions] == [s[:4] for s in base_sessions]
+
+
+def test_target_taste_weight_shows_in_clicks_and_target_history():
+  w = _knob_world(target_taste_weight=2.0)
+  clicked, unclicked, organic, baseline = [], [], [], []
+  for u in range(80):
+    rng = np.random.default_rng([w.config.seed, u])
+    style = syn.world.make_user(w, rng, u).style
+    recs = syn.user_records(w, u)
+    for r in _ranking(recs):
+      (clicked if r["label"] else unclicked).append(w.taste[r["item_id"]] @ style)
+    for r in recs["matching"]["train"]:
+      organic.append(w.taste[r["positive_item_id"]] @ style)
+    baseline.append(w.taste[w.store.item_ids(domain=schema.TARGET, cold=False)] @ style)
+  assert np.mean(clicked) > np.mean(unclicked) + 0.3
+  assert np.mean(organic) > np.mean(np.concatenate(baseline)) + 0.3  # The target history shows it.
+  assert not np.any(w.taste[w.store.item_ids(domain=schema.SOURCE)])  # Source items: none.
+
+
+def test_target_activity_spread_makes_nearly_silent_users():
+  base = _target_events_before_test(_knob_world())
+  spread = _target_events_before_test(_knob_world(target_activity_spread=1.5))
+  assert np.mean(spread <= 1) > np.mean(base <= 1) + 0.1, (np.mean(base <= 1),
+                                                              np.mean(spread <= 1))
+
+
+def test_session_dispersion_widens_session_counts():
+  def counts(w):
+    out = []
+    for u in range(w.config.num_users):
+      rng = np.random.default_rng([w.config.seed, u])
+      out.append(len(syn.world.plan_sessions(w, rng, syn.world.make_user(w, rng, u))))
+    return np.array(out)
+  base, wide = counts(_knob_world()), counts(_knob_world(session_dispersion=1.0))
+  assert np.var(wide) > 3 * np.var(base), (np.var(base), np.var(wide))
+  assert abs(np.mean(wide) - np.mean(base)) < 0.25 * np.mean(base)
+
+
+def test_cold_users_start_on_the_test_day_and_are_flagged():
+  w = _knob_world(cold_user_share=0.3)
+  cold = 0
+  for u in range(w.config.num_users):
+    rng = np.random.default_rng([w.config.seed, u])
+    is_cold = syn.world.make_user(w, rng, u).cold
+    recs = syn.user_records(w, u)
+    cold += is_cold
+    flagged = [r for kind in ("ranking", "matching") for recs_ in recs[kind].values()
+               for r in recs_]
+    assert all(r.get("cold_user", 0) == int(is_cold) for r in flagged)
+    if is_cold:
+      assert not recs["ranking"]["train"] and not recs["ranking"]["valid"]
+      assert not recs["matching"]["train"] and not recs["matching"]["valid"]
+      assert not recs["ccl_pair"]["train"]
+      for r in recs["ranking"]["test"] + recs["ranking"]["test_cold"]:
+        assert all(t >= LAST_DAY_S for t in r["target_timestamps"])
+        assert r["source_item_ids"]  # Their source history is there.
+  assert 0.2 < cold / w.config.num_users < 0.4
+  info = syn.dataset_info(w.config)
+  for u in range(20):
+    for kind, by_split in syn.user_records(w, u).items():
+      for recs_ in by_split.values():
+        for r in recs_:
+          check_record(schema.get_kind(kind), r, info)
+  assert _test_history(w)["cold"] > 0.15 and _test_history(_knob_world())["cold"] == 0.0
+
+
+def test_ccl_only_users_write_only_ccl_pairs(tmp_path):
+  w = _knob_world(ccl_only_users=30)
+  assert w.config.total_users == 230
+  for u in (200, 215, 229):
+    recs = syn.user_records(w, u)
+    assert recs["ccl_pair"]["train"] and all(r["user_id"] == u for r in recs["ccl_pair"]["train"])
+    assert not any(rs for kind in ("ranking", "matching") for rs in recs[kind].values())
+  # The lean path draws what the full simulation draws: a regular user's pairs are equal.
+  for u in (0, 7):
+    assert simulate.ccl_only_pairs(w, u) == syn.user_records(w, u)["ccl_pair"]["train"]
+  cfg = syn.get_config("tiny", num_users=10, ccl_only_users=15)
+  info = syn.generate(cfg, str(tmp_path), num_shards=2, verbose=False)
+  assert info.num_users == 25
+  import tensorflow as tf
+  users = {}
+  for kind in ("ranking", "matching", "ccl_pair"):
+    ids = set()
+    for split in syn.SPLITS[kind]:
+      for path in Manifest.load(str(tmp_path), kind, split).paths(str(tmp_path)):
+        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+          ids.add(int(decode(schema.get_kind(kind), raw, path)["user_id"][0]))
+    users[kind] = ids
+  assert max(users["ranking"] | users["matching"]) < 10
+  assert users["ccl_pair"] & set(range(10, 25))
+
+
+def test_week_scope_gives_one_longer_pair_per_user_week():
+  base = _all_records(_knob_world(), 60)["ccl_pair"]["train"]
+  week = _all_records(_knob_world(ccl_pair_scope="week"), 60)["ccl_pair"]["train"]
+  keys = [(r["user_id"], r["source_timestamps"][0] // (7 * syn.DAY_S)) for r in week]
+  assert len(keys) == len(set(keys)) and len(week) < len(base)
+  for r in week:
+    assert max(r["source_timestamps"] + r["target_timestamps"]) < VALID_DAY_S
+  assert (np.mean([len(r["target_item_ids"]) for r in week])
+          > 2 * np.mean([len(r["target_item_ids"]) for r in base]))
+  assert (np.mean([len(r["source_item_ids"]) for r in week])
+          > 2 * np.mean([len(r["source_item_ids"]) for r in base]))

@@ -71,3 +71,29 @@ def test_oracle_refuses_what_it_cannot_rebuild(world, records):
     oracle.probabilities(np.array([12]), np.array([0]), np.array([0]), one)
   with pytest.raises(OracleUnavailable, match="lies in no re-simulated session"):
     oracle.probabilities(np.array([0]), np.array([-1]), np.array([0]), one)
+
+
+_KNOBS = {"target_intent_coupling": 0.2, "target_taste_weight": 2.0,
+          "target_activity_spread": 1.0, "session_dispersion": 0.5, "cold_user_share": 0.3,
+          "ccl_only_users": 5, "ccl_pair_scope": "week"}
+
+
+@pytest.mark.parametrize("knobs", [{k: v} for k, v in _KNOBS.items()] + [_KNOBS],
+                         ids=list(_KNOBS) + ["all"])
+def test_oracle_reproduces_oracle_prob_with_knobs_away_from_default(knobs):
+  config = dataclasses.replace(CONFIG, num_users=30, **knobs)
+  world = sw.build_world(config, with_visual=False)
+  recs = [dict(r, split=split) for u in range(config.num_users)
+          for split, rs in synthetic.user_records(world, u)["ranking"].items() for r in rs]
+  r = {k: np.array([x[k] for x in recs]) for k in ("user_id", "timestamp", "scenario_id",
+                                                   "item_id", "oracle_prob", "split")}
+  info = synthetic.dataset_info(config)  # As written to dataset.json: the knobs included.
+  oracle = SyntheticOracle(info, world.store)
+  assert oracle.config == config
+  probs = checked_probabilities(oracle, r["user_id"], r["timestamp"], r["scenario_id"],
+                                r["item_id"][:, None], r["oracle_prob"])
+  for split in ("train", "valid", "test", "test_cold"):
+    sel = r["split"] == split
+    assert sel.sum() >= 3, split
+    np.testing.assert_allclose(probs[sel, 0], r["oracle_prob"][sel], atol=TOLERANCE,
+                               err_msg=split)
