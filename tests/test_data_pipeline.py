@@ -1,6 +1,8 @@
 """Data contract: schema round trip, padding/masking, and every bad-input case naming file,
 record and field."""
 
+import dataclasses
+import json
 import os
 import re
 
@@ -11,6 +13,7 @@ import tensorflow as tf
 from conftest import NUM_ITEMS, ranking_record, tiny_info, tiny_store
 from tfrec.data import schema
 from tfrec.data.errors import DataError
+from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
 from tfrec.data.pipeline import Reader, ReadOptions
 from tfrec.data.tfrecord_io import (Manifest, ShardedWriter, check_record, decode, encode,
@@ -300,3 +303,126 @@ def test_write_records_manifest_counts(tmp_path, info):
   m = write_records(str(tmp_path), "ranking", "train", [ranking_record(i) for i in range(7)],
                     num_shards=3, info=info)
   assert [s.records for s in m.shards] == [3, 2, 2] and m.num_records == 7
+
+
+# ----------------------------------------------------------------------------- issue 11 additions
+
+
+def _long_record(n):
+  """A valid ranking record with an n-long source history (timestamps 0..n-1)."""
+  return ranking_record(0, source_item_ids=[1 + k % 5 for k in range(n)],
+                        source_timestamps=list(range(n)))
+
+
+def test_max_len_rule():
+  ranking_src = schema.RANKING.field("source_item_ids")
+  ccl_tgt = schema.CCL_PAIR.field("target_timestamps")
+  seq = schema.MATCHING.field("seq_subsidiary")
+  assert schema.max_len_for(ranking_src) == 50 and schema.max_len_for(seq) == 100
+  assert schema.max_len_for(ranking_src, 160) == 160 and schema.max_len_for(ccl_tgt, 160) == 160
+  assert schema.max_len_for(ranking_src, 20) == 20
+  assert schema.max_len_for(seq, 160) == 160 and schema.max_len_for(seq, 20) == 100
+  assert schema.max_len_for(schema.RANKING.field("label"), 160) == 0
+  with pytest.raises(ValueError, match="max_seq_len"):
+    dataclasses.replace(tiny_info(), max_seq_len=0)
+
+
+def test_dataset_max_seq_len_160_accepts_160_refuses_161(tmp_path):
+  d = str(tmp_path)
+  info = dataclasses.replace(tiny_info(), max_seq_len=160)
+  info.save(d)
+  tiny_store().save(d)
+  # Writer: 160 passes (the schema constant, 50, would refuse it), 161 is refused.
+  check_record(schema.RANKING, _long_record(160), info)
+  with pytest.raises(ValueError, match="field source_item_ids: sequence of 161 exceeds max "
+                     "length 160"):
+    check_record(schema.RANKING, _long_record(161), info)
+  with pytest.raises(ValueError, match="exceeds max length 50"):
+    check_record(schema.RANKING, _long_record(51))          # No info: the schema's 50.
+  with ShardedWriter(d, "ranking", "train", 1, info) as w:
+    w.write(_long_record(160))
+    w.write(ranking_record(1))
+    w.write_serialized(_raw(_long_record(161)), 0)
+  # Reader: pads to the dataset's 160; the 161-long record 2 is an error naming it.
+  r = Reader(d, "ranking", "train")
+  assert r.max_lens["source_item_ids"] == 160
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    _all(r.dataset(batch_size=1))
+  msg = str(e.value)
+  assert "train-00000-of-00001.tfrecord, record 2" in msg
+  assert "field source_item_ids: over-long sequence (dataset max 160)" in msg
+  got = _all(Reader(d, "ranking", "train").dataset(batch_size=1).take(2))
+  assert got["source_item_ids"].shape == (2, 160) and got["source_mask"][0].all()
+  # Validator: only record 2.
+  from tfrec.data.validate import validate
+  report = validate(d)
+  assert [(e.record, e.field) for e in report.errors] == [(2, "source_item_ids")]
+  assert "161 exceeds max length 160" in report.render()
+
+
+def test_default_dataset_refuses_51(tmp_path):
+  d = str(tmp_path)
+  assert tiny_info().max_seq_len == 50
+  with pytest.raises(DataError, match=r"record 0, field 'source_item_ids'.*51 exceeds max "
+                     r"length 50"):
+    with ShardedWriter(d, "ranking", "train", 1, tiny_info()) as w:
+      w.write(_long_record(51))
+
+
+def test_dataset_json_without_new_keys_loads_with_defaults(tmp_path):
+  tiny_info().save(str(tmp_path))
+  path = os.path.join(tmp_path, "dataset.json")
+  with open(path) as f:
+    raw = json.load(f)
+  assert raw["max_seq_len"] == 50 and raw["num_item_kinds"] == 0
+  del raw["max_seq_len"], raw["num_item_kinds"]
+  with open(path, "w") as f:
+    json.dump(raw, f)
+  back = DatasetInfo.load(str(tmp_path))
+  assert back.max_seq_len == 50 and back.num_item_kinds == 0 and back == tiny_info()
+
+
+def test_item_kind_column(tmp_path):
+  store = tiny_store()
+  assert store.kind.tolist() == [0] * 11                   # No kind given: all 0.
+  store = ItemStore(**{**tiny_store().columns(), "kind": [0, 1, 1, 2, 2, 0, 3, 3, 1, 1, 2]})
+  info = dataclasses.replace(tiny_info(), num_item_kinds=3)
+  store.validate(info=info)
+  d = str(tmp_path)
+  store.save(d)
+  back = ItemStore.load(d)
+  assert back.kind.tolist() == [0, 1, 1, 2, 2, 0, 3, 3, 1, 1, 2]
+  with np.load(os.path.join(d, "items.npz")) as z:
+    assert "kind" in z.files                              # Saved, so checksummed.
+  with pytest.raises(DataError, match=r"record 6, field 'kind'.*above allowed 2"):
+    store.validate(info=dataclasses.replace(info, num_item_kinds=2))
+  with pytest.raises(DataError, match=r"record 1, field 'kind'.*above allowed 0"):
+    store.validate(info=tiny_info())                      # num_item_kinds defaults to 0.
+  bad = ItemStore(**{**store.columns(), "kind": [0, -1] + [0] * 9})
+  with pytest.raises(DataError, match=r"record 1, field 'kind'.*below"):
+    bad.validate(info=info)
+  bad = ItemStore(**{**store.columns(), "kind": [1] + [0] * 10})
+  with pytest.raises(DataError, match="row 0"):
+    bad.validate(info=info)
+  # Lookup attaches it like any other column.
+  info.save(d)
+  write_records(d, "ranking", "train", [ranking_record(i) for i in range(3)], info=info)
+  got = _all(Reader(d, "ranking", "train", ReadOptions(lookup=("kind",))).dataset(3))
+  assert got["item_kind"].tolist() == [3, 3, 1]            # items 6, 7, 8
+
+
+def test_item_store_written_without_kind_still_loads(tmp_path):
+  """An items.npz written before the kind column (its manifest checksums that file)."""
+  d = str(tmp_path)
+  store = tiny_store()
+  cols = {k: v for k, v in store.columns().items() if k != "kind"}
+  path = os.path.join(d, "items.npz")
+  np.savez(path, **cols)
+  from tfrec.data.item_store import file_sha256
+  with open(os.path.join(d, "items.manifest.json"), "w") as f:
+    json.dump({"file": "items.npz", "bytes": os.path.getsize(path),
+               "sha256": file_sha256(path), "num_items": 10, "visual_dim": 3}, f)
+  back = ItemStore.load(d)
+  assert back.kind.tolist() == [0] * 11
+  np.testing.assert_array_equal(back.category, store.category)
+  back.validate(info=tiny_info())

@@ -27,6 +27,12 @@ class DatasetInfo:
     num_tokens: title token ids in [1, num_tokens] (0 padding).
     user_feature_sizes: vocabulary size of each of `schema.USER_FEATURE_NAMES`.
     visual_dim: width of the item store's visual vector (0: no visual modality).
+    max_seq_len: the longest ranking / ccl_pair history of this dataset (per domain);
+      matching sequences accept max(100, max_seq_len) (`schema.max_len_for`). Default
+      `schema.MAX_SEQ_LEN` = 50, which is what a dataset.json written without it means.
+    num_item_kinds: item-store `kind` ids are in [0, num_item_kinds]; 0 = no kind. Default 0
+      (no kinds: every item 0, as in a store written without the column); an embedding over
+      kinds needs num_item_kinds + 1 rows.
     extra: provenance (generator parameters, converter options, seed).
   """
 
@@ -41,10 +47,20 @@ class DatasetInfo:
   visual_dim: int
   extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
   schema_version: int = schema.SCHEMA_VERSION
+  max_seq_len: int = schema.MAX_SEQ_LEN
+  num_item_kinds: int = 0
 
   def __post_init__(self):
     if len(self.user_feature_sizes) != schema.NUM_USER_FEATURES:
       raise ValueError(f"user_feature_sizes needs {schema.NUM_USER_FEATURES} entries")
+    if int(self.max_seq_len) < 1:
+      raise ValueError(f"max_seq_len must be >= 1, not {self.max_seq_len}")
+    if int(self.num_item_kinds) < 0:
+      raise ValueError(f"num_item_kinds must be >= 0, not {self.num_item_kinds}")
+
+  def max_len(self, f: schema.Field) -> int:
+    """The longest sequence this dataset accepts in field `f` (`schema.max_len_for`)."""
+    return schema.max_len_for(f, self.max_seq_len)
 
   def id_bounds(self, id_space: str) -> Optional[Tuple[int, int]]:
     """Inclusive (low, high) bounds of an id space, or None when it is unbounded."""
@@ -56,6 +72,7 @@ class DatasetInfo:
         "tag": (0, self.num_tags),
         "token": (0, self.num_tokens),
         "domain": (0, 1),
+        "item_kind": (0, self.num_item_kinds),
     }
     return bounds.get(id_space)
 

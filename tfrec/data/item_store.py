@@ -1,4 +1,4 @@
-"""Item feature store: per item id its domain, category, tags, title tokens and visual vector.
+"""Item feature store: per item id its domain, category, tags, title, visual vector, cold, kind.
 
 Examples carry only item ids; the multi-modal features are looked up here at input time
 (or inside a model, as a non-trainable table), the way a production system fetches them
@@ -22,7 +22,9 @@ from tfrec.data.errors import DataError
 STORE_FILE = "items.npz"
 STORE_MANIFEST = "items.manifest.json"
 
-_COLUMNS = ("domain", "category", "tags", "title", "visual", "cold")
+_COLUMNS = ("domain", "category", "tags", "title", "visual", "cold", "kind")
+# Columns a store may lack (written before they existed) -> all zeros on load.
+_OPTIONAL_COLUMNS = ("kind",)
 
 
 @dataclasses.dataclass
@@ -36,6 +38,8 @@ class ItemStore:
     title: <int64>[num_items + 1, MAX_TITLE_LEN], 0-padded.
     visual: <float32>[num_items + 1, visual_dim]; visual_dim may be 0.
     cold: <int64>[num_items + 1], 1 = held out of training interactions.
+    kind: <int64>[num_items + 1], item kind in [0, DatasetInfo.num_item_kinds], 0 = no kind;
+      None (the default) = all zeros, which is also how an items.npz without it loads.
   """
 
   domain: np.ndarray
@@ -44,6 +48,7 @@ class ItemStore:
   title: np.ndarray
   visual: np.ndarray
   cold: np.ndarray
+  kind: Optional[np.ndarray] = None
 
   def __post_init__(self):
     self.domain = np.asarray(self.domain, np.int64)
@@ -53,6 +58,8 @@ class ItemStore:
     self.visual = np.asarray(self.visual, np.float32).reshape(len(self.domain), -1)
     self.cold = np.asarray(self.cold, np.int64)
     n = len(self.domain)
+    self.kind = (np.zeros(n, np.int64) if self.kind is None
+                 else np.asarray(self.kind, np.int64))
     for name in _COLUMNS:
       if len(getattr(self, name)) != n:
         raise ValueError(f"item store column {name} has {len(getattr(self, name))} rows, "
@@ -112,7 +119,8 @@ class ItemStore:
           i = int(np.argmax(bad))
           raise DataError(path, f"value {flat[i].tolist()} {word} allowed {bound}",
                           record=i + 1, field=name)
-    if np.any(self.domain[0] != 0) or np.any(self.category[0] != 0) or np.any(self.tags[0]):
+    if (np.any(self.domain[0] != 0) or np.any(self.category[0] != 0) or np.any(self.tags[0])
+        or self.kind[0] != 0):
       raise DataError(path, "row 0 must be the all-zero padding item", record=0)
 
   def save(self, directory: str) -> str:
@@ -144,10 +152,10 @@ class ItemStore:
                         "is damaged or was changed after writing")
     try:
       with np.load(path, allow_pickle=False) as z:
-        missing = [c for c in _COLUMNS if c not in z.files]
+        missing = [c for c in _COLUMNS if c not in z.files and c not in _OPTIONAL_COLUMNS]
         if missing:
           raise DataError(path, f"missing columns {missing}")
-        return cls(**{c: z[c] for c in _COLUMNS})
+        return cls(**{c: z[c] for c in _COLUMNS if c in z.files})
     except (OSError, ValueError) as e:
       if isinstance(e, DataError):
         raise

@@ -40,10 +40,11 @@ class ReadOptions:
   """How to read a shard set (all optional).
 
   Attributes:
-    max_lens: sequence field -> length to truncate/pad to (<= the contract's max_len);
-      truncation keeps the newest events. Unnamed sequences use the contract's max_len.
+    max_lens: sequence field -> length to truncate/pad to (<= the dataset's maximum,
+      `DatasetInfo.max_len`: its max_seq_len for histories, see `schema.max_len_for`);
+      truncation keeps the newest events. Unnamed sequences use the dataset's maximum.
     lookup: item-store columns to attach for every item-id field ("category", "tags",
-      "title", "visual", "domain", "cold").
+      "title", "visual", "domain", "cold", "kind").
     shuffle_buffer: records in the shuffle buffer (0 = no shuffle).
     seed: shuffle seed; with `deterministic` the order is reproducible.
     deterministic: keep the interleave order deterministic (slower, reproducible).
@@ -216,13 +217,14 @@ class Reader:
     out = {}
     for f in self.kind.fields:
       if f.is_seq:
-        out[f.name] = f.max_len
+        out[f.name] = self.info.max_len(f)
     for name, n in requested.items():
       f = self.kind.field(name)
       if not f.is_seq:
         raise ValueError(f"max_lens: {name} is not a sequence field")
-      if not 1 <= n <= f.max_len:
-        raise ValueError(f"max_lens[{name}]={n} must be in [1, {f.max_len}] (the contract)")
+      if not 1 <= n <= self.info.max_len(f):
+        raise ValueError(f"max_lens[{name}]={n} must be in [1, {self.info.max_len(f)}] "
+                         "(the contract with the dataset's max_seq_len)")
       out[name] = n
     # Aligned fields share their group's length.
     for f in self.kind.fields:
@@ -361,7 +363,8 @@ def _contract_checks(kind: schema.RecordKind, info: DatasetInfo,
       steps = lengths // f.width if f.kind == "seq2d" else lengths
       if f.kind == "seq2d":
         add(f.name, f"values not a multiple of width {f.width}", lengths % f.width != 0, lengths)
-      add(f.name, f"over-long sequence (contract max {f.max_len})", steps > f.max_len, steps)
+      max_len = info.max_len(f)
+      add(f.name, f"over-long sequence (dataset max {max_len})", steps > max_len, steps)
       if f.min_len:
         add(f.name, f"sequence shorter than {f.min_len} (empty?)", steps < f.min_len, steps)
       if f.aligned_with:

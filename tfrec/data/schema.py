@@ -39,7 +39,8 @@ DOMAIN_NAMES = ("source", "target")
 
 # Defaults that the synthetic generator and the converters use; a dataset may override the
 # vocabulary sizes in its `dataset.json`, the maximum lengths are part of the contract.
-MAX_SEQ_LEN = 50          # SEMI §4.1: sequences truncated to 50 per domain.
+MAX_SEQ_LEN = 50          # SEMI §4.1: sequences truncated to 50 per domain (the default of
+                          # a dataset's `max_seq_len`, see `max_len_for`).
 MAX_MATCH_SEQ_LEN = 100   # M5 mixed-domain behaviour sequence.
 MAX_TAGS = 8              # COUPLE: tags per item.
 MAX_TITLE_LEN = 16        # title tokens per item.
@@ -239,6 +240,10 @@ ITEM = RecordKind(
               doc="dense visual vector (512-d on synthetic data, absent (0-d) on MovieLens)"),
         Field("cold", "int64", "scalar", low=0, high=1,
               doc="1 = held out of all training interactions (item cold-start test)"),
+        Field("kind", "int64", "scalar", id_space="item_kind", low=0,
+              doc="item kind / bucket, 1..num_item_kinds of dataset.json, 0 = no kind (M5's "
+                  "item buckets, THACIL's item kinds); a store written without it reads as "
+                  "all 0"),
     ),
     doc="one row of the item feature store; stored column-wise in items.npz",
 )
@@ -247,6 +252,22 @@ KINDS: Mapping[str, RecordKind] = {
     k.name: k for k in (RANKING, CCL_PAIR, DUAL_PAIR, MATCHING, ITEM)}
 
 EXAMPLE_KINDS = ("ranking", "ccl_pair", "dual_pair", "matching")
+
+
+def max_len_for(f: Field, max_seq_len: int = MAX_SEQ_LEN) -> int:
+  """The longest sequence a dataset whose `dataset.json` says `max_seq_len` accepts in `f`.
+
+  The per-domain histories of `ranking` and `ccl_pair` (contract `max_len` = MAX_SEQ_LEN = 50)
+  take the dataset's `max_seq_len` exactly (larger or smaller: THACIL's 160). The mixed
+  `matching` sequences keep their own MAX_MATCH_SEQ_LEN = 100 unless the dataset's
+  `max_seq_len` is larger, then they take it: `max(100, max_seq_len)`. Non-sequence fields:
+  `f.max_len` unchanged.
+  """
+  if not f.is_seq:
+    return f.max_len
+  if f.max_len == MAX_SEQ_LEN:
+    return int(max_seq_len)
+  return max(f.max_len, int(max_seq_len))
 
 
 def mask_name(seq_field: str) -> str:

@@ -52,7 +52,9 @@ def check_record(kind: schema.RecordKind, record: Mapping[str, Any],
   Args:
     kind: the record kind.
     record: field name -> scalar, list or array (a "seq2d" field may be [n, width] or flat).
-    info: optional `DatasetInfo`; when given, ids are also checked against its vocabularies.
+    info: optional `DatasetInfo`; when given, ids are also checked against its vocabularies
+      and sequence lengths against its `max_seq_len` (`DatasetInfo.max_len`); without it,
+      against the schema's constants.
 
   Returns:
     field name -> 1-D numpy array (int64 or float32) ready for encoding.
@@ -84,8 +86,10 @@ def check_record(kind: schema.RecordKind, record: Mapping[str, Any],
       steps = n // f.width if f.kind == "seq2d" else n
       if f.kind == "seq2d" and n % f.width:
         raise ValueError(f"field {f.name}: {n} values is not a multiple of width {f.width}")
-      if steps > f.max_len:
-        raise ValueError(f"field {f.name}: sequence of {steps} exceeds max length {f.max_len}")
+      max_len = f.max_len if info is None else info.max_len(f)
+      if steps > max_len:
+        raise ValueError(f"field {f.name}: sequence of {steps} exceeds max length {max_len}"
+                         + ("" if info is None else " (the dataset's max_seq_len rule)"))
       if steps < f.min_len:
         raise ValueError(f"field {f.name}: sequence of {steps} is shorter than {f.min_len}"
                          + (" (empty)" if steps == 0 else ""))
