@@ -9,6 +9,7 @@ Users 0..3 (file order). Times are T0 + seconds. 12 of 42 ratings are target (28
 """
 
 import collections
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,8 +23,10 @@ import tensorflow_datasets as tfds
 import tfrec  # noqa: F401
 from tfrec.datasets import movielens as ml
 from tfrec.datasets.movielens import raw as mr
+from tfrec.datasets.movielens import stats as ml_stats
 from tfrec.data import schema
 from tfrec.data.errors import DataError
+from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
 from tfrec.data.validate import validate
 
@@ -611,3 +614,117 @@ def test_real_ml1m_published_totals():
   assert 0.2 < share <= 0.30 and len(p.events.t) == 1_000_209
   rated = np.unique(p.events.item[(p.events.domain == 1) & (p.events.label >= 0)])
   assert p.store.cold.sum() == int(np.floor(0.1 * len(rated) + 0.5))
+
+
+# ----------------------------------------------------------------------------- issue 11 additions
+
+# A sixth user: a source positive, then a target NEGATIVE, then a target positive. At
+# test_share 0.5 the cut T_u lands on the positive (2 labelled target events -> 1 in test), so
+# before it the user has no target positive: a cold user.
+USER6 = (6, "F", 35, 2, "20001")
+COLD_RATINGS = [(6, 2, 5, 6000), (6, 1, 1, 6100), (6, 20, 5, 6200)]
+HALF = ml.ConvertConfig(cold_share=0.0, test_share=0.5, max_target_share=0.5)
+
+
+def test_cold_user_flag_by_hand(tmp_path):
+  """test_share 0.5: T_u = 400 (user 0), 90000 (1), 2300 (2), 3700 (3), 6200 (5). Users 0..3
+  each like a warm target movie before T_u (Toy 100, Toy 1200, Alien 2100, Alien 3200);
+  user 5 only rated Toy Story 1 star before 6200: cold."""
+  raw = mr.load_raw(write_grouplens(tmp_path, ratings=RATINGS + COLD_RATINGS,
+                                    users=USERS + [USER6]))
+  p = ml.prepare(raw, HALF)
+  assert p.cold_user.tolist() == [0, 0, 0, 0, 1]
+  got = {(kind, split): [(r["user_id"], r["timestamp"] - T0, r["cold_user"])
+                         for r in _recs(p, kind, split) if r["user_id"] == 4]
+         for kind, split in (("ranking", "train"), ("ranking", "test"), ("matching", "train"),
+                             ("matching", "test"))}
+  assert got == {("ranking", "train"): [(4, 6100, 1)], ("ranking", "test"): [(4, 6200, 1)],
+                 ("matching", "train"): [], ("matching", "test"): [(4, 6200, 1)]}
+  train = [r for r in _recs(p, "ranking", "train") if r["user_id"] == 4][0]
+  assert train["target_item_ids"] == [] and train["source_item_ids"] == [1]  # Heat
+  assert all(r["cold_user"] == 0 for s in ("train", "valid", "test")
+             for r in _recs(p, "ranking", s) + _recs(p, "matching", s) if r["user_id"] != 4)
+  text = ml_stats.statistics(p)
+  assert "Cold users (cold_user = 1" in text and ": 1 of 5; records flagged: ranking/train " \
+      "1 of" in text
+
+
+def test_dual_pair_valid_split_by_hand(raw):
+  """VALID periods (test_valid_split_by_hand): [V_u, T_u) = user 0 [400, 600), 1 [90000, inf),
+  2 [2300, 2600), 3 [3700, inf). Train pairs 10 and 11; the positives of the valid periods:
+    user 0: Shining 12, Casablanca 6        user 1: Shining 12, Heat 1, Misérables 2, Casablanca 6
+    user 2: Fargo 13, Star Trek 9           user 3: Fargo 13, Waiting 4, Heat 1
+  Shining: Casablanca co-liked by 2 users -> (12, 6); Fargo: 9, 4, 1 once each -> lowest, 1.
+  Test periods hold no target positive (user 0 >= 600: Fargo is a 1; user 2 >= 2600: Shining
+  a 2): no test pairs."""
+  p = ml.prepare(raw, VALID)
+  pairs = {s: [(r["target_item_id"], r["source_item_id"]) for r in _recs(p, "dual_pair", s)]
+           for s in ml.SPLITS["dual_pair"]}
+  assert pairs == {"train": [(10, 1), (11, 6)], "valid": [(12, 6), (13, 1)], "test": []}
+  assert p.skipped["dual_pair/valid: warm target movie not paired in an earlier split without "
+                   "a co-liked source movie"] == 1  # Hoop Dreams
+  assert ml.num_records(p, "dual_pair", "valid") == 2
+
+
+def test_dual_pair_test_split_by_hand(raw):
+  """test_share 0.5, no valid: T_u = 400, 90000, 2300, 3700. Training-period positives:
+    user 0: Heat 1, Toy 10                  user 1: GoldenEye 5, Star Wars 8, Star Trek 9, Toy 10,
+    user 2: Casablanca 6, Aliens 7, Alien 11        Grumpier 3
+    user 3: Misérables 2, Star Wars 8, Alien 11, Casablanca 6, Aliens 7
+  train: Toy -> 1 (all once, lowest); Alien -> 6 (6 and 7 twice, lowest). Test periods:
+    user 0: Shining 12; Casablanca 6, Aliens 7, Star Wars 8, Grumpier 3 (Fargo a 1)
+    user 1: Shining 12; Heat 1, Misérables 2, Casablanca 6
+    user 2: Fargo 13; Star Trek 9, GoldenEye 5, Waiting 4, Grumpier 3
+    user 3: Fargo 13; Waiting 4, Heat 1
+  test: Shining -> 6 (twice), Fargo -> 4 (twice). Toy and Alien also have test-period co-likes
+  (none here) but are paired in train already, so never again."""
+  p = ml.prepare(raw, ml.ConvertConfig(cold_share=0.0, test_share=0.5, valid_share=0.0))
+  pairs = {s: [(r["target_item_id"], r["source_item_id"]) for r in _recs(p, "dual_pair", s)]
+           for s in ml.SPLITS["dual_pair"]}
+  assert pairs == {"train": [(10, 1), (11, 6)], "valid": [], "test": [(12, 6), (13, 4)]}
+
+
+@pytest.mark.parametrize("config", [VALID, HALF,
+                                    ml.ConvertConfig(cold_share=0.0, test_share=0.5,
+                                                     valid_share=0.5, max_target_share=0.5)])
+def test_dual_pair_evidence_stays_in_its_period(tmp_path, config):
+  """Brute force over the raw ratings: each split's pairs are the most co-liked source movie
+  counting only that split's period, and no target movie appears in two splits."""
+  ratings, users = RATINGS + COLD_RATINGS + TIES, USERS + [USER5, USER6]
+  raw = mr.load_raw(write_grouplens(tmp_path, ratings=ratings, users=users))
+  p = ml.prepare(raw, dataclasses.replace(config, max_target_share=0.5))
+  ev = p.events
+  period = {"train": ~ev.test & ~ev.valid, "valid": ev.valid, "test": ev.test}
+  paired = set()
+  for split in ml.SPLITS["dual_pair"]:
+    liked = collections.defaultdict(set)
+    for i in np.nonzero((ev.label == 1) & period[split])[0]:
+      liked[int(ev.item[i])].add(int(ev.user[i]))
+    want = []
+    for tgt in range(10, 15):
+      co = [(len(liked[tgt] & liked[src]), -src) for src in range(1, 10)]
+      best, neg_src = max(co)
+      if best and tgt not in paired:
+        want.append((tgt, -neg_src))
+    got = [(r["target_item_id"], r["source_item_id"]) for r in _recs(p, "dual_pair", split)]
+    assert got == want, split
+    paired |= {t for t, _ in got}
+
+
+def test_item_kind_is_release_decade_group(prep):
+  """Fixture years: 1940s (Casablanca 6), 1970s (Alien 11, Star Wars 8), 1980s (Aliens 7,
+  Shining 12), 1990s (the rest) -> kinds 1, 2, 3, 4."""
+  store = prep.store
+  assert store.kind.tolist() == [0, 4, 4, 4, 4, 4, 1, 3, 2, 4, 4, 2, 3, 4, 4]
+  assert prep.info.num_item_kinds == 4 and prep.names["item_kinds"] == ["", "1940s", "1970s",
+                                                                         "1980s", "1990s"]
+  assert prep.info.max_seq_len == 50
+  store.validate(info=prep.info)
+
+
+def test_long_history_sets_max_seq_len(tmp_path, raw):
+  p = ml.prepare(raw, ml.ConvertConfig(cold_share=0.0, max_history=160))
+  assert p.info.max_seq_len == 160
+  ml.write(p, str(tmp_path), num_shards=1)
+  assert DatasetInfo.load(str(tmp_path)).max_seq_len == 160
+  assert validate(str(tmp_path)).ok

@@ -55,16 +55,30 @@ Records (kind/split):
   ccl_pair   per user and session (a new session starts after a gap > `session_gap_s` = 1 h
              between two consecutive ratings of the user), the training-period warm
              positives of each domain (last 50), when both are non-empty.
-  dual_pair  each warm target movie -> the source movie liked (training-period positive) by
-             the most users who also liked it; ties -> lowest item id; movies without any
-             co-liked source movie are skipped and counted.
-  Pairs are training data: no event of a validation or test period enters them.
+  dual_pair  train: each warm target movie -> the source movie liked (training-period
+             positive) by the most users who also liked it; ties -> lowest item id; movies
+             without any co-liked source movie are skipped and counted.
+             valid / test (ADAPT's matching task): the same rule, counting only the co-likes
+             of validation-period (V_u <= t < T_u) / test-period (t >= T_u) positives, both
+             movies' positives in the same user's same period, and only for warm target
+             movies not paired in an earlier split (train, then valid). A pair's evidence
+             thus lies in its own split's period, and no target movie is in two splits.
+  ccl_pair and dual_pair/train are training data: no event of a validation or test period
+  enters them.
+  cold_user  on ranking and matching records: 1 when the user has no positive target event
+             on a warm movie before T_u (no training- or validation-period one; a user
+             without a test period: none at all). Their train/valid ranking records then
+             have an empty target history and they have no train/valid matching records.
+             Counted in stats.md.
 
 Items (ids 1..3883: source movies first, then target, each in raw file order): category =
 primary genre (1..18 in `GENRES` order); tags (<= 8, one vocabulary) = all genres (ids 1..18),
 release decade, then title words used by >= `title_tag_min_count` titles (stop words
 excluded); title = lowercased title words without the year (<= 16; vocabulary by frequency);
-visual width 0 (no visual modality); cold flag. DIR/vocab.json names every id.
+visual width 0 (no visual modality); cold flag; kind = release-decade group (1 + the index of
+the movie's decade among the decades present, ML-1M 1910s..2000s -> 1..10; num_item_kinds in
+dataset.json = that count; vocab.json "item_kinds" names them). DIR/vocab.json names every id.
+dataset.json's max_seq_len = max(50, max_history).
 Users (ids = raw file order): gender (F 0, M 1), age bucket (index in 1,18,25,35,45,50,56),
 occupation (0..20), region = first digit of the zip code (0..9; a zip not starting with a digit
 -> 10, counted); scenario = US zip region group: 0 east (0-2), 1 south (3, 7), 2 midwest

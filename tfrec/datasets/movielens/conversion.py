@@ -36,7 +36,7 @@ SPLITS: Dict[str, Tuple[str, ...]] = {
     "ranking": ("train", "valid", "test", "test_cold"),
     "matching": ("train", "valid", "test"),
     "ccl_pair": ("train",),
-    "dual_pair": ("train",),
+    "dual_pair": ("train", "valid", "test"),
 }
 _WORD = re.compile(r"[^\W_]+")
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
@@ -50,7 +50,8 @@ class ConvertConfig:
   max_target_share: float = 0.30   # max share of all ratings on target movies
   positive_min: int = 4            # rating >= this: label 1
   negative_max: int = 2            # rating <= this: label 0; in between: dropped
-  max_history: int = schema.MAX_SEQ_LEN             # per-domain history (ranking, ccl_pair)
+  max_history: int = schema.MAX_SEQ_LEN  # per-domain history (ranking, ccl_pair); above 50
+                                         # it becomes the dataset's max_seq_len
   max_match_history: int = schema.MAX_MATCH_SEQ_LEN  # mixed sequence (matching)
   split: str = "share"             # "share" (last test_share of events) or "last_day"
   test_share: float = 0.2          # of each user's labelled warm target events
@@ -69,8 +70,8 @@ class ConvertConfig:
                        f"of {GENRES} (unknown: {unknown})")
     if not 1 <= self.negative_max < self.positive_min <= 5:
       raise ValueError("need 1 <= negative_max < positive_min <= 5")
-    if not 1 <= self.max_history <= schema.MAX_SEQ_LEN:
-      raise ValueError(f"max_history must be in 1..{schema.MAX_SEQ_LEN}")
+    if self.max_history < 1:
+      raise ValueError("max_history must be >= 1")
     if not 1 <= self.max_match_history <= schema.MAX_MATCH_SEQ_LEN:
       raise ValueError(f"max_match_history must be in 1..{schema.MAX_MATCH_SEQ_LEN}")
     if self.split not in ("share", "last_day") or self.cold_events not in ("all", "test_period"):
@@ -142,11 +143,16 @@ def _item_store(raw: RawMovieLens, row_of_item: np.ndarray, domain: np.ndarray,
     tags[item, :len(ids)] = ids
     tok = [token_id[w] for w in ws][:schema.MAX_TITLE_LEN]
     title[item, :len(tok)] = tok
+  # kind = release-decade group: 1 + the index of the movie's decade among the decades present
+  # (ML-1M: 1910s..2000s -> 1..10); num_item_kinds = the number of decades.
+  kind = np.zeros(n, np.int64)
+  kind[1:] = [decades.index(int(raw.years[r]) // 10 * 10) + 1 for r in row_of_item]
   store = ItemStore(domain=np.concatenate([[0], domain]), category=category, tags=tags,
                     title=title, visual=np.zeros([n, 0], np.float32),
-                    cold=np.concatenate([[0], cold]).astype(np.int64))
+                    cold=np.concatenate([[0], cold]).astype(np.int64), kind=kind)
   names = {"categories": list(GENRES), "tags": tag_names, "tokens": tokens,
-           "items": [""] + [raw.titles[r] for r in row_of_item]}
+           "items": [""] + [raw.titles[r] for r in row_of_item],
+           "item_kinds": [""] + [f"{d}s" for d in decades]}
   return store, names
 
 
@@ -312,9 +318,12 @@ class Prepared:
   events: _Events
   seqs: Dict[str, _Seq]       # "source", "target", "mixed"
   plans: Dict[Tuple[str, str], _Plan]
-  dual: np.ndarray            # <int64>[P, 2] (target item, source item)
+  dual: np.ndarray            # <int64>[P, 2] (target item, source item): dual_pair/train
   skipped: Dict[str, int]
   non_digit_zips: int
+  dual_splits: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # split -> pairs
+  cold_user: np.ndarray = dataclasses.field(  # <int64>[U] 1 = cold user (`_cold_users`)
+      default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _plan(ev: _Events, seqs: Dict[str, _Seq], names: Sequence[str], mask: np.ndarray,
@@ -343,10 +352,14 @@ def _ccl_plan(ev: _Events, train_pos: np.ndarray, gap: int, max_len: int) -> _Pl
   return _Plan(parts["source"][windows["source"][0]], windows, parts)
 
 
-def _dual_pairs(ev: _Events, train_pos: np.ndarray, store: ItemStore,
-                num_users: int) -> Tuple[np.ndarray, int]:
-  """(<int64>[P, 2] target -> most co-liked source item, warm targets without one)."""
-  src_ids, tgt_ids = store.item_ids(schema.SOURCE), store.item_ids(schema.TARGET, cold=False)
+def _dual_pairs(ev: _Events, train_pos: np.ndarray, store: ItemStore, num_users: int,
+                exclude: np.ndarray = np.zeros(0, np.int64)) -> Tuple[np.ndarray, int]:
+  """(<int64>[P, 2] target -> most co-liked source item, warm targets without one).
+
+  Co-likes count only the positives in `train_pos` (one period's); target ids in `exclude`
+  (already paired in an earlier split) are left out."""
+  src_ids = store.item_ids(schema.SOURCE)
+  tgt_ids = np.setdiff1d(store.item_ids(schema.TARGET, cold=False), exclude)
   if not len(src_ids) or not len(tgt_ids):
     return np.zeros([0, 2], np.int64), len(tgt_ids)
   col = np.full(len(store.domain), -1, np.int64)
@@ -354,7 +367,7 @@ def _dual_pairs(ev: _Events, train_pos: np.ndarray, store: ItemStore,
   mats = []
   for ids, d in ((src_ids, schema.SOURCE), (tgt_ids, schema.TARGET)):
     m = np.zeros([num_users, len(ids)], np.float32)
-    rows = train_pos & (ev.domain == d)
+    rows = train_pos & (ev.domain == d) & (col[ev.item] >= 0)  # Not an excluded target.
     m[ev.user[rows], col[ev.item[rows]]] = 1.0
     mats.append(m)
   co = mats[1].T @ mats[0]  # [targets, sources]: users who liked both.
@@ -403,12 +416,29 @@ def prepare(raw: RawMovieLens, config: ConvertConfig = ConvertConfig()) -> Prepa
   # Pairs are training data: training-period positives only (no valid or test event).
   plans["ccl_pair", "train"] = _ccl_plan(ev, pos & train, config.session_gap_s,
                                          config.max_history)
-  dual, n = _dual_pairs(ev, pos & train, store, raw.num_users)
-  skipped["dual_pair/train: warm target movie without a co-liked source movie"] = n
+  # dual_pair: train from training-period co-likes; valid / test from co-likes of the
+  # validation / test periods alone, for warm target movies not paired in an earlier split.
+  dual_splits, paired = {}, np.zeros(0, np.int64)
+  for split, period in (("train", train), ("valid", ev.valid), ("test", ev.test)):
+    dual_splits[split], n = _dual_pairs(ev, pos & period, store, raw.num_users, paired)
+    paired = np.union1d(paired, dual_splits[split][:, 0])
+    skipped[f"dual_pair/{split}: warm target movie "
+            + ("" if split == "train" else "not paired in an earlier split ")
+            + "without a co-liked source movie"] = n
   info = _dataset_info(raw, config, store, names)
   return Prepared(config=config, info=info, store=store, names=names, user_features=feats,
-                  scenario=scenario, events=ev, seqs=seqs, plans=plans, dual=dual,
-                  skipped=skipped, non_digit_zips=non_digit)
+                  scenario=scenario, events=ev, seqs=seqs, plans=plans,
+                  dual=dual_splits["train"], skipped=skipped, non_digit_zips=non_digit,
+                  dual_splits=dual_splits, cold_user=_cold_users(ev, raw.num_users))
+
+
+def _cold_users(ev: _Events, num_users: int) -> np.ndarray:
+  """<int64>[U] 1 = a cold user: no positive (rating >= positive_min) target-domain event on a
+  warm movie before the user's test cut T_u (i.e. in the training or validation period; a user
+  without test events: none at all). So every train and valid ranking record of a cold user
+  has an empty target history, and a cold user has no train or valid matching record."""
+  warm_pos = (ev.label == 1) & ~ev.cold & (ev.domain == schema.TARGET) & ~ev.test
+  return (np.bincount(ev.user[warm_pos], minlength=num_users) == 0).astype(np.int64)
 
 
 def _dataset_info(raw: RawMovieLens, config: ConvertConfig, store: ItemStore,
@@ -425,26 +455,29 @@ def _dataset_info(raw: RawMovieLens, config: ConvertConfig, store: ItemStore,
                      num_items=store.num_items, num_scenarios=config.num_scenarios,
                      num_categories=len(GENRES), num_tags=len(names["tags"]),
                      num_tokens=len(names["tokens"]), user_feature_sizes=USER_FEATURE_SIZES,
-                     visual_dim=0, extra=extra)
+                     visual_dim=0, extra=extra,
+                     max_seq_len=max(schema.MAX_SEQ_LEN, config.max_history),
+                     num_item_kinds=int(store.kind.max()) if store.num_items else 0)
 
 
 # ----------------------------------------------------------------------------- records
 
 
 def _user_fields(p: Prepared, u: int) -> Dict:
-  return {"user_id": u, "user_features": p.user_features[u], "scenario_id": p.scenario[u]}
+  return {"user_id": u, "user_features": p.user_features[u], "scenario_id": p.scenario[u],
+          "cold_user": p.cold_user[u]}
 
 
 def num_records(p: Prepared, kind: str, split: str) -> int:
   """Number of records `records(p, kind, split)` yields."""
-  return len(p.dual) if kind == "dual_pair" else len(p.plans[kind, split].rows)
+  return len(p.dual_splits[split]) if kind == "dual_pair" else len(p.plans[kind, split].rows)
 
 
 def records(p: Prepared, kind: str, split: str) -> Iterator[Dict]:
   """Yields the record dicts of one kind/split (in user, time order), ready for the writer."""
   ev = p.events
   if kind == "dual_pair":
-    for tgt, src in p.dual:
+    for tgt, src in p.dual_splits[split]:
       yield {"target_item_id": tgt, "source_item_id": src}
     return
   plan = p.plans[kind, split]

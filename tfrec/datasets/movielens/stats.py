@@ -75,9 +75,24 @@ def _other_table(p: Prepared) -> List[str]:
   lens = [plan.windows[n][1] - plan.windows[n][0] for n in ("source", "target")]
   lines.append(f"| ccl_pair/train | {len(plan.rows):,} | {len(np.unique(ev.user[plan.rows])):,} "
                f"| - | source {_avg(lens[0])}, target {_avg(lens[1])} | - |")
-  lines.append(f"| dual_pair/train | {len(p.dual):,} | - | {len(np.unique(p.dual[:, 0])):,} "
-               f"target -> {len(np.unique(p.dual[:, 1])):,} source | - | - |")
+  for split in SPLITS["dual_pair"]:
+    d = p.dual_splits[split]
+    lines.append(f"| dual_pair/{split} | {len(d):,} | - | {len(np.unique(d[:, 0])):,} "
+                 f"target -> {len(np.unique(d[:, 1])):,} source | - | - |")
   return lines
+
+
+def _cold_user_lines(p: Prepared) -> List[str]:
+  """Cold users (no warm target positive before the test cut) and the records they flag."""
+  ev = p.events
+  parts = []
+  for kind in ("ranking", "matching"):
+    for split in SPLITS[kind]:
+      rows = p.plans[kind, split].rows
+      parts.append(f"{kind}/{split} {int(p.cold_user[ev.user[rows]].sum()):,} of {len(rows):,}")
+  return [f"Cold users (cold_user = 1: no positive target event on a warm movie before the "
+          f"test cut): {int(p.cold_user.sum()):,} of {p.info.num_users:,}; records flagged: "
+          + ", ".join(parts) + "."]
 
 
 def statistics(p: Prepared, seconds: float = float("nan")) -> str:
@@ -92,7 +107,8 @@ def statistics(p: Prepared, seconds: float = float("nan")) -> str:
            f"{p.config.valid_share} of the training period); {int(ev.test.sum()):,} ratings "
            f"in the users' test periods, {int(ev.valid.sum()):,} in their validation periods, "
            f"{int((~ev.test & ~ev.valid).sum()):,} in their training periods.", "",
-           *_domain_table(p), "", *_ranking_table(p), "", *_other_table(p), "",
+           *_domain_table(p), "", *_ranking_table(p), "", *_cold_user_lines(p), "",
+           *_other_table(p), "",
            "Skipped (counted, never silent):"]
   lines += [f"- {reason}: {n:,}" for reason, n in p.skipped.items()]
   lines += ["", "Users per scenario: " + ", ".join(
