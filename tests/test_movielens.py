@@ -585,6 +585,29 @@ def test_tfds_builder_reads_manual_dir(tmp_path, gl_dir, prep, monkeypatch):
     assert builder.info.splits[split].num_examples == want > 0, split
 
 
+def test_tfds_dual_pair_splits_and_new_fields(tmp_path, gl_dir):
+  """v1.2.0: dual_pair valid (the hand-checked pairs of VALID), cold_user, item kinds."""
+  import tfrec.datasets.tfds_builders as tb  # noqa: F401  (registers the builders)
+  cfg = tb.MovielensConfig("dual_pair", VALID, name="dual_valid")
+  builder = tfds.builder("tfrec_movielens", config=cfg, data_dir=str(tmp_path))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=gl_dir))
+  assert str(builder.info.version) == "1.2.0"
+  assert set(builder.info.splits) == {"train", "valid"}  # No test pair on the fixture.
+  valid = sorted((int(e["target_item_id"]), int(e["source_item_id"]))
+                 for e in tfds.as_numpy(builder.as_dataset(split="valid")))
+  assert valid == [(12, 6), (13, 1)]
+  meta = builder.info.metadata["dataset_info"]
+  assert meta["num_item_kinds"] == 4 and meta["max_seq_len"] == 50
+  cfg = tb.MovielensConfig("matching", VALID, name="matching_valid")
+  builder = tfds.builder("tfrec_movielens", config=cfg, data_dir=str(tmp_path))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=gl_dir))
+  assert "cold_user" in builder.info.features
+  got = list(tfds.as_numpy(builder.as_dataset(split="valid")))
+  assert len(got) == 4 and all(int(e["cold_user"]) == 0 for e in got)
+  assert tb.movielens_item_store(gl_dir).kind.tolist() == [0, 4, 4, 4, 4, 4, 1, 3, 2, 4, 4, 2,
+                                                           3, 4, 4]
+
+
 def test_cli_and_import_defines_no_flags(tmp_path, gl_dir):
   from absl import flags
   assert "target_genres" not in flags.FLAGS

@@ -7,21 +7,23 @@
 Builder `tfrec_synthetic`: one config per (generator preset, record kind), named
 `<preset>_<kind>` (e.g. `default_ranking`, `small_ccl_pair`), with the kind's splits
 (`synthetic.SPLITS`; ranking: train / valid / test / test_cold; matching: train / valid /
-test; pairs: train). Feature shapes follow `tfrec.data.schema`: scalars `[]`, fixed fields
+test; ccl_pair: train; dual_pair: the generator's). Feature shapes follow `tfrec.data.schema`: scalars `[]`, fixed fields
 `[width]`, sequences `[None]` (natural length, newest last) and `[None, width]`; padding and
 masks are the tfrec reader's job. The examples carry item ids only; `item_store(preset)`
 rebuilds the matching item feature store (the generator is deterministic for its seed).
 
 Builder `tfrec_movielens`: MovieLens-1M as two genre domains (`tfrec.datasets.movielens`), one
 config per record kind (`ranking`, `matching`, `ccl_pair`, `dual_pair`) with the kind's splits
-(`movielens.SPLITS`, the same names). TFDS refuses empty splits, so a split without records is
+(`movielens.SPLITS`, the same names; dual_pair: train / valid / test). Ranking and matching
+examples carry `cold_user` (0 where a producer does not set it). TFDS refuses empty splits, so a split without records is
 left out (valid when valid_share leaves no event, test_cold without cold movies). Raw files
 come from `manual_dir` when present (GroupLens .dat or RecBole atomic files), else they are
 obtained and checksummed by `movielens_raw.obtain`; `movielens_item_store(raw_path)` gives the
-item store.
+item store (with its `kind` column). v1.2.0: dual_pair valid/test, cold_user, item kinds.
 
 TFDS caches what it builds under its data_dir (default ~/tensorflow_datasets); the tfrec
 reader (`tfrec.data.pipeline`) is the path with manifests and contract checks for training.
+Versions: 1.1.0 added the valid splits; 1.2.0 the issue-11 record additions (above).
 """
 
 from __future__ import annotations
@@ -89,9 +91,13 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 class TfrecSynthetic(tfds.core.GeneratorBasedBuilder):
   """tfrec's synthetic cross-domain data with a planted oracle (see tfrec.datasets.synthetic)."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release, schema version 1.",
-                   "1.1.0": "valid split (the day before the test day); train loses that day."}
+                   "1.1.0": "valid split (the day before the test day); train loses that day.",
+                   "1.2.0": "cold_user feature on ranking and matching; dataset_info metadata "
+                            "has max_seq_len and num_item_kinds; the kind's splits follow "
+                            "synthetic.SPLITS (dual_pair valid/test once the generator has "
+                            "them)."}
   BUILDER_CONFIGS = [SyntheticConfig(p, k) for p, k in
                      itertools.product(("tiny", "small", "default"), _KINDS)]
 
@@ -145,9 +151,13 @@ class MovielensConfig(tfds.core.BuilderConfig):
 class TfrecMovielens(tfds.core.GeneratorBasedBuilder):
   """MovieLens-1M converted into tfrec's contract (see tfrec.datasets.movielens)."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release, schema version 1.",
-                   "1.1.0": "valid split (valid_share of each user's training period)."}
+                   "1.1.0": "valid split (valid_share of each user's training period).",
+                   "1.2.0": "dual_pair valid/test splits (co-likes of that period, target "
+                            "movies not paired earlier); cold_user feature on ranking and "
+                            "matching; item store kind column (release-decade group) and "
+                            "dataset_info max_seq_len / num_item_kinds."}
   BUILDER_CONFIGS = [MovielensConfig(k) for k in _KINDS]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Optional. Put the MovieLens-1M raw files into `manual_dir` (default
