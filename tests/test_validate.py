@@ -77,3 +77,17 @@ def test_cli_exit_codes(tiny_dir):
   assert bad.stderr.strip().splitlines()[-1].startswith(
       f"tfrec.data.validate: {tiny_dir}: 3 problem(s), listed above; the first: file {shard}: "
       f"{os.path.getsize(shard)} bytes on disk, manifest says {os.path.getsize(shard) + 5}")
+
+
+def test_item_kind_out_of_range_is_reported(tmp_path):
+  """A kind above dataset.json's num_item_kinds (default 0) names the item and field."""
+  import dataclasses
+  from tfrec.data.item_store import ItemStore
+  d = str(tmp_path)
+  tiny_info().save(d)
+  ItemStore(**{**tiny_store().columns(), "kind": [0] * 7 + [2] + [0] * 3}).save(d)
+  write_records(d, "ranking", "train", [ranking_record(i) for i in range(3)], info=tiny_info())
+  report = validate(d)
+  assert not report.ok and [(e.record, e.field) for e in report.errors] == [(7, "kind")]
+  dataclasses.replace(tiny_info(), num_item_kinds=2).save(d)
+  assert validate(d).ok

@@ -6,8 +6,9 @@ the synthetic generator, the MovieLens converter and the models agree on one con
 Conventions (see WORKSPACE.md):
   * Ids are int64. Id 0 is reserved for padding in every id space (items, tags, title tokens,
     categories); real ids start at 1. User and scenario ids start at 0 (never padded).
-  * A sequence is stored with its natural length (newest event last) and at most `max_len`
-    elements; the reader truncates to a configured length (keeping the newest events) and
+  * A sequence is stored with its natural length (newest event last) and at most
+    `max_len_for(field, dataset max_seq_len)` elements (the per-domain histories: the
+    dataset.json's `max_seq_len`, default MAX_SEQ_LEN = 50; matching: max(100, max_seq_len)); the reader truncates to a configured length (keeping the newest events) and
     pads on the right with 0, returning a boolean mask `<name>_mask`.
   * Timestamps are int64 seconds since the dataset's epoch; sequences are non-decreasing
     in time and never later than the example's own `timestamp` (no leakage).
@@ -38,7 +39,8 @@ TARGET = 1
 DOMAIN_NAMES = ("source", "target")
 
 # Defaults that the synthetic generator and the converters use; a dataset may override the
-# vocabulary sizes in its `dataset.json`, the maximum lengths are part of the contract.
+# vocabulary sizes in its `dataset.json`, and the history length by its `max_seq_len` (the
+# rule is `max_len_for`); the other maximum lengths are part of the contract.
 MAX_SEQ_LEN = 50          # SEMI §4.1: sequences truncated to 50 per domain (the default of
                           # a dataset's `max_seq_len`, see `max_len_for`).
 MAX_MATCH_SEQ_LEN = 100   # M5 mixed-domain behaviour sequence.
@@ -146,7 +148,7 @@ def _seq_pair(prefix: str, domain_doc: str, max_len: int = MAX_SEQ_LEN):
       Field(f"{prefix}_item_ids", "int64", "seq", max_len=max_len, id_space="item", low=1,
             domain=SOURCE if prefix == "source" else TARGET,
             doc=f"user's recent {domain_doc} item ids before the event, newest last "
-                "(SEMI §3.1, truncated to 50 as in §4.1)"),
+                "(SEMI §3.1, truncated to 50 as in §4.1; up to the dataset's max_seq_len)"),
       Field(f"{prefix}_timestamps", "int64", "seq", max_len=max_len, low=0,
             aligned_with=f"{prefix}_item_ids",
             doc=f"timestamps (s) of {prefix}_item_ids, non-decreasing; the 1-hour time "

@@ -4,10 +4,12 @@ r"""Checks a whole dataset directory and prints a report; exits non-zero when an
 
 What it checks:
   * dataset.json is readable and of this schema version;
-  * the item store: manifest checksum, no NaN/inf, ids and vocabularies in range, padding row;
+  * the item store: manifest checksum, no NaN/inf, ids and vocabularies in range (the `kind`
+    column in [0, num_item_kinds]; a store without it reads as all 0), padding row;
   * every shard set (<kind>/<split>.manifest.json): each shard exists with the manifest's size
     and sha256, holds exactly the manifest's number of readable records;
-  * every record against the contract (`tfrecord_io.check_record`: dtypes, shapes, lengths,
+  * every record against the contract (`tfrecord_io.check_record`: dtypes, shapes, lengths
+    up to the dataset's maximum (dataset.json `max_seq_len`, `schema.max_len_for`),
     id ranges, labels, NaN, timestamp order, no leakage), and its item ids against the store
     (the domain each field requires; cold items never in a "train" or "valid" split).
 
