@@ -19,7 +19,7 @@ def test_parse_types_values_by_the_knob_and_names_the_knobs():
   assert sweep.parse("num_topics=4,8", "tiny") == ("num_topics", [4, 8])
   with pytest.raises(ValueError, match="not a knob of the synthetic world; knobs: .*transfer"):
     sweep.parse("transfr=0.2", "tiny")
-  with pytest.raises(ValueError, match="num_topics=x is not a int"):
+  with pytest.raises(ValueError, match="num_topics=x.*num_topics takes a value of type int"):
     sweep.parse("num_topics=x", "tiny")
   with pytest.raises(ValueError, match="expected FIELD=v1,v2"):
     sweep.parse("transfer", "tiny")

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import shutil
-import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -61,6 +60,7 @@ def parse(spec: str, preset: str) -> Tuple[str, List[Any]]:
       wrong type.
   """
   from tfrec.datasets import synthetic
+  from tfrec.datasets.synthetic import world
   field, sep, text = spec.partition("=")
   field = field.strip()
   values = [v.strip() for v in text.split(",") if v.strip()]
@@ -72,21 +72,14 @@ def parse(spec: str, preset: str) -> Tuple[str, List[Any]]:
   if field not in knobs:
     raise ValueError(f"--sweep: {field!r} is not a knob of the synthetic world; knobs: "
                      f"{', '.join(knobs)}")
-  kind = typing.get_type_hints(type(config)).get(field, type(getattr(config, field)))
   out = []
   for v in values:
     try:
-      if kind is bool:
-        if v.lower() not in ("true", "false", "1", "0"):
-          raise ValueError
-        out.append(v.lower() in ("true", "1"))
-      elif kind in (int, float, str):
-        out.append(kind(v))
-      else:
-        raise ValueError
-    except ValueError:
-      raise ValueError(f"--sweep: {field}={v} is not a {getattr(kind, '__name__', kind)} "
-                       "(sweeps take scalar knobs)") from None
+      out.append(world.parse_assignments([f"{field}={v}"])[field])
+    except ValueError as e:
+      raise ValueError(f"--sweep: {e}") from None
+    if isinstance(out[-1], tuple):
+      raise ValueError(f"--sweep: {field} is not a scalar knob (sweeps take scalar knobs)")
   if len(set(out)) != len(out):
     raise ValueError(f"--sweep={spec}: repeated values")
   return field, out
