@@ -13,6 +13,7 @@ distribute.configure_cpu_replicas(2)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from replica_steps import compare_train_steps  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from tfrec.models.youtubenet import YouTubeNet  # noqa: E402
@@ -53,26 +54,5 @@ def build(strategy):
   return m
 
 
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-single, multi = build(tf.distribute.get_strategy()), build(mirrored)
-multi.set_weights(single.get_weights())
-initial = single.get_weights()
-out = {"replicas": mirrored.num_replicas_in_sync, "steps": []}
-for step, n in enumerate((4, 3)):
-  b = batch(n, seed=step)
-  dist = mirrored.experimental_distribute_dataset(
-      tf.data.Dataset.from_tensors(b).unbatch().batch(n))
-  shards = next(iter(dist))
-  rows = [int(t.shape[0]) for t in mirrored.experimental_local_results(shards["label"])]
-  single_logs = single.train_step({k: tf.constant(v) for k, v in b.items()})
-  multi_logs = mirrored.run(tf.function(multi.train_step), args=(shards,))
-  out["steps"].append({
-      "rows_per_replica": rows,
-      "loss_single": float(single_logs["loss"]),
-      "loss_multi": float(mirrored.experimental_local_results(multi_logs["loss"])[0]),
-      "weights_vs_single": max(float(np.abs(a - b).max()) for a, b in
-                               zip(multi.get_weights(), single.get_weights())),
-      "weights_moved": max(float(np.abs(a - b).max()) for a, b in
-                           zip(single.get_weights(), initial)),
-  })
+out = compare_train_steps(build, [batch(n, seed=step) for step, n in enumerate((4, 3))])
 print("RESULT " + json.dumps(out))

@@ -14,6 +14,7 @@ distribute.configure_cpu_replicas(2)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from replica_steps import compare_train_steps  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from tfrec.models import core  # noqa: E402
@@ -50,28 +51,7 @@ def build(strategy):
   return m
 
 
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-single, multi = build(tf.distribute.get_strategy()), build(mirrored)
-multi.set_weights(single.get_weights())
-initial = single.get_weights()
-out = {"replicas": mirrored.num_replicas_in_sync, "steps": []}
 batches = [{"user_id": np.array([0, 1, 2, 3]), "positive_item_id": np.array([1, 2, 3, 4])},
            {"user_id": np.array([4, 5, 0]), "positive_item_id": np.array([5, 6, 5])}]  # a hit
-for b in batches:
-  n = len(b["user_id"])
-  dist = mirrored.experimental_distribute_dataset(
-      tf.data.Dataset.from_tensors(b).unbatch().batch(n))
-  shards = next(iter(dist))
-  rows = [int(t.shape[0]) for t in mirrored.experimental_local_results(shards["user_id"])]
-  single_logs = single.train_step({k: tf.constant(v) for k, v in b.items()})
-  multi_logs = mirrored.run(tf.function(multi.train_step), args=(shards,))
-  out["steps"].append({
-      "rows_per_replica": rows,
-      "loss_single": float(single_logs["loss"]),
-      "loss_multi": float(mirrored.experimental_local_results(multi_logs["loss"])[0]),
-      "weights_vs_single": max(float(np.abs(a - c).max()) for a, c in
-                               zip(multi.get_weights(), single.get_weights())),
-      "weights_moved": max(float(np.abs(a - c).max()) for a, c in
-                           zip(single.get_weights(), initial)),
-  })
+out = compare_train_steps(build, batches)
 print("RESULT " + json.dumps(out))
