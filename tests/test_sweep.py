@@ -90,3 +90,18 @@ def test_a_tiny_sweep_regenerates_the_world_per_value_and_measures_the_claim(tmp
   stamp = os.path.getmtime(os.path.join(d, "dataset.json"))
   sweep.ensure_world(d, "tiny", "transfer", 0.1)
   assert os.path.getmtime(os.path.join(d, "dataset.json")) == stamp
+
+
+def test_same_world_fills_fields_an_older_dataset_json_lacks():
+  from tfrec.datasets import synthetic
+  config = synthetic.get_config("tiny", transfer=0.1)
+  held = json.loads(json.dumps(config.to_dict()))
+  assert sweep._same_world(held, config)
+  older = dict(held)
+  del older["cold_user_share"]  # a knob added after this world was written: default 0.0.
+  assert sweep._same_world(older, config)
+  assert not sweep._same_world(older, synthetic.get_config("tiny", transfer=0.1,
+                                                           cold_user_share=0.2))
+  assert not sweep._same_world({**held, "transfer": 0.9}, config)
+  assert not sweep._same_world({**held, "no_such_knob": 1}, config)
+  assert not sweep._same_world(None, config)

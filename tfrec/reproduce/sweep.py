@@ -98,11 +98,27 @@ def ensure_world(data_dir: str, preset: str, field: str, value: Any) -> str:
   if os.path.exists(info_path):
     with open(info_path) as f:
       held = json.load(f).get("extra", {}).get("config")
-    if held == json.loads(json.dumps(config.to_dict())):
+    if _same_world(held, config):
       return data_dir
     shutil.rmtree(data_dir)
   synthetic.generate(config, data_dir, verbose=False)
   return data_dir
+
+
+def _same_world(held: Optional[Mapping[str, Any]], config: Any) -> bool:
+  """Whether a dataset.json's generator config `held` describes the world `config`. Fields
+  `held` lacks (knobs added after it was written) take their defaults, which leave the world
+  as it was (`SyntheticConfig`'s contract), so an older world is reused, not rewritten (a
+  rewrite would change dataset.json and so every cached run's key)."""
+  from tfrec.datasets.synthetic import world
+  if not isinstance(held, Mapping):
+    return False
+  try:
+    filled = world.SyntheticConfig(**{**dict(held), "scenario_traffic": tuple(
+        held.get("scenario_traffic", config.scenario_traffic))})
+  except (TypeError, ValueError):
+    return False
+  return filled == config
 
 
 def measure(results: Mapping[str, List[Dict[str, Any]]],
