@@ -12,7 +12,7 @@ import pytest
 import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
 from tfrec.data import schema
 from tfrec.datasets import synthetic as syn
-from tfrec.datasets.synthetic import simulate
+from tfrec.datasets.synthetic import simulate, stats, users
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
 from tfrec.data.tfrecord_io import Manifest, check_record, decode
@@ -123,9 +123,13 @@ def _canonical(x):
 
 
 def _records_digest(world) -> str:
+  """The pinned records: every kind and split the digest was taken on (matching/test_cold,
+  added since, is left out: it adds records without changing any other)."""
   h = hashlib.sha256()
   for user_id in range(world.config.num_users):
-    h.update(json.dumps(_canonical(syn.user_records(world, user_id)), sort_keys=True).encode())
+    recs = syn.user_records(world, user_id)
+    del recs["matching"]["test_cold"]
+    h.update(json.dumps(_canonical(recs), sort_keys=True).encode())
   h.update(json.dumps(syn.dual_pair_records(world), sort_keys=True).encode())
   return h.hexdigest()
 
@@ -248,13 +252,14 @@ def test_histories_are_past_and_newest_last(records):
 
 def test_split_by_day(records):
   assert syn.SPLITS["ranking"] == ("train", "valid", "test", "test_cold")
-  assert syn.SPLITS["matching"] == ("train", "valid", "test")
+  assert syn.SPLITS["matching"] == ("train", "valid", "test", "test_cold")
+  assert syn.SPLITS["dual_pair"] == ("train", "valid", "test")
   for rec in records["ranking"]["train"] + records["matching"]["train"]:
     assert rec["timestamp"] < VALID_DAY_S  # Days 0..5.
   for rec in records["ranking"]["valid"] + records["matching"]["valid"]:
     assert VALID_DAY_S <= rec["timestamp"] < LAST_DAY_S  # Day 6.
   for rec in (records["ranking"]["test"] + records["ranking"]["test_cold"]
-              + records["matching"]["test"]):
+              + records["matching"]["test"] + records["matching"]["test_cold"]):
     assert LAST_DAY_S <= rec["timestamp"] < LAST_DAY_S + syn.DAY_S  # Day 7.
   for rec in records["ccl_pair"]["train"]:  # No valid-day or test-day session.
     ts = rec["source_timestamps"] + rec["target_timestamps"]
@@ -410,16 +415,16 @@ def test_visual_domain_gap(world):
 
 
 def test_streaming_summary_auc_matches_exact(records):
-  stats = simulate._Stats()
+  total = stats.Stats()
   half = len(records["ranking"]["test"]) // 2
-  part = simulate._Stats()
-  stats.add("ranking", "test", records["ranking"]["test"][:half])
+  part = stats.Stats()
+  total.add("ranking", "test", records["ranking"]["test"][:half])
   part.add("ranking", "test", records["ranking"]["test"][half:])
-  stats.merge(part)
+  total.merge(part)
   test = records["ranking"]["test"]
   exact = _auc([r["label"] for r in test], [r["oracle_prob"] for r in test])
-  assert abs(stats.auc("test") - exact) < 0.005
-  assert stats.counts["ranking", "test"] == len(test)
+  assert abs(total.auc("test") - exact) < 0.005
+  assert total.counts["ranking", "test"] == len(test)
 
 
 # ----------------------------------------------------------------------------- issue-11 knobs
@@ -430,9 +435,9 @@ def _knob_world(**knobs):
 
 
 def _test_history(world, num_users=None):
-  """SEMI Table-4 figures of the ranking/test examples (`simulate.history_summary`)."""
+  """SEMI Table-4 figures of the ranking/test examples (`stats.history_summary`)."""
   recs = _all_records(world, num_users)
-  return simulate.history_summary(simulate.history_stats(world.store.category,
+  return stats.history_summary(stats.history_stats(world.store.category,
                                                          recs["ranking"]["test"]))
 
 
@@ -494,11 +499,11 @@ def test_target_intent_coupling_lowers_cross_domain_overlap():
   assert free["overlap_share"] < coupled["overlap_share"] - 0.08, (coupled, free)
   w = _knob_world(target_intent_coupling=0.0)
   rng = np.random.default_rng([w.config.seed, 3])
-  sessions = syn.world.plan_sessions(w, rng, syn.world.make_user(w, rng, 3))
+  sessions = users.plan_sessions(w, rng, users.make_user(w, rng, 3))
   assert any(s.target_intent != s.intent for s in sessions)
   base = _knob_world()
   rng = np.random.default_rng([base.config.seed, 3])
-  base_sessions = syn.world.plan_sessions(base, rng, syn.world.make_user(base, rng, 3))
+  base_sessions = users.plan_sessions(base, rng, users.make_user(base, rng, 3))
   assert all(s.target_intent == s.intent for s in base_sessions)
   # Only the target intent moved: the main stream's sessions are the same.
   assert [s[:4] for s in sessions] == [s[:4] for s in base_sessions]
@@ -509,7 +514,7 @@ def test_target_taste_weight_shows_in_clicks_and_target_history():
   clicked, unclicked, organic, baseline = [], [], [], []
   for u in range(80):
     rng = np.random.default_rng([w.config.seed, u])
-    style = syn.world.make_user(w, rng, u).style
+    style = users.make_user(w, rng, u).style
     recs = syn.user_records(w, u)
     for r in _ranking(recs):
       (clicked if r["label"] else unclicked).append(w.taste[r["item_id"]] @ style)
@@ -533,7 +538,7 @@ def test_session_dispersion_widens_session_counts():
     out = []
     for u in range(w.config.num_users):
       rng = np.random.default_rng([w.config.seed, u])
-      out.append(len(syn.world.plan_sessions(w, rng, syn.world.make_user(w, rng, u))))
+      out.append(len(users.plan_sessions(w, rng, users.make_user(w, rng, u))))
     return np.array(out)
   base, wide = counts(_knob_world()), counts(_knob_world(session_dispersion=1.0))
   assert np.var(wide) > 3 * np.var(base), (np.var(base), np.var(wide))
@@ -545,7 +550,7 @@ def test_cold_users_start_on_the_test_day_and_are_flagged():
   cold = 0
   for u in range(w.config.num_users):
     rng = np.random.default_rng([w.config.seed, u])
-    is_cold = syn.world.make_user(w, rng, u).cold
+    is_cold = users.make_user(w, rng, u).cold
     recs = syn.user_records(w, u)
     cold += is_cold
     flagged = [r for kind in ("ranking", "matching") for recs_ in recs[kind].values()

@@ -114,8 +114,7 @@ def _same_world(held: Optional[Mapping[str, Any]], config: Any) -> bool:
   if not isinstance(held, Mapping):
     return False
   try:
-    filled = world.SyntheticConfig(**{**dict(held), "scenario_traffic": tuple(
-        held.get("scenario_traffic", config.scenario_traffic))})
+    filled = world.config_from_dict(held)
   except (TypeError, ValueError):
     return False
   return filled == config

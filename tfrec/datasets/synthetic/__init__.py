@@ -76,9 +76,9 @@ on which other users were generated, nor on the number of writer processes.
 
 from tfrec.datasets.synthetic.simulate import (SPLITS, dataset_info, default_num_shards, generate,
                                                split_of_day, user_records)
+from tfrec.datasets.synthetic.users import click_probability
 from tfrec.datasets.synthetic.world import (CONFIGS, DAY_S, SyntheticConfig, World, build_world,
-                                            click_probability, dual_pair_records, get_config,
-                                            parse_assignments)
+                                            dual_pair_records, get_config, parse_assignments)
 
 __all__ = ["CONFIGS", "DAY_S", "SPLITS", "SyntheticConfig", "World", "build_world",
            "click_probability", "dataset_info", "default_num_shards", "dual_pair_records",

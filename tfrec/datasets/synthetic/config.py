@@ -8,6 +8,14 @@ import typing
 from typing import Any, Dict, Sequence, Tuple
 
 CCL_PAIR_SCOPES = ("session", "week")
+TUPLE_FIELDS = ("scenario_traffic", "item_kind_transfer")
+# Record kind -> its splits (by day; dual pairs by target item: `world.dual_pair_split`).
+SPLITS: Dict[str, Tuple[str, ...]] = {
+    "ranking": ("train", "valid", "test", "test_cold"),
+    "ccl_pair": ("train",),
+    "dual_pair": ("train", "valid", "test"),
+    "matching": ("train", "valid", "test", "test_cold"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +104,96 @@ class SyntheticConfig:
   wording); "week": one pair per user and week of the train period, each domain's last 50
   behaviours of that week (SEMI §4.1: pairs are the 7-day sequences of the records)."""
 
+  max_seq_len: int = 50
+  """The longest per-domain history written into ranking and ccl_pair records (the newest
+  kept) and recorded as dataset.json's max_seq_len; matching sequences keep max(100,
+  max_seq_len). 50 is the contract's default (SEMI §4.1); THACIL uses 160."""
+  # ADAPT (DUAL's domain gap and the storytelling -> product mounting, §III-D, Table II).
+  visual_relatedness: float = 0.0
+  """r in [0, 1]: the target domain's visual projection is W_t = r W_s + sqrt(1 - r^2) W_t'
+  (W_s, W_t' independent): 0 leaves the domains' projections unrelated, 1 makes them one."""
+  title_source_shared_prob: float = 0.15
+  """P(a source (product) title token is one of its topic's S shared words)."""
+  title_target_function_prob: float = 0.4
+  """P(a target (storytelling) title token is a function word)."""
+  title_target_shared_prob: float = 0.1
+  """P(a target title token is one of its topic's shared words); the rest are the topic's
+  target words."""
+  story_title_copy: float = 0.0
+  """P(each token of a storytelling title is replaced by a word of its first mounted
+  product's title): raises ADAPT eq. 1's title similarity of dual pairs."""
+  story_product_closeness: float = 0.0
+  """w_m: a story's first mounted product is drawn from its category's products with weight
+  pop_s * exp(w_m * cos(z_story, z_product)) (0: by popularity alone); item-level closeness."""
+  topic_popularity_divergence: float = 0.0
+  """delta in [0, 1]: the target items' topic distribution is (1 - delta) pi + delta pi'
+  (pi' ~ Dir(5), its own stream); 0: both domains share pi."""
+  dual_valid_share: float = 0.1
+  """Share of mounted target items whose dual pairs form the dual_pair valid split."""
+  dual_test_share: float = 0.1
+  """Share of mounted target items whose dual pairs form the dual_pair test split."""
+  # THACIL (category- and item-level interest, drifting interest, long histories).
+  category_interest_weight: float = 0.0
+  """w_c: each user has a preference psi_u[c] ~ N(0, 1) per category; behaviours of both
+  domains draw their item within the topic with weight pop_i * exp(w_c psi_u[c_i]) and the
+  click logit adds w_c psi_u[c_i]: interest inside a topic, at category level."""
+  item_taste_weight: float = 0.0
+  """w_z: each user has p_u ~ N(0, I / latent_dim); the item-level affinity is
+  <p_u, z_i - mu_{k_i}> (the item's latent away from its topic centre). Behaviours of both
+  domains are tilted by exp(w_z affinity) and the click logit adds w_z affinity."""
+  interest_drift_per_day: float = 0.0
+  """rho: on day t a user's interests (shared and per domain) are (1 - l_t) theta + l_t phi,
+  l_t = 1 - (1 - rho)^t, phi ~ Dir(alpha) the user's drift target: long-term interest drifts
+  a little every day (session intents, behaviours and clicks follow the day's interest)."""
+  # COUPLE (tags specific to a category, user groups; cold-item matching is the
+  # matching/test_cold split, written whatever the knobs).
+  category_tags: int = 0
+  """Tags per category (ids after the topic tag blocks, shared by both domains)."""
+  category_tag_share: float = 0.0
+  """P(each of an item's tags is replaced by a random tag of its own category); needs
+  category_tags > 0."""
+  user_groups: int = 0
+  """G: number of user groups; each user joins one uniformly (own stream)."""
+  user_group_weight: float = 0.0
+  """w_g in [0, 1]: a user's long-term interest is (1 - w_g) theta_u + w_g theta_g, theta_g ~
+  Dir(alpha) the group's centre: users drawn around a few group centres."""
+  # M5 (scenarios, item kinds, subsidiary features).
+  scenario_user_tilt: float = 0.0
+  """w_s: each user has t_u[s, k] ~ N(0, 1) per scenario and topic; in a session of scenario s
+  the non-intent behaviour topics are drawn from theta^d[k] exp(w_s t_u[s, k]) and the click
+  logit adds w_s t_u[s, k_i]: a user-by-scenario interest tilt."""
+  scenario_behaviour_weight: float = 0.0
+  """w_b: organic target behaviours in a session of scenario s draw their item within the topic
+  with weight pop_i * exp(w_b s[s, c_i]) (the scenario's category preference that already
+  moves clicks): scenarios change organic behaviour, not only clicks."""
+  scenario_pool_share: float = 1.0
+  """Share of warm target items each scenario can show (a random subset per scenario, world
+  stream); impression candidates come from the scenario's subset (1.0: every item)."""
+  item_kind_transfer: Tuple[float, ...] = ()
+  """Per item kind j = 1..K, its transfer tr_j: target items get kind ~ U{1..K} (the item
+  store's kind column; dataset.json's num_item_kinds = K) and their click logit's interest
+  term uses tr_j theta_u + (1 - tr_j) phi_u^t instead of theta_u^t. Empty: no kinds."""
+  sub_source_watch_rate: float = 0.2
+  """Source behaviours' watch count is 1 + Poi(sub_source_watch_rate)."""
+  sub_source_playback_mean: float = 0.03
+  """Source behaviours' playback hours ~ Exp(mean)."""
+  sub_target_watch_base: float = 1.0
+  """Target behaviours' watch count is 1 + Poi(base + interest * theta_u^t[k_i])."""
+  sub_target_watch_interest: float = 3.0
+  """See sub_target_watch_base."""
+  sub_target_playback_scale: float = 0.04
+  """Target playback hours = count * Gamma(2, scale + intent_scale * [k_i = intent])."""
+  sub_target_playback_intent: float = 0.04
+  """See sub_target_playback_scale."""
+
   def __post_init__(self):
     for name in ("transfer", "intent_drift", "intent_weight", "active_share", "tag_overlap",
                  "cold_item_share", "dual_second_share", "target_intent_coupling",
-                 "cold_user_share"):
+                 "cold_user_share", "visual_relatedness", "title_source_shared_prob",
+                 "title_target_function_prob", "title_target_shared_prob", "story_title_copy",
+                 "topic_popularity_divergence", "dual_valid_share", "dual_test_share",
+                 "interest_drift_per_day", "category_tag_share", "user_group_weight",
+                 "scenario_pool_share"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
     if self.candidate_intent_share + self.candidate_popular_share > 1.0:
@@ -118,6 +212,28 @@ class SyntheticConfig:
                  "ccl_only_users"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+    for name in ("story_product_closeness", "category_interest_weight", "item_taste_weight",
+                 "category_tags", "user_groups", "scenario_user_tilt",
+                 "scenario_behaviour_weight", "sub_source_watch_rate",
+                 "sub_source_playback_mean", "sub_target_watch_base",
+                 "sub_target_watch_interest", "sub_target_playback_scale",
+                 "sub_target_playback_intent"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+    if self.title_target_function_prob + self.title_target_shared_prob > 1.0:
+      raise ValueError("title_target_function_prob + title_target_shared_prob must be <= 1")
+    if self.dual_valid_share + self.dual_test_share > 1.0:
+      raise ValueError("dual_valid_share + dual_test_share must be <= 1")
+    if self.category_tag_share > 0 and self.category_tags < 1:
+      raise ValueError("category_tag_share > 0 needs category_tags >= 1")
+    if self.user_group_weight > 0 and self.user_groups < 1:
+      raise ValueError("user_group_weight > 0 needs user_groups >= 1")
+    if self.scenario_pool_share <= 0:
+      raise ValueError("scenario_pool_share must be > 0")
+    if any(not 0.0 <= t <= 1.0 for t in self.item_kind_transfer):
+      raise ValueError(f"item_kind_transfer={self.item_kind_transfer}: each in [0, 1]")
+    if self.max_seq_len < 1:
+      raise ValueError(f"max_seq_len={self.max_seq_len} must be >= 1")
     if self.ccl_pair_scope not in CCL_PAIR_SCOPES:
       raise ValueError(f"ccl_pair_scope={self.ccl_pair_scope!r} must be one of "
                        f"{list(CCL_PAIR_SCOPES)}")
@@ -141,11 +257,16 @@ class SyntheticConfig:
   @property
   def num_tags(self) -> int:
     exclusive = self.tags_per_topic - self.shared_tags_per_topic
-    return self.num_topics * (self.shared_tags_per_topic + 2 * exclusive)
+    return (self.num_topics * (self.shared_tags_per_topic + 2 * exclusive)
+            + self.num_categories * self.category_tags)
 
   @property
   def tokens_per_topic(self) -> int:
     return self.title_shared_tokens + self.title_source_tokens + self.title_target_tokens
+
+  @property
+  def num_item_kinds(self) -> int:
+    return len(self.item_kind_transfer)
 
   @property
   def num_tokens(self) -> int:
@@ -154,6 +275,7 @@ class SyntheticConfig:
   def to_dict(self) -> Dict[str, Any]:
     d = dataclasses.asdict(self)
     d["scenario_traffic"] = list(self.scenario_traffic)
+    d["item_kind_transfer"] = list(self.item_kind_transfer)
     return d
 
 
@@ -168,6 +290,20 @@ CONFIGS: Dict[str, SyntheticConfig] = {
 }
 
 
+def config_from_dict(raw: Dict[str, Any]) -> SyntheticConfig:
+  """The `SyntheticConfig` a dataset.json's generator config (`to_dict`) describes; fields it
+  lacks (knobs added after it was written) take their defaults, which leave the world as it was.
+
+  Raises:
+    TypeError, ValueError: an unknown field or a bad value.
+  """
+  raw = dict(raw)
+  for name in TUPLE_FIELDS:
+    if name in raw:
+      raw[name] = tuple(float(x) for x in raw[name])
+  return SyntheticConfig(**raw)
+
+
 def get_config(name: str = "default", **overrides: Any) -> SyntheticConfig:
   """Returns preset `name` with `overrides` (field=value) applied; None values are ignored."""
   if name not in CONFIGS:
@@ -177,8 +313,9 @@ def get_config(name: str = "default", **overrides: Any) -> SyntheticConfig:
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f"unknown synthetic config field(s) {unknown}")
-  if "scenario_traffic" in overrides:
-    overrides["scenario_traffic"] = tuple(float(x) for x in overrides["scenario_traffic"])
+  for field in TUPLE_FIELDS:
+    if field in overrides:
+      overrides[field] = tuple(float(x) for x in overrides[field])
   return dataclasses.replace(CONFIGS[name], **overrides)
 
 

@@ -12,13 +12,14 @@ oracle is not available (`OracleUnavailable`, with the reason), never silently w
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
+from tfrec.datasets.synthetic import planted, users
 from tfrec.datasets.synthetic import world as sw
 
 TOLERANCE = 1e-5  # |re-simulated - recorded oracle_prob| (stored as float32).
@@ -33,11 +34,12 @@ class SyntheticOracle:
 
   Rebuilds the world from `dataset.json`'s generator config, and per user replays the first
   steps of `synthetic.user_records` from the user's own RNG (`default_rng([seed, user])`):
-  `make_user` (theta_u^t, and the target taste style_u from the user's own knob stream) then
-  `plan_sessions` (each session's start, duration, scenario and target-domain intent, the
-  latter from its own stream). A request at time t lies in exactly one session (sessions
-  occupy distinct hours). P(click) is `world.click_probability` (sigmoid(a theta[k_i] +
-  b [k_i = target intent] + q_i + s[scenario, c_i] + c + w_tau <style_u, tau_i>)).
+  `users.make_user` (the interests and every knob's latents, from their own streams) then
+  `users.plan_sessions` (each session's start, duration, scenario and target-domain intent).
+  A request at time t lies in exactly one session (sessions occupy distinct hours). Scores:
+  ranking records: P(click) (`users.click_probability`); matching records: the expected
+  number of target positives on a candidate in that session (`positive_intensities`); dual
+  pairs: the expected number of mountings (`dual_scores`).
 
   Raises:
     OracleUnavailable: not synthetic data, or a config/store this version cannot rebuild.
@@ -48,10 +50,8 @@ class SyntheticOracle:
     if extra.get("generator") != "tfrec.datasets.synthetic" or "config" not in extra:
       raise OracleUnavailable(f"dataset {info.name!r} was not written by tfrec.datasets.synthetic:"
                               " there is no planted model to rank candidates with")
-    raw = dict(extra["config"])
     try:
-      raw["scenario_traffic"] = tuple(raw.get("scenario_traffic", ()))
-      cfg = sw.SyntheticConfig(**raw)
+      cfg = sw.config_from_dict(extra["config"])
     except (TypeError, ValueError) as e:
       raise OracleUnavailable(f"dataset.json's generator config cannot be rebuilt by this "
                               f"version of tfrec.datasets.synthetic ({e})") from None
@@ -63,37 +63,59 @@ class SyntheticOracle:
         if not np.array_equal(getattr(mine, col), getattr(store, col)):
           raise OracleUnavailable(f"the item store's {col} column differs from the one the "
                                   "generator rebuilds from dataset.json")
-    self._users: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                 np.ndarray]] = {}
+    self._users: Dict[int, Tuple[Any, List[Any], np.ndarray]] = {}
 
-  def _user(self, user_id: int):
+  def replay(self, user_id: int):
+    """(profile, sessions, <int64>[n] session starts) of a user, re-simulated (cached)."""
     if user_id not in self._users:
       if not 0 <= user_id < self.config.num_users:
         raise OracleUnavailable(f"user {user_id} is outside the generator's "
                                 f"{self.config.num_users} users")
       rng = np.random.default_rng([self.config.seed, user_id])
-      user = sw.make_user(self.world, rng, user_id)
-      sessions = sw.plan_sessions(self.world, rng, user)
-      self._users[user_id] = (user.interest[schema.TARGET], user.style,
-                              *(np.array([getattr(s, f) for s in sessions], np.int64)
-                                for f in ("start", "duration", "scenario", "target_intent")))
+      user = users.make_user(self.world, rng, user_id)
+      sessions = users.plan_sessions(self.world, rng, user)
+      self._users[user_id] = (user, sessions, np.array([s.start for s in sessions], np.int64))
     return self._users[user_id]
+
+  def session(self, user_id: int, t: int, scenario: int):
+    """(profile, the session holding request time `t`), checking the record's scenario."""
+    user, sessions, starts = self.replay(int(user_id))
+    j = int(np.searchsorted(starts, t, side="right")) - 1
+    if j < 0 or t >= sessions[j].start + sessions[j].duration:
+      raise OracleUnavailable(f"user {user_id}: request time {t} lies in no re-simulated "
+                              "session")
+    if sessions[j].scenario != scenario:
+      raise OracleUnavailable(f"user {user_id} at {t}: scenario {scenario} in the record, "
+                              f"{sessions[j].scenario} in the re-simulated session")
+    return user, sessions[j]
 
   def probabilities(self, user_ids: np.ndarray, timestamps: np.ndarray,
                     scenario_ids: np.ndarray, candidate_ids: np.ndarray) -> np.ndarray:
-    """<int64>[n] users, request times, scenarios; <int64>[n, c] items -> <float64>[n, c]."""
+    """<int64>[n] users, request times, scenarios; <int64>[n, c] items -> <float64>[n, c]
+    planted P(click)."""
     out = np.empty(candidate_ids.shape, np.float64)
     for r, (u, t, s) in enumerate(zip(user_ids, timestamps, scenario_ids)):
-      interest, style, starts, durations, scenarios, intents = self._user(int(u))
-      j = int(np.searchsorted(starts, t, side="right")) - 1
-      if j < 0 or t >= starts[j] + durations[j]:
-        raise OracleUnavailable(f"user {u}: request time {t} lies in no re-simulated session")
-      if scenarios[j] != s:
-        raise OracleUnavailable(f"user {u} at {t}: scenario {s} in the record, "
-                                f"{scenarios[j]} in the re-simulated session")
-      out[r] = sw.click_probability(self.world, interest, candidate_ids[r], int(intents[j]),
-                                    int(s), style)
+      user, sess = self.session(u, t, int(s))
+      out[r] = users.click_probability(self.world, user, candidate_ids[r], sess.target_intent,
+                                       int(s), sess.day)
     return out
+
+  def positive_intensities(self, user_ids: np.ndarray, timestamps: np.ndarray,
+                           scenario_ids: np.ndarray, candidate_ids: np.ndarray) -> np.ndarray:
+    """The planted score of matching records: <float64>[n, c] the expected number of target
+    positives (organic behaviours, clicked impressions, clicked cold impressions) on each
+    candidate in the request's session (`planted.positive_intensity`)."""
+    out = np.empty(candidate_ids.shape, np.float64)
+    for r, (u, t, s) in enumerate(zip(user_ids, timestamps, scenario_ids)):
+      user, sess = self.session(u, t, int(s))
+      out[r] = planted.positive_intensity(self.world, user, sess, candidate_ids[r])
+    return out
+
+  def dual_scores(self, stories: np.ndarray, candidate_ids: np.ndarray) -> np.ndarray:
+    """The planted score of dual pairs: <float64>[n, c] the expected number of times each
+    candidate product is mounted on story `stories[r]` (`planted.mount_intensity`)."""
+    return np.stack([planted.mount_intensity(self.world, int(t), candidate_ids[r])
+                     for r, t in enumerate(stories)])
 
 
 def ranking_oracle_for(info: DatasetInfo, store: Optional[ItemStore] = None

@@ -17,23 +17,22 @@ import numpy as np
 import tfrec  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
-from tfrec.datasets.synthetic.world import (CONFIGS, DAY_S, USER_FEATURE_SIZES, WEEK_S, Pool,
-                                              Session, SyntheticConfig, UserProfile, World,
-                                              build_world, click_probability, draw,
-                                              dual_pair_records, get_config, make_user,
-                                              plan_sessions)
+from tfrec.datasets.synthetic import items as item_lib
+from tfrec.datasets.synthetic.users import (Session, UserProfile, behaviour_interest,
+                                            candidate_pools, click_probability, interest_at, make_user,
+                                            plan_sessions, session_rates, split_of_day,
+                                            user_pools)
+from tfrec.datasets.synthetic.world import (CONFIGS, USER_FEATURE_SIZES, WEEK_S, Pool,
+                                            SyntheticConfig, World, build_world, draw,
+                                            dual_pair_records, get_config)
 from tfrec.data.tfrecord_io import Manifest, Shard, ShardedWriter, shard_name
+from tfrec.datasets.synthetic.config import SPLITS
+from tfrec.datasets.synthetic.stats import Stats
 
 __all__ = ["SyntheticConfig", "CONFIGS", "get_config", "World", "build_world", "user_records",
            "dual_pair_records", "click_probability", "dataset_info", "default_num_shards",
-           "generate", "SPLITS", "split_of_day"]
+           "generate", "SPLITS", "split_of_day", "candidate_pools"]
 
-SPLITS: Dict[str, Tuple[str, ...]] = {
-    "ranking": ("train", "valid", "test", "test_cold"),
-    "ccl_pair": ("train",),
-    "dual_pair": ("train",),
-    "matching": ("train", "valid", "test"),
-}
 _SRC, _TGT, _IMP, _COLD = 0, 1, 2, 3         # event kinds inside a session.
 _USER_KINDS = ("ranking", "ccl_pair", "matching")
 Records = Dict[str, Dict[str, List[dict]]]
@@ -67,13 +66,13 @@ class _History:
     self.m_ts.append(t)
     self.m_sub.extend(sub)
 
-  def last(self, domain: int, t: int, max_len: int = schema.MAX_SEQ_LEN):
+  def last(self, domain: int, t: int, max_len: int):
     """The last <= max_len (items, timestamps) of `domain` strictly before `t`."""
     n = bisect.bisect_left(self.ts[domain], t)
     lo = max(0, n - max_len)
     return self.items[domain][lo:n], self.ts[domain][lo:n]
 
-  def mixed(self, t: int, max_len: int = schema.MAX_MATCH_SEQ_LEN) -> Dict[str, list]:
+  def mixed(self, t: int, max_len: int) -> Dict[str, list]:
     """The last <= max_len mixed-domain behaviours strictly before `t` as matching fields."""
     n = bisect.bisect_left(self.m_ts, t)
     lo = max(0, n - max_len)
@@ -102,29 +101,34 @@ def _topic_items(world: World, rng: np.random.Generator, interest: np.ndarray, i
 
 
 def _subsidiary(world: World, rng: np.random.Generator, user: UserProfile, items: np.ndarray,
-                domain: int, intent: int) -> np.ndarray:
-  """<float64>[n, 2] per behaviour: [watch count >= 1 (integer), playback hours >= 0]."""
-  n = len(items)
+                domain: int, sess: Session, intent: int) -> np.ndarray:
+  """<float64>[n, 2] per behaviour: [watch count >= 1 (integer), playback hours >= 0] (the
+  constants are the `sub_*` knobs; intent: the target one for target items)."""
+  cfg, n = world.config, len(items)
   if domain == schema.SOURCE:
-    return np.stack([1.0 + rng.poisson(0.2, n), rng.exponential(0.03, n)], axis=1)
+    return np.stack([1.0 + rng.poisson(cfg.sub_source_watch_rate, n),
+                     rng.exponential(cfg.sub_source_playback_mean, n)], axis=1)
   topic = world.topic[items]
-  count = 1.0 + rng.poisson(1.0 + 3.0 * user.interest[domain][topic])  # intent: the target one.
-  scale = 0.04 + 0.04 * (topic == intent)
+  theta = interest_at(world, user, domain, sess.day)
+  count = 1.0 + rng.poisson(cfg.sub_target_watch_base
+                            + cfg.sub_target_watch_interest * theta[topic])
+  scale = cfg.sub_target_playback_scale + cfg.sub_target_playback_intent * (topic == intent)
   return np.stack([count, count * rng.gamma(2.0, scale)], axis=1)
 
 
-def _candidates(world: World, rng: np.random.Generator, intent: int, n: int,
-                cold: bool) -> np.ndarray:
-  """<int64>[n] impression candidates: intent-topic / popular / uniform (cold: cold only)."""
+def _candidates(world: World, rng: np.random.Generator, intent: int, n: int, cold: bool,
+                scenario: int) -> np.ndarray:
+  """<int64>[n] impression candidates: intent-topic / popular / uniform (cold: cold only;
+  warm ones from the scenario's pool when scenario_pool_share < 1)."""
   cfg = world.config
   u = rng.random(n)
+  by_topic, pool = candidate_pools(world, scenario, cold)
   if cold:
-    return np.where(u < cfg.candidate_intent_share, world.cold[intent].sample(rng, n),
-                    world.cold_all.uniform(rng, n))
-  pool = world.warm_all[schema.TARGET]
+    return np.where(u < cfg.candidate_intent_share, by_topic[intent].sample(rng, n),
+                    pool.uniform(rng, n))
   popular_cut = cfg.candidate_intent_share + cfg.candidate_popular_share
   return np.where(u < cfg.candidate_intent_share,
-                  world.warm[schema.TARGET][intent].sample(rng, n),
+                  by_topic[intent].sample(rng, n),
                   np.where(u < popular_cut, pool.sample(rng, n), pool.uniform(rng, n)))
 
 
@@ -132,25 +136,23 @@ def _behaviours(world: World, rng: np.random.Generator, user: UserProfile, sess:
                 domain: int, n: int) -> List[_Event]:
   """Organic behaviours of `domain` (target ones: the target intent and the taste-tilted
   pools)."""
-  if domain == schema.SOURCE:
-    intent, pools = sess.intent, world.warm[schema.SOURCE]
-  else:
-    intent, pools = sess.target_intent, user.target_pools
-  items = _topic_items(world, rng, user.interest[domain], intent, domain, n, pools)
+  intent = sess.intent if domain == schema.SOURCE else sess.target_intent
+  pools = user_pools(world, user, domain, sess.scenario)
+  items = _topic_items(world, rng, behaviour_interest(world, user, domain, sess), intent,
+                       domain, n, pools)
   ts = sess.start + rng.integers(0, sess.duration, n)
-  sub = _subsidiary(world, rng, user, items, domain, intent)
+  sub = _subsidiary(world, rng, user, items, domain, sess, intent)
   return [_Event(int(t), domain, int(i), 1.0, 1, (float(a), float(b)))
           for t, i, (a, b) in zip(ts, items, sub)]
 
 
 def _impressions(world: World, rng: np.random.Generator, user: UserProfile, sess: Session,
                  n: int, cold: bool) -> List[_Event]:
-  items = _candidates(world, rng, sess.target_intent, n, cold)
+  items = _candidates(world, rng, sess.target_intent, n, cold, sess.scenario)
   ts = sess.start + rng.integers(0, sess.duration, n)
-  probs = click_probability(world, user.interest[schema.TARGET], items, sess.target_intent,
-                            sess.scenario, user.style)
+  probs = click_probability(world, user, items, sess.target_intent, sess.scenario, sess.day)
   labels = (rng.random(n) < probs).astype(np.int64)
-  sub = _subsidiary(world, rng, user, items, schema.TARGET, sess.target_intent)
+  sub = _subsidiary(world, rng, user, items, schema.TARGET, sess, sess.target_intent)
   kind = _COLD if cold else _IMP
   return [_Event(int(t), kind, int(i), float(p), int(y), (float(a), float(b)))
           for t, i, p, y, (a, b) in zip(ts, items, probs, labels, sub)]
@@ -160,45 +162,29 @@ def _session_events(world: World, rng: np.random.Generator, user: UserProfile,
                     sess: Session) -> List[_Event]:
   """All behaviours and impressions of one session, ordered by time (stable)."""
   cfg = world.config
-  rate_t = (cfg.active_target_events_per_session if user.active
-            else cfg.target_events_per_session)
-  rate_i = cfg.impressions_per_session
-  if cfg.target_activity_spread > 0:  # The user's target activity: events and impressions.
-    rate_t *= user.activity
-    rate_i *= user.activity
-  split = split_of_day(cfg, sess.start)
+  rate_t, rate_i, rate_c = session_rates(world, user, sess)
   # A cold user has no target activity (organic events, impressions) before the test day.
-  silent = user.cold and split != "test"
+  silent = user.cold and split_of_day(cfg, sess.start) != "test"
   events = _behaviours(world, rng, user, sess, schema.SOURCE,
                        rng.poisson(cfg.source_events_per_session))
   events += _behaviours(world, rng, user, sess, schema.TARGET,
                         0 if silent else rng.poisson(rate_t))
   if not silent:
     events += _impressions(world, rng, user, sess, rng.poisson(rate_i), cold=False)
-  if split == "test" and len(world.cold_all):
-    events += _impressions(world, rng, user, sess,
-                           rng.poisson(cfg.cold_impressions_per_session), cold=True)
+  if rate_c:
+    events += _impressions(world, rng, user, sess, rng.poisson(rate_c), cold=True)
   return sorted(events, key=lambda e: e.t)
-
-
-def split_of_day(cfg: SyntheticConfig, t: int) -> str:
-  """The split of an event at time `t` (seconds) by its day: the last day "test", the day
-  before "valid", the days before that "train". A session lies inside one hour, so inside one
-  day: the split of its start is the split of all its events."""
-  day = t // DAY_S
-  if day >= cfg.days - 1:
-    return "test"
-  return "valid" if day == cfg.days - 2 else "train"
 
 
 # ----------------------------------------------------------------------------- records
 
 
-def _ranking_record(user: UserProfile, sess: Session, ev: _Event,
-                    hist: _History) -> Optional[dict]:
-  """A ranking example, or None when the user has no history at all before the impression."""
-  src_items, src_ts = hist.last(schema.SOURCE, ev.t)
-  tgt_items, tgt_ts = hist.last(schema.TARGET, ev.t)
+def _ranking_record(user: UserProfile, sess: Session, ev: _Event, hist: _History,
+                    max_len: int) -> Optional[dict]:
+  """A ranking example (each domain's last `max_len` behaviours), or None when the user has
+  no history at all before the impression."""
+  src_items, src_ts = hist.last(schema.SOURCE, ev.t, max_len)
+  tgt_items, tgt_ts = hist.last(schema.TARGET, ev.t, max_len)
   if not src_items and not tgt_items:
     return None
   rec = {"user_id": user.user_id, "user_features": user.features, "scenario_id": sess.scenario,
@@ -210,10 +196,11 @@ def _ranking_record(user: UserProfile, sess: Session, ev: _Event,
   return rec
 
 
-def _matching_record(user: UserProfile, sess: Session, ev: _Event,
-                     hist: _History) -> Optional[dict]:
-  """The mixed behaviours before a target positive and that positive; None without history."""
-  seq = hist.mixed(ev.t)
+def _matching_record(user: UserProfile, sess: Session, ev: _Event, hist: _History,
+                     max_len: int) -> Optional[dict]:
+  """The last `max_len` mixed behaviours before a target positive and that positive; None
+  without history."""
+  seq = hist.mixed(ev.t, max_len)
   if not seq["seq_item_ids"]:
     return None
   rec = {"user_id": user.user_id, "user_features": user.features, "scenario_id": sess.scenario,
@@ -223,8 +210,9 @@ def _matching_record(user: UserProfile, sess: Session, ev: _Event,
   return rec
 
 
-def _ccl_record(user: UserProfile, src: Sequence[_Event], tgt: Sequence[_Event]) -> dict:
-  src, tgt = src[-schema.MAX_SEQ_LEN:], tgt[-schema.MAX_SEQ_LEN:]
+def _ccl_record(user: UserProfile, src: Sequence[_Event], tgt: Sequence[_Event],
+                max_len: int) -> dict:
+  src, tgt = src[-max_len:], tgt[-max_len:]
   return {"user_id": user.user_id,
           "source_item_ids": [e.item for e in src], "source_timestamps": [e.t for e in src],
           "target_item_ids": [e.item for e in tgt], "target_timestamps": [e.t for e in tgt]}
@@ -246,34 +234,40 @@ def _ccl_pairs(world: World, user: UserProfile,
   """ccl_pair records from the train sessions' (session, source events, target events), by
   `ccl_pair_scope`: one per session with both domains, or one per week of the train period
   (each domain's last 50 behaviours of the week, both non-empty)."""
+  n = world.config.max_seq_len
   if world.config.ccl_pair_scope == "session":
-    return [_ccl_record(user, src, tgt) for _, src, tgt in sessions if src and tgt]
+    return [_ccl_record(user, src, tgt, n) for _, src, tgt in sessions if src and tgt]
   weeks: Dict[int, Tuple[List[_Event], List[_Event]]] = {}
   for sess, src, tgt in sessions:
     s, t = weeks.setdefault(sess.start // WEEK_S, ([], []))
     s.extend(src)
     t.extend(tgt)
-  return [_ccl_record(user, s, t) for _, (s, t) in sorted(weeks.items()) if s and t]
+  return [_ccl_record(user, s, t, n) for _, (s, t) in sorted(weeks.items()) if s and t]
 
 
 def _play_session(world: World, user: UserProfile, sess: Session, events: Sequence[_Event],
                   hist: _History, out: Records) -> None:
   """Walks a session in time order: emits records from the history, then updates it."""
   split = split_of_day(world.config, sess.start)
+  n, n_mixed = world.config.max_seq_len, max(schema.MAX_MATCH_SEQ_LEN, world.config.max_seq_len)
   for ev in events:
-    if ev.kind == _COLD:
-      rec = _ranking_record(user, sess, ev, hist)
+    if ev.kind == _COLD:  # A cold item: test_cold records; it never joins a history.
+      rec = _ranking_record(user, sess, ev, hist, n)
       if rec is not None:
         out["ranking"]["test_cold"].append(rec)
+      if ev.label:
+        rec = _matching_record(user, sess, ev, hist, n_mixed)
+        if rec is not None:
+          out["matching"]["test_cold"].append(rec)
       continue
     if ev.kind == _IMP:
-      rec = _ranking_record(user, sess, ev, hist)
+      rec = _ranking_record(user, sess, ev, hist, n)
       if rec is not None:
         out["ranking"][split].append(rec)
       if not ev.label:
         continue
     if ev.kind != _SRC:  # an organic target behaviour or a click.
-      rec = _matching_record(user, sess, ev, hist)
+      rec = _matching_record(user, sess, ev, hist, n_mixed)
       if rec is not None:
         out["matching"][split].append(rec)
     domain = schema.SOURCE if ev.kind == _SRC else schema.TARGET
@@ -336,7 +330,8 @@ def dataset_info(config: SyntheticConfig) -> DatasetInfo:
       num_items=config.num_source_items + config.num_target_items,
       num_scenarios=config.num_scenarios, num_categories=config.num_categories,
       num_tags=config.num_tags, num_tokens=config.num_tokens,
-      user_feature_sizes=USER_FEATURE_SIZES, visual_dim=config.visual_dim, extra=extra)
+      user_feature_sizes=USER_FEATURE_SIZES, visual_dim=config.visual_dim, extra=extra,
+      max_seq_len=config.max_seq_len, num_item_kinds=config.num_item_kinds)
 
 
 def default_num_shards(num_users: int) -> int:
@@ -344,157 +339,10 @@ def default_num_shards(num_users: int) -> int:
   return max(1, min(64, num_users // 2_500))
 
 
-# SEMI Table 4 (test split; micro-video = target, product = source): categories per target
-# sequence, how many of them the source sequence has too, their share (1.96 / 16.78 on the
-# test split, 1.93 / 16.33 on train: 12%).
-SEMI_TABLE4 = {"target_categories": 16.3, "overlap": 1.93, "overlap_share": 0.12}
-# Per ranking split: examples, sums of target/source categories, overlapping categories,
-# target length, and counts of <= 1 / <= 5 target events and of cold users.
-_HIST_FIELDS = ("examples", "target_categories", "source_categories", "overlap",
-                "target_length", "le1", "le5", "cold")
-
-
-def history_stats(category: np.ndarray, recs: Sequence[dict]) -> np.ndarray:
-  """<float64>[len(_HIST_FIELDS)] sums over ranking records (see `_HIST_FIELDS`)."""
-  out = np.zeros(len(_HIST_FIELDS))
-  for r in recs:
-    tgt = set(category[r["target_item_ids"]].tolist())
-    src = set(category[r["source_item_ids"]].tolist())
-    n = len(r["target_item_ids"])
-    out += (1, len(tgt), len(src), len(tgt & src), n, n <= 1, n <= 5, r.get("cold_user", 0))
-  return out
-
-
-def history_summary(sums: np.ndarray) -> Dict[str, float]:
-  """Averages of `history_stats` sums: target/source categories per example, overlap, its
-  share of the target categories, mean target length, shares with <= 1 / <= 5 target events
-  and of cold users' examples."""
-  d = dict(zip(_HIST_FIELDS, sums))
-  n = max(d["examples"], 1)
-  return {"target_categories": d["target_categories"] / n,
-          "source_categories": d["source_categories"] / n,
-          "overlap": d["overlap"] / n,
-          "overlap_share": d["overlap"] / max(d["target_categories"], 1),
-          "target_length": d["target_length"] / n,
-          "le1": d["le1"] / n, "le5": d["le5"] / n, "cold": d["cold"] / n}
-
-
-class _Stats:
-  """Streaming record counts, positive rates, a binned oracle AUC and SEMI Table-4 history
-  figures (`history_stats`, when given the item categories) per ranking split."""
-
-  BINS = 4096
-
-  def __init__(self, category: Optional[np.ndarray] = None):
-    self.category = category
-    self.counts: Dict[Tuple[str, str], int] = {}
-    self.hist: Dict[str, np.ndarray] = {}  # split -> [2, BINS] negatives, positives.
-    self.mean_prob: Dict[str, float] = {}
-    self.history: Dict[str, np.ndarray] = {}  # split -> history_stats sums.
-
-  def add(self, kind: str, split: str, recs: List[dict]) -> None:
-    self.counts[kind, split] = self.counts.get((kind, split), 0) + len(recs)
-    if kind != "ranking" or not recs:
-      return
-    if self.category is not None:
-      self.history[split] = self.history.get(split, 0) + history_stats(self.category, recs)
-    probs = np.array([r["oracle_prob"] for r in recs])
-    labels = np.array([r["label"] for r in recs])
-    bins = np.minimum((probs * self.BINS).astype(np.int64), self.BINS - 1)
-    h = self.hist.setdefault(split, np.zeros((2, self.BINS), np.int64))
-    np.add.at(h, (labels, bins), 1)
-    self.mean_prob[split] = self.mean_prob.get(split, 0.0) + probs.sum()
-
-  def merge(self, other: "_Stats") -> None:
-    for key, n in other.counts.items():
-      self.counts[key] = self.counts.get(key, 0) + n
-    for split, h in other.hist.items():
-      self.hist[split] = self.hist.get(split, 0) + h
-      self.mean_prob[split] = self.mean_prob.get(split, 0.0) + other.mean_prob[split]
-    for split, h in other.history.items():
-      self.history[split] = self.history.get(split, 0) + h
-
-  def auc(self, split: str) -> float:
-    neg, pos = self.hist[split]
-    if not neg.sum() or not pos.sum():
-      return float("nan")
-    below = np.cumsum(neg) - neg
-    return float((pos * below).sum() + 0.5 * (pos * neg).sum()) / (pos.sum() * neg.sum())
-
-  def history_table(self) -> List[str]:
-    """SEMI Table-4 style lines per ranking split, the paper's figures beside ours."""
-    lines = ["  target histories (SEMI Table 4: 16.3 categories per target sequence, 1.93 of "
-             "them in the source sequence, 12%):",
-             f"    {'split':<10s} {'tgt cats':>8s} {'overlap':>8s} {'share':>6s} "
-             f"{'<=1 tgt':>7s} {'<=5 tgt':>7s} {'cold':>6s}"]
-    for split in SPLITS["ranking"]:
-      if split not in self.history:
-        continue
-      h = history_summary(self.history[split])
-      lines.append(f"    {split:<10s} {h['target_categories']:>8.2f} {h['overlap']:>8.2f} "
-                   f"{h['overlap_share']:>6.1%} {h['le1']:>7.1%} {h['le5']:>7.1%} "
-                   f"{h['cold']:>6.1%}")
-    lines.append(f"    {'SEMI':<10s} {SEMI_TABLE4['target_categories']:>8.2f} "
-                 f"{SEMI_TABLE4['overlap']:>8.2f} {SEMI_TABLE4['overlap_share']:>6.1%} "
-                 f"{'-':>7s} {'-':>7s} {'-':>6s}")
-    return lines
-
-  def markdown(self, info: DatasetInfo) -> str:
-    """stats.md: record counts and the Table-4 figures (deterministic: no timings)."""
-    lines = [f"# {info.name} seed={info.extra['seed']}", "",
-             f"{info.num_users} users ({info.extra['config'].get('ccl_only_users', 0)} of them "
-             f"CCL-only), {info.num_items} items.", "",
-             "| kind/split | records | positive rate | mean oracle_prob | oracle AUC |",
-             "|---|---|---|---|---|"]
-    order = {(k, s): (k, i) for k, splits in SPLITS.items() for i, s in enumerate(splits)}
-    for (kind, split), n in sorted(self.counts.items(), key=lambda kv: order[kv[0]]):
-      if kind == "ranking" and split in self.hist:
-        pos = self.hist[split][1].sum()
-        lines.append(f"| {kind}/{split} | {n} | {pos / max(n, 1):.3f} | "
-                     f"{self.mean_prob[split] / max(n, 1):.3f} | {self.auc(split):.3f} |")
-      else:
-        lines.append(f"| {kind}/{split} | {n} | | | |")
-    lines += ["", "Target histories of ranking examples (SEMI Table 4 style; the paper: "
-              f"{SEMI_TABLE4['target_categories']} categories per target sequence, "
-              f"{SEMI_TABLE4['overlap']} of them also in the source sequence, "
-              f"{SEMI_TABLE4['overlap_share']:.0%}):", "",
-              "| split | target categories | overlap with source | share | <= 1 target event "
-              "| <= 5 target events | cold users' examples |", "|---|---|---|---|---|---|---|"]
-    for split in SPLITS["ranking"]:
-      if split in self.history:
-        h = history_summary(self.history[split])
-        lines.append(f"| {split} | {h['target_categories']:.2f} | {h['overlap']:.2f} | "
-                     f"{h['overlap_share']:.1%} | {h['le1']:.1%} | {h['le5']:.1%} | "
-                     f"{h['cold']:.1%} |")
-    lines.append(f"| SEMI (Table 4) | {SEMI_TABLE4['target_categories']} | "
-                 f"{SEMI_TABLE4['overlap']} | {SEMI_TABLE4['overlap_share']:.0%} | | | |")
-    return "\n".join(lines) + "\n"
-
-  def summary(self, info: DatasetInfo, seconds: float) -> str:
-    total = sum(self.counts.values())
-    days = info.extra["config"]["days"]
-    lines = [f"{info.name} seed={info.extra['seed']}: {info.num_users} users, "
-             f"{info.num_items} items, {total} records in {seconds:.1f} s "
-             f"({total / max(seconds, 1e-9):,.0f} records/s)",
-             f"  splits by day: train = days 0-{days - 3}, valid = day {days - 2}, "
-             f"test and test_cold = day {days - 1}"]
-    order = {(k, s): (k, i) for k, splits in SPLITS.items() for i, s in enumerate(splits)}
-    for (kind, split), n in sorted(self.counts.items(), key=lambda kv: order[kv[0]]):
-      line = f"  {kind + '/' + split:<20s} {n:>10d}"
-      if kind == "ranking" and split in self.hist:
-        pos = self.hist[split][1].sum()
-        line += (f"  positive rate {pos / max(n, 1):.3f}  mean oracle_prob "
-                 f"{self.mean_prob[split] / max(n, 1):.3f}  oracle AUC {self.auc(split):.3f}")
-      lines.append(line)
-    if self.history:
-      lines += self.history_table()
-    return "\n".join(lines)
-
-
 def _write_user_shard(world: World, info: DatasetInfo, tmp_dir: str, shard: int,
-                      num_shards: int) -> _Stats:
+                      num_shards: int) -> Stats:
   """Writes the users with `user_id % num_shards == shard` as one-shard sets under tmp_dir."""
-  stats = _Stats(world.store.category)
+  stats = Stats(world.store.category)
   directory = os.path.join(tmp_dir, str(shard))
   with contextlib.ExitStack() as stack:
     writers = {
@@ -516,12 +364,12 @@ def _init_worker(config: SyntheticConfig) -> None:
   _WORKER_WORLD["world"] = build_world(config, with_visual=False)
 
 
-def _worker_task(args: Tuple[DatasetInfo, str, int, int]) -> _Stats:
+def _worker_task(args: Tuple[DatasetInfo, str, int, int]) -> Stats:
   return _write_user_shard(_WORKER_WORLD["world"], *args)
 
 
 def _user_shards(world: World, info: DatasetInfo, tmp_dir: str, num_shards: int,
-                 workers: int) -> Iterator[_Stats]:
+                 workers: int) -> Iterator[Stats]:
   """Writes every user shard, in this process or in `workers` spawned processes."""
   if workers <= 1 or num_shards == 1:
     for shard in range(num_shards):
@@ -576,12 +424,13 @@ def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = 
   info.save(out_dir)
   world.store.save(out_dir)
   shards = num_shards or default_num_shards(config.total_users)
-  stats = _Stats(world.store.category)
-  pairs = dual_pair_records(world)
-  with ShardedWriter(out_dir, "dual_pair", "train", shards, info=info) as writer:
-    for rec in pairs:
-      writer.write(rec, shard=rec["target_item_id"] % shards)
-  stats.add("dual_pair", "train", pairs)
+  stats = Stats(world.store.category)
+  by_split = item_lib.split_dual_pairs(config, dual_pair_records(world), world.num_items)
+  for split, pairs in by_split.items():
+    with ShardedWriter(out_dir, "dual_pair", split, shards, info=info) as writer:
+      for rec in pairs:
+        writer.write(rec, shard=rec["target_item_id"] % shards)
+    stats.add("dual_pair", split, pairs)
   tmp_dir = os.path.join(out_dir, ".synthetic-tmp")
   shutil.rmtree(tmp_dir, ignore_errors=True)
   try:
