@@ -124,7 +124,8 @@ class SyntheticConfig:
   product's title): raises ADAPT eq. 1's title similarity of dual pairs."""
   story_product_closeness: float = 0.0
   """w_m: a story's first mounted product is drawn from its category's products with weight
-  pop_s * exp(w_m * cos(z_story, z_product)) (0: by popularity alone); item-level closeness."""
+  pop_s * exp(w_m * cos(eps_story, eps_product)) (eps: the items' own parts of their latents,
+  z - mu_topic - o_category; 0: by popularity alone): item-level closeness."""
   topic_popularity_divergence: float = 0.0
   """delta in [0, 1]: the target items' topic distribution is (1 - delta) pi + delta pi'
   (pi' ~ Dir(5), its own stream); 0: both domains share pi."""

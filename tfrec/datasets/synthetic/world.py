@@ -100,8 +100,10 @@ class World:
     hour_weights: <float64>[24] relative activity per hour of the day.
     taste: <float64>[num_items + 1, TASTE_DIM] target items' taste latents tau_i (zero rows for
       the padding row and source items; its own stream, drawn whatever the knobs).
-    residual: <float64>[num_items + 1, latent_dim] z_i - mu_{k_i}, the item-level part of the
-      latent (`item_taste_weight`; zero for the padding row).
+    residual: <float64>[num_items + 1, latent_dim] z_i - mu_{k_i}, the latent away from its
+      topic centre (`item_taste_weight`; zero for the padding row).
+    item_level: <float64>[num_items + 1, latent_dim] eps_i = z_i - mu_{k_i} - o_{c_i}, the
+      item's own part of the latent (`story_product_closeness`).
     scenario_warm: per scenario, per topic, the warm target items it can show (None when
       `scenario_pool_share` = 1: every scenario shows `warm[target]`).
     scenario_warm_all: per scenario, all warm target items it can show (or None).
@@ -126,6 +128,7 @@ class World:
   hour_weights: np.ndarray
   taste: np.ndarray
   residual: np.ndarray
+  item_level: np.ndarray
   scenario_warm: Optional[Tuple[Tuple[Pool, ...], ...]]
   scenario_warm_all: Optional[Tuple[Pool, ...]]
   group_centers: np.ndarray
@@ -195,8 +198,9 @@ def build_world(config: SyntheticConfig, with_visual: bool = True) -> World:
   centers = r_items.normal(0.0, 1.0, (cfg.num_topics, cfg.latent_dim))
   offsets = r_items.normal(0.0, cfg.category_offset_std, (cfg.num_categories + 1, cfg.latent_dim))
   latent = centers[topic] + offsets[category]
-  latent += r_items.normal(0.0, cfg.item_noise_std, latent.shape)
-  latent[0] = 0.0
+  eps = r_items.normal(0.0, cfg.item_noise_std, latent.shape)
+  latent += eps
+  latent[0] = eps[0] = 0.0
   pop = np.concatenate([[0.0], item_lib.popularity(cfg, r_items, ns),
                         item_lib.popularity(cfg, r_items, nt)])
   quality = np.concatenate([[0.0], r_items.normal(0.0, cfg.quality_std, n - 1)])
@@ -217,6 +221,7 @@ def build_world(config: SyntheticConfig, with_visual: bool = True) -> World:
       region_scenario_logit=r_tables.normal(0.0, 0.3, (USER_FEATURE_SIZES[3], cfg.num_scenarios)),
       age_topic_logit=r_tables.normal(0.0, 0.5, (USER_FEATURE_SIZES[1], cfg.num_topics)),
       hour_weights=hour_weights(), taste=_taste_latents(cfg, domain), residual=residual,
+      item_level=eps,
       scenario_warm=scenario_warm, scenario_warm_all=scenario_all,
       group_centers=_group_centers(cfg),
       kind_transfer=np.concatenate([[cfg.transfer], np.asarray(cfg.item_kind_transfer)]))
@@ -265,7 +270,8 @@ def dual_pair_records(world: World) -> List[Dict[str, int]]:
   """ADAPT §III-D mounting: each non-cold target item (story) paired with a source item.
 
   The first pair uses a source item of the same category (same topic when the category has
-  none), drawn with weight pop_s * exp(w_m cos(z_story, z_s)) (w_m = story_product_closeness;
+  none), drawn with weight pop_s * exp(w_m cos(eps_story, eps_s)) (w_m =
+  story_product_closeness, eps the items' own parts of their latents;
   popularity alone at 0); a `dual_second_share` of stories gets a second pair with a source
   item of the same topic, by popularity. Cached on the world.
 
@@ -297,8 +303,8 @@ def dual_pair_records(world: World) -> List[Dict[str, int]]:
 
 def mount_weights(world: World, story: int, products: np.ndarray) -> np.ndarray:
   """<float64>[n] unnormalised weight of mounting `products` on `story` as its first pair:
-  pop_s * exp(w_m cos(z_story, z_s))."""
-  z = world.latent
+  pop_s * exp(w_m cos(eps_story, eps_s)) (eps: `World.item_level`)."""
+  z = world.item_level
   cos = (z[products] @ z[story]) / (np.linalg.norm(z[products], axis=1)
                                     * np.linalg.norm(z[story]) + 1e-12)
   return world.popularity[products] * np.exp(world.config.story_product_closeness * cos)
