@@ -40,3 +40,15 @@ def test_item_store_helper_matches_world():
   store = tb.item_store("tiny")
   assert store.num_items == synthetic.dataset_info(synthetic.get_config("tiny")).num_items
   store.validate()
+
+
+def test_tfds_dual_pairs_follow_the_generators_story_split(tmp_path):
+  from tfrec.datasets.synthetic import items
+  cfg = synthetic.get_config("tiny")
+  world = synthetic.build_world(cfg, with_visual=False)
+  want = items.split_dual_pairs(cfg, synthetic.dual_pair_records(world), world.num_items)
+  for split in ("train", "test"):
+    ds = tfds.load("tfrec_synthetic/tiny_dual_pair", split=split, data_dir=str(tmp_path))
+    got = sorted((int(x["target_item_id"]), int(x["source_item_id"])) for x in tfds.as_numpy(ds))
+    assert got == sorted((p["target_item_id"], p["source_item_id"]) for p in want[split])
+    assert got

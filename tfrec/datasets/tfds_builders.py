@@ -7,7 +7,7 @@
 Builder `tfrec_synthetic`: one config per (generator preset, record kind), named
 `<preset>_<kind>` (e.g. `default_ranking`, `small_ccl_pair`), with the kind's splits
 (`synthetic.SPLITS`; ranking: train / valid / test / test_cold; matching: train / valid /
-test; ccl_pair: train; dual_pair: the generator's). Feature shapes follow `tfrec.data.schema`: scalars `[]`, fixed fields
+test / test_cold; ccl_pair: train; dual_pair: train / valid / test, split by story). Feature shapes follow `tfrec.data.schema`: scalars `[]`, fixed fields
 `[width]`, sequences `[None]` (natural length, newest last) and `[None, width]`; padding and
 masks are the tfrec reader's job. The examples carry item ids only; `item_store(preset)`
 rebuilds the matching item feature store (the generator is deterministic for its seed).
@@ -23,7 +23,8 @@ item store (with its `kind` column). v1.2.0: dual_pair valid/test, cold_user, it
 
 TFDS caches what it builds under its data_dir (default ~/tensorflow_datasets); the tfrec
 reader (`tfrec.data.pipeline`) is the path with manifests and contract checks for training.
-Versions: 1.1.0 added the valid splits; 1.2.0 the issue-11 record additions (above).
+Versions: 1.1.0 added the valid splits; 1.2.0 the issue-11 record additions (above); 1.3.0
+(synthetic) dual_pair valid/test and matching test_cold.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import tfrec  # noqa: F401
 from tfrec.data import schema
 from tfrec.datasets import movielens, synthetic
 from tfrec.datasets.movielens import raw as movielens_raw
+from tfrec.datasets.synthetic import items as synthetic_items
 from tfrec.data.item_store import ItemStore
 
 # Record kinds; each builder takes the splits of a kind from its producer's SPLITS.
@@ -91,13 +93,15 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 class TfrecSynthetic(tfds.core.GeneratorBasedBuilder):
   """tfrec's synthetic cross-domain data with a planted oracle (see tfrec.datasets.synthetic)."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("1.3.0")
   RELEASE_NOTES = {"1.0.0": "First release, schema version 1.",
                    "1.1.0": "valid split (the day before the test day); train loses that day.",
                    "1.2.0": "cold_user feature on ranking and matching; dataset_info metadata "
                             "has max_seq_len and num_item_kinds; the kind's splits follow "
                             "synthetic.SPLITS (dual_pair valid/test once the generator has "
-                            "them)."}
+                            "them).",
+                   "1.3.0": "dual_pair train/valid/test (by story), matching test_cold "
+                            "(clicked cold items)."}
   BUILDER_CONFIGS = [SyntheticConfig(p, k) for p, k in
                      itertools.product(("tiny", "small", "default"), _KINDS)]
 
@@ -118,8 +122,14 @@ class TfrecSynthetic(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str) -> Iterator[Tuple[str, Dict]]:
     cfg = synthetic.get_config(self.builder_config.preset)
-    world = synthetic.build_world(cfg)
+    world = synthetic.build_world(cfg, with_visual=False)
     kind = schema.get_kind(self.builder_config.kind)
+    if kind.name == "dual_pair":
+      pairs = synthetic_items.split_dual_pairs(cfg, synthetic.dual_pair_records(world),
+                                               world.num_items)[split]
+      for i, rec in enumerate(pairs):
+        yield f"pair-{i}", to_example(kind, rec)
+      return
     for user in range(cfg.num_users):
       records = synthetic.user_records(world, user).get(kind.name, {}).get(split, [])
       for i, rec in enumerate(records):
