@@ -63,6 +63,30 @@ def test_full_protocol_matches_a_brute_force_ranking(tiny_run, syn_dir):
   assert result["metrics"]["recall@20"] == result["metrics"]["hr@20"]
 
 
+def test_full_protocol_ranks_by_the_planted_oracle_too(tiny_run):
+  from tfrec.datasets.synthetic.oracle import SyntheticOracle
+  model, cfg, info, store = runs.restore_model(tiny_run, "best")
+  pool, _ = negative_pool(store, "test")
+  reader = runs.reader(cfg, "test", training=False, info=info, kind="matching")
+  oracle = SyntheticOracle(info, store)
+  result = retrieval.evaluate_retrieval(model, reader, pool, "full", ks=(5, 20), oracle=oracle)
+  batch = next(iter(reader.dataset(100_000)))
+  ranks = []
+  for r in range(len(batch["positive_item_id"])):  # brute force, one example at a time
+    pos = int(batch["positive_item_id"][r])
+    hist = set(batch["seq_item_ids"].numpy()[r][batch["seq_mask"].numpy()[r]].tolist())
+    cands = np.array([i for i in pool.tolist() if i not in hist and i != pos] + [pos])
+    s = oracle.positive_intensities(batch["user_id"].numpy()[r:r + 1],
+                                    batch["timestamp"].numpy()[r:r + 1],
+                                    batch["scenario_id"].numpy()[r:r + 1], cands[None])[0]
+    ranks.append(int(np.sum(s[:-1] >= s[-1])))
+  assert result["oracle"]["available"]
+  assert result["oracle"]["metrics"]["hr@20"] == pytest.approx(np.mean(np.array(ranks) < 20))
+  assert result["oracle"]["metrics"]["hr@20"] > result["metrics"]["hr@20"]  # a 2-step model
+  assert "planted oracle" in retrieval.to_markdown({**result, "split": "test", "model": {
+      "name": "youtube_dnn"}, "validation": {"split": "valid"}})
+
+
 def test_sampled_protocol_is_seeded_and_never_draws_history(tiny_run, syn_dir):
   model, cfg, info, store = runs.restore_model(tiny_run, "best")
   pool, _ = negative_pool(store, "test")
@@ -91,3 +115,4 @@ def test_the_command_line_evaluates_a_retrieval_run(tiny_run):
   assert result["format"] == retrieval.FORMAT and result["split"] == "test"
   assert set(result["metrics"]) == {"hr@10", "recall@10", "ndcg@10"}
   assert "| hr@10 |" in out.stdout
+  assert result["oracle"]["available"] and "hr@10" in result["oracle"]["metrics"]

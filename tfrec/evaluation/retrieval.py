@@ -13,8 +13,15 @@ Metrics at each K: HR@K (the positive in the top K), Recall@K (with one positive
 equal to HR@K) and NDCG@K (1 / log2(rank + 2) inside the top K). A candidate scored equal to the
 positive ranks above it (pessimistic ties). Scores are the model's serving path: the query
 encoded once per example, `score` against the candidates (full: one item table, encoded once).
-Every result records its protocol. Issue 12 groundwork: `python -m tfrec.evaluate` on a
-retrieval run calls `evaluate_retrieval_run`.
+Every result records its protocol. `python -m tfrec.evaluate` on a retrieval run calls
+`evaluate_retrieval_run`.
+
+On synthetic data the same candidates are also ranked by the planted oracle
+(`SyntheticOracle.positive_intensities`: the expected number of target positives on each item
+in the request's session, the Bayes-optimal ranking), under the same exclusions and ties: the
+ceiling a model is measured against ("oracle" beside "metrics"). It is used only when every
+positive has a non-zero planted intensity (else the data came from another generator version
+or seed, and the result says why there is no ceiling).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import tensorflow as tf
 from tfrec import metrics, runs
 from tfrec import config as config_lib
 from tfrec.data.pipeline import Reader
+from tfrec.datasets.synthetic.oracle import OracleUnavailable, ranking_oracle_for
 from tfrec.evaluation.sampled import batches, negative_pool, sample_users
 
 FORMAT = "tfrec.evaluate.retrieval/1"
@@ -70,7 +78,8 @@ def full_ranks(scores: np.ndarray, positives: np.ndarray, history: np.ndarray,
 def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: str = FULL,
                        ks: Sequence[int] = (10, 50), popularity: Optional[np.ndarray] = None,
                        seed: int = 0, batch_size: int = 512, max_examples: int = 0,
-                       pool_description: str = "the given pool") -> Dict[str, Any]:
+                       pool_description: str = "the given pool",
+                       oracle: Any = None) -> Dict[str, Any]:
   """HR/Recall/NDCG@K of a retrieval model on one matching split (module docstring).
 
   Args:
@@ -84,6 +93,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
     seed: the sampled negatives' seed.
     max_examples: all examples of users sampled at random with `seed`, at most N
       (`sampled.sample_users`; 0: every example).
+    oracle: a `SyntheticOracle` of the dataset, or None: rank the same candidates by its
+      planted scores too (module docstring).
 
   Raises:
     ValueError: an unknown protocol, or a pool too small for it.
@@ -110,7 +121,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
   if max_examples:  # whole users sampled at random, as the ranking evaluation does
     split_users = np.concatenate([b["user_id"].numpy() for b in reader.dataset(4096)])
     selected, sampling = sample_users(split_users, max_examples, seed)
-  ranks, users = [], []
+  ranks, users, oracle_ranks = [], [], []
+  oracle_note = ""
   for _, index, batch in batches(reader.dataset(batch_size), selected):
     b = len(index)
     positives = batch["positive_item_id"].numpy().astype(np.int64)
@@ -120,6 +132,7 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
       scores = (query @ table.T if query.ndim == 2
                 else np.einsum("bkd,nd->bkn", query, table).max(axis=1))
       ranks.append(full_ranks(scores, positives, history, pool_mask))
+      cands = np.broadcast_to(np.arange(n_items + 1, dtype=np.int64), (b, n_items + 1))
     else:
       cands = np.empty((b, 1 + proto.num_negatives), np.int64)
       for r in range(b):
@@ -131,6 +144,13 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
       s = score(batch, tf.constant(cands)).numpy()
       ranks.append(metrics.rank_of_positive(s[:, 0], s[:, 1:]))
     users.append(batch["user_id"].numpy())
+    if oracle is not None and not oracle_note:
+      try:
+        o = _oracle_scores(oracle, batch, cands, positives, proto is None)
+        oracle_ranks.append(full_ranks(o, positives, history, pool_mask) if proto is None
+                            else metrics.rank_of_positive(o[:, 0], o[:, 1:]))
+      except OracleUnavailable as e:
+        oracle_note = str(e)
   if not ranks:
     raise ValueError("no examples to evaluate (empty split or max_examples)")
   ranks = np.concatenate(ranks)
@@ -144,7 +164,31 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
           "counts": {"examples": int(len(ranks)),
                      "users": int(len(np.unique(np.concatenate(users))))},
           "metrics": _metrics_at(ranks, ks), "max_examples": int(max_examples),
-          **({"sampling": sampling} if sampling else {})}
+          **({"sampling": sampling} if sampling else {}),
+          **_oracle_result(oracle, oracle_ranks, oracle_note, ks)}
+
+
+def _oracle_scores(oracle: Any, batch: Dict[str, Any], cands: np.ndarray, positives: np.ndarray,
+                   full: bool) -> np.ndarray:
+  """<float64>[b, c] the planted intensities of `cands` (full: column = item id)."""
+  o = oracle.positive_intensities(batch["user_id"].numpy(), batch["timestamp"].numpy(),
+                                  batch["scenario_id"].numpy(), np.asarray(cands))
+  own = o[np.arange(len(positives)), positives] if full else o[:, 0]
+  if np.any(own <= 0):
+    raise OracleUnavailable(f"{int(np.sum(own <= 0))} positives have no planted intensity: "
+                            "the data were written by another generator version or seed")
+  return o
+
+
+def _oracle_result(oracle: Any, ranks: Sequence[np.ndarray], note: str,
+                   ks: Sequence[int]) -> Dict[str, Any]:
+  if oracle is None:
+    return {}
+  if note or not ranks:
+    return {"oracle": {"available": False, "why": note or "no examples"}}
+  return {"oracle": {"available": True, "metrics": _metrics_at(np.concatenate(ranks), ks),
+                     "what": "the planted expected number of positives on each candidate in "
+                             "the request's session (synthetic ceiling)"}}
 
 
 def train_popularity(cfg: config_lib.RunConfig, num_items: int, info=None) -> np.ndarray:
@@ -167,8 +211,12 @@ def evaluate_retrieval_run(run_dir: str, split: str = "test", protocol: str = FU
   popularity = (train_popularity(cfg, model.num_items, info)
                 if protocol != FULL and metrics.PROTOCOLS.get(protocol) is not None
                 and metrics.PROTOCOLS[protocol].num_popular else None)
+  oracle, why = ranking_oracle_for(info, store)
   result = evaluate_retrieval(model, reader, ids, protocol, ks, popularity, seed, batch_size,
-                              max_examples, pool_description=f"{desc} (--negative_pool={pool})")
+                              max_examples, pool_description=f"{desc} (--negative_pool={pool})",
+                              oracle=oracle)
+  if oracle is None:
+    result["oracle"] = {"available": False, "why": why}
   return {"split": split, "run_dir": run_dir,
           "checkpoint": {"which": checkpoint, "path": runs.checkpoint_path(run_dir, checkpoint)},
           "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs)},
@@ -184,8 +232,13 @@ def to_markdown(result: Dict[str, Any]) -> str:
            "", f"- protocol: {result['protocol']['description']}; seed {result['protocol']['seed']}",
            f"- examples: {result['counts']['examples']}, users: {result['counts']['users']}",
            f"- validated on `{result['validation']['split']}`", "",
-           "| metric | model |", "|---|---:|"]
-  lines += [f"| {k} | {v:.4f} |" for k, v in result["metrics"].items()]
+           "| metric | model | planted oracle |", "|---|---:|---:|"]
+  oracle = result.get("oracle", {})
+  ceiling = oracle.get("metrics", {}) if oracle.get("available") else {}
+  lines += [f"| {k} | {v:.4f} | {ceiling[k]:.4f} |" if k in ceiling else f"| {k} | {v:.4f} | |"
+            for k, v in result["metrics"].items()]
+  if oracle and not oracle.get("available"):
+    lines += ["", f"No planted oracle: {oracle.get('why')}"]
   return "\n".join(lines) + "\n"
 
 
