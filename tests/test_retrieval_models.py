@@ -135,3 +135,113 @@ def test_the_queue_adds_earlier_positives_as_negatives_and_masks_empty_slots_and
   scores[0, 3] = -1e9  # row 0's positive 8 queued again: an accidental hit
   np.testing.assert_allclose(loss2, _nll(scores, np.array([0, 1])), rtol=1e-5)
   assert int(m.negative_queue.count.numpy()) == 2  # validation does not enqueue
+
+
+# ------------------------------------------------------------------ popularity-sampled negatives
+
+
+def _sampled_model(num_sampled, counts, log_q_correction=True):
+  m = YouTubeDNN(NUM_ITEMS, dim=4, item_features=("id",), max_seq_len=3, mlp_units=(8,),
+                 negatives="sampled", num_sampled=num_sampled,
+                 log_q_correction=log_q_correction).build_and_fill(tiny_store())
+  m.item_log_q.assign(log_q_table(np.r_[0, counts]))
+  return m
+
+
+def test_sampled_negatives_are_log_q_corrected_and_accidental_hits_masked_by_hand():
+  counts = np.array([1, 1, 1, 1, 1, 1, 40, 1, 1, 1], np.float64)  # item 7 draws most
+  m = _sampled_model(6, counts)
+  batch = _ranked_batch([[1, 2, 0], [6, 0, 0]], [7, 9])
+  loss = m.compute_losses(batch, training=False)["softmax"].numpy()
+  neg = m.sample_negatives().numpy()  # outside a training step: the same fixed draw
+  assert len(neg) == 6 and (neg == 7).any(), neg  # an accidental hit for row 0
+  q = m(batch).numpy()
+  cands = np.r_[[7, 9], neg]
+  scores = q.astype(np.float64) @ m.encode_items(tf.constant(cands)).numpy().T
+  share = counts / counts.sum()
+  scores -= np.log(share[cands - 1])  # in-batch and sampled alike: log of each item's share
+  scores[0, 2:][neg == 7] = -1e9  # row 0's positive drawn as a negative: removed
+  scores[1, 2:][neg == 9] = -1e9
+  np.testing.assert_allclose(loss, _nll(scores, np.array([0, 1])), rtol=1e-5)
+  # Without the correction the logits are the plain dot products (hits still removed).
+  plain = _sampled_model(6, counts, log_q_correction=False)
+  plain.set_weights(m.get_weights())
+  scores = q.astype(np.float64) @ m.encode_items(tf.constant(cands)).numpy().T
+  scores[0, 2:][neg == 7] = scores[1, 2:][neg == 9] = -1e9
+  np.testing.assert_allclose(plain.compute_losses(batch, training=False)["softmax"].numpy(),
+                             _nll(scores, np.array([0, 1])), rtol=1e-5)
+
+
+def test_sampled_negatives_follow_the_training_popularity():
+  counts = np.arange(1, NUM_ITEMS + 1, dtype=np.float64)
+  m = _sampled_model(20_000, counts)
+  draws = m.sample_negatives().numpy()
+  assert draws.min() >= 1 and draws.max() <= NUM_ITEMS  # never padding
+  seen = np.bincount(draws, minlength=NUM_ITEMS + 1)[1:]
+  expected = len(draws) * counts / counts.sum()
+  chi2 = float(((seen - expected) ** 2 / expected).sum())
+  assert chi2 < 27.9, (chi2, seen, expected)  # chi-square, 9 dof: p = 0.001
+  # the correction is the log of the probability the sampler used
+  np.testing.assert_allclose(m.sampling_log_q(tf.range(1, NUM_ITEMS + 1)).numpy(),
+                             np.log(counts / counts.sum()), rtol=1e-5)
+
+
+def test_sampled_negatives_are_fixed_by_seed_and_step():
+  from tfrec.layers import step_random
+  m = _sampled_model(32, np.ones(NUM_ITEMS))
+
+  def draw(seed, step):
+    with step_random.training_step(seed, tf.constant(step, tf.int64)):
+      return m.sample_negatives().numpy()
+
+  first = draw(3, 5)
+  np.testing.assert_array_equal(draw(3, 5), first)
+  assert not np.array_equal(draw(3, 6), first) and not np.array_equal(draw(4, 5), first)
+
+
+def test_sampled_negatives_are_the_same_on_every_replica():
+  import json
+  import os
+  import subprocess
+  import sys
+  code = """
+import json, numpy as np
+import tfrec
+from tfrec import distribute
+distribute.configure_cpu_replicas(2)
+import tensorflow as tf
+from tfrec.layers import step_random
+from tfrec.models.youtube_dnn import YouTubeDNN
+from conftest import NUM_ITEMS, tiny_store
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+  m = YouTubeDNN(NUM_ITEMS, dim=4, item_features=("id",), max_seq_len=3, mlp_units=(8,),
+                 negatives="sampled", num_sampled=16).build_and_fill(tiny_store())
+def draw():
+  with step_random.training_step(7, tf.constant(2, tf.int64)):
+    return m.sample_negatives()
+per_replica = strategy.experimental_local_results(strategy.run(tf.function(draw)))
+single = draw().numpy().tolist()
+print("RESULT " + json.dumps({"replicas": [r.numpy().tolist() for r in per_replica],
+                              "single": single}))
+"""
+  tests = os.path.dirname(os.path.abspath(__file__))
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(tests),
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                                PYTHONPATH=tests + os.pathsep + os.path.dirname(tests)))
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads([x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+  first, second = result["replicas"]
+  assert first == second == result["single"]
+
+
+def test_sampled_negatives_train_and_count_popularity_without_the_correction(syn_dir, tmp_path):
+  run = str(tmp_path / "run")
+  result = train_lib.train(make_config(
+      syn_dir, run, model="youtube_dnn", steps_per_epoch=2, batch_size=16,
+      model_kwargs=dict(mlp_units=[8], negatives="sampled", num_sampled=8,
+                        log_q_correction=False)))
+  assert np.isfinite(result.history["loss"]).all()
+  model, *_ = runs.restore_model(run, "final")
+  assert model.num_sampled == 8 and np.ptp(model.item_log_q.numpy()) > 0  # the sampler's table

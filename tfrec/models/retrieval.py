@@ -21,6 +21,13 @@ protocols can evaluate a retrieval model through the same path. The loss (`negat
   queue     the same plus a FIFO queue of the item vectors (no gradient) and ids of the last
             `queue_size` positives of earlier steps (COUPLE's queue; `tfrec.moco.queue.KeyQueue`,
             one row = [vector, id], gathered across replicas), log-q corrected alike;
+  sampled   the in-batch softmax plus `num_sampled` negatives drawn each step from the training
+            split's item popularity (the distribution `item_log_q` holds; with replacement,
+            shared by every row and every replica: the draw is seeded by (seed, step) alone,
+            `tfrec.layers.step_random`), each scored by the item tower with its own log Q
+            subtracted (sampled softmax, Bengio & Senecal 2008; Yi et al. 2019) and dropped
+            where it equals the row's positive (an accidental hit). Outside a training step
+            (validation) the draw has a fixed seed, so validation losses compare across epochs;
   full      the softmax over every item of the catalogue (`tasks.retrieval.full_softmax`,
             M5 eq. 7-8), where the catalogue fits.
 
@@ -36,13 +43,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec.data import schema
+from tfrec.layers import step_random
 from tfrec.layers.item_encoder import ItemEncoder
 from tfrec.models import core
 from tfrec.moco.queue import KeyQueue
 from tfrec.tasks.retrieval import Retrieval, full_softmax
 
 SEQ = "seq_item_ids"
-NEGATIVES = ("in_batch", "queue", "full")
+NEGATIVES = ("in_batch", "queue", "sampled", "full")
+_EVAL_SEED = (12_345, 0)  # the "sampled" draw outside a training step (validation)
 
 
 class RetrievalModel(core.Model):
@@ -59,8 +68,9 @@ class RetrievalModel(core.Model):
     log_q_correction: subtract log Q(item) (its share of training positives) from in-batch
       and queued logits (Yi et al., RecSys 2019).
     dropout: dropout of the query tower.
-    negatives: "in_batch", "queue" or "full" (module docstring).
+    negatives: "in_batch", "queue", "sampled" or "full" (module docstring).
     queue_size: positives kept by the "queue" (>= the global batch size).
+    num_sampled: popularity-sampled negatives per step with negatives="sampled".
   """
 
   RECORD_KIND = "matching"
@@ -73,12 +83,15 @@ class RetrievalModel(core.Model):
                num_categories: int = 0, visual_dim: int = 0,
                max_seq_len: int = schema.MAX_SEQ_LEN, temperature: float = 1.0,
                log_q_correction: bool = True, dropout: float = 0.0,
-               negatives: str = "in_batch", queue_size: int = 0, **kwargs):
+               negatives: str = "in_batch", queue_size: int = 0, num_sampled: int = 0,
+               **kwargs):
     super().__init__(**kwargs)
     if negatives not in NEGATIVES:
       raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     if negatives == "queue" and queue_size < 1:
       raise ValueError("negatives='queue' needs queue_size >= 1")
+    if negatives == "sampled" and num_sampled < 1:
+      raise ValueError("negatives='sampled' needs num_sampled >= 1")
     if num_items >= 2 ** 24:  # ids ride in the queue's float32 rows
       raise ValueError(f"num_items {num_items} >= 2^24: ids would not be exact in the queue")
     self.num_items, self.dim = int(num_items), int(dim)
@@ -88,6 +101,7 @@ class RetrievalModel(core.Model):
     self.temperature, self.log_q_correction = float(temperature), bool(log_q_correction)
     self.dropout = float(dropout)
     self.negatives, self.queue_size = negatives, int(queue_size)
+    self.num_sampled = int(num_sampled) if negatives == "sampled" else 0
     self.negative_queue = (KeyQueue(self.queue_size, self.dim + 1, name="negative_queue")
                            if negatives == "queue" else None)
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
@@ -136,6 +150,10 @@ class RetrievalModel(core.Model):
       stored = tf.identity(self.negative_queue.keys)  # earlier steps' positives (before the write)
       ids = tf.cast(tf.round(stored[:, -1]), tf.int64)
       extra = (stored[:, :-1], ids, self._log_q(ids))
+    elif self.negatives == "sampled":
+      ids = self.sample_negatives()
+      extra = (self.encode_items(ids), ids,
+               self.sampling_log_q(ids) if self.log_q_correction else None)
     loss = self.task(query, positives, positive_ids, log_q, extra=extra)
     if self.negative_queue is not None and training:
       self.negative_queue.enqueue(tf.concat(
@@ -145,8 +163,34 @@ class RetrievalModel(core.Model):
   def _log_q(self, ids: tf.Tensor) -> Optional[tf.Tensor]:
     return tf.gather(self.item_log_q, ids) if self.log_q_correction else None
 
+  def sampling_log_q(self, ids: tf.Tensor) -> tf.Tensor:
+    """<float32>[...] log of the probability that one "sampled" draw is each of `ids`:
+    `item_log_q` renormalised over items 1..num_items (= `item_log_q` itself when every item
+    has a positive; items never positive keep their floor share, `log_q_table`)."""
+    table = self.item_log_q[1:]
+    return tf.gather(self.item_log_q, ids) - tf.reduce_logsumexp(table)
+
+  def sample_negatives(self) -> tf.Tensor:
+    """<int64>[num_sampled] item ids drawn with replacement from exp(`sampling_log_q`).
+
+    Seeded by (seed, step, draw) inside a training step and the same on every replica (the
+    replica part of `step_random.step_seed()` is taken off), so 2 replicas score the same
+    negatives as one device; outside one, a fixed seed.
+    """
+    seed = step_random.step_seed()
+    if seed is None:
+      seed = tf.constant(_EVAL_SEED, tf.int64)
+    else:
+      ctx = tf.distribute.get_replica_context()
+      replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+      seed = seed - tf.stack([tf.constant(0, tf.int64), tf.cast(replica, tf.int64)])
+    draws = tf.random.stateless_categorical(self.item_log_q[None, 1:], self.num_sampled, seed,
+                                            dtype=tf.int64)
+    return draws[0] + 1
+
   def before_training(self, context: core.TrainingContext) -> None:
-    """Counts the training split's positives per item once (a resumed run has the table).
+    """Counts the training split's positives per item once (a resumed run has the table); the
+    log-q correction and the "sampled" negatives read it.
 
     Raises:
       ValueError: a global batch larger than the queue (a step enqueues the whole batch).
@@ -154,7 +198,8 @@ class RetrievalModel(core.Model):
     if self.negative_queue is not None and context.global_batch_size > self.queue_size:
       raise ValueError(f"--batch_size={context.global_batch_size} exceeds queue_size="
                        f"{self.queue_size}: a step enqueues every positive of the global batch")
-    if not self.log_q_correction or context.resumed or context.reader is None:
+    needed = self.log_q_correction or self.negatives == "sampled"
+    if not needed or context.resumed or context.reader is None:
       return
     counts = np.zeros(self.num_items + 1, np.float64)
     for batch in context.reader.dataset(4096):
@@ -189,7 +234,8 @@ class RetrievalModel(core.Model):
                 num_categories=self.num_categories, visual_dim=self.visual_dim,
                 max_seq_len=self.max_seq_len, temperature=self.temperature,
                 log_q_correction=self.log_q_correction, dropout=self.dropout,
-                negatives=self.negatives, queue_size=self.queue_size)
+                negatives=self.negatives, queue_size=self.queue_size,
+                num_sampled=self.num_sampled)
 
   @classmethod
   def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RetrievalModel":
