@@ -1,5 +1,7 @@
 """`python -m tfrec.datasets.movielens --out DIR`: obtain MovieLens-1M and convert it into the tfrec
-data contract as a two-domain dataset (see `tfrec.datasets.movielens`)."""
+data contract as a two-domain dataset (see `tfrec.datasets.movielens`), or with
+`--view=sequential` as one sequence per user, leave-one-out (SASRec's view,
+`tfrec.datasets.movielens.sequential`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Sequence
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 from tfrec.datasets.movielens import ConvertConfig, convert
+from tfrec.datasets.movielens import sequential
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -33,6 +36,13 @@ def _define_flags() -> None:
   flags.DEFINE_integer("seed", d.seed, "seed of the cold-movie choice")
   flags.DEFINE_integer("num_shards", 4, "shards per kind/split")
   flags.DEFINE_float("timeout", 15.0, "seconds to wait for the GroupLens host")
+  s = sequential.SequentialConfig()
+  flags.DEFINE_enum("view", "two_domain", ["two_domain", "sequential"],
+                    "two_domain: the SEMI/COUPLE view; sequential: SASRec's leave-one-out view")
+  flags.DEFINE_integer("seq_min_count", s.min_count, "sequential: k of the user/movie k-core")
+  flags.DEFINE_enum("seq_core", s.core, list(sequential.CORES),
+                    "sequential: k-core in one pass on raw counts (SASRec's code) or iterated")
+  flags.DEFINE_integer("seq_max_len", s.max_len, "sequential: newest items kept per sequence")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -51,7 +61,12 @@ def main(argv: Sequence[str]) -> None:
   raw = movielens_raw.load_obtained(path)
   print(f"read {raw.num_users:,} users, {raw.num_movies:,} movies, {raw.num_ratings:,} "
         f"ratings ({raw.fmt} format) in {time.perf_counter() - begin:.1f} s", flush=True)
-  convert(raw, fl.out, config, num_shards=fl.num_shards)
+  if fl.view == "sequential":
+    sequential.convert_sequential(raw, fl.out, sequential.SequentialConfig(
+        min_count=fl.seq_min_count, core=fl.seq_core, max_len=fl.seq_max_len),
+        num_shards=fl.num_shards)
+  else:
+    convert(raw, fl.out, config, num_shards=fl.num_shards)
   print(f"total {time.perf_counter() - begin:.1f} s; statistics in "
         f"{os.path.join(fl.out, 'stats.md')}", flush=True)
 
