@@ -1,5 +1,5 @@
-"""Tests of MovieLens-1M's sequential view (SASRec's leave-one-out, `tfrec.datasets.movielens.sequential`)
-on a tiny hand-made raw file.
+"""Tests of MovieLens-1M's sequential view (SASRec's leave-one-out,
+`tfrec.datasets.movielens.sequential`) on a tiny hand-made raw file.
 
 Fixture, with min_count = 3 (movies: A = Toy Story, B = Heat, C = Misérables, D = Alien,
 E = Casablanca; times T0 + seconds, listed in file order):

