@@ -65,7 +65,8 @@ def test_synthetic_bad_config(tmp_path):
   rc, _, line = _run("tfrec.datasets.synthetic", f"--out={tmp_path}", "--config=huge")
   assert rc == 1
   assert line == ("tfrec.datasets.synthetic: flag --config=huge: value should be one of "
-                  "<tiny|small|default|large> (--helpshort lists the flags)")
+                  "<tiny|small|default|large|semi|adapt|thacil|couple|m5> (--helpshort lists "
+                  "the flags)")
   assert os.listdir(tmp_path) == []
 
 

@@ -82,7 +82,8 @@ def _files(directory):
 
 
 def test_presets_and_overrides():
-  assert set(syn.CONFIGS) == {"tiny", "small", "default", "large"}
+  assert set(syn.CONFIGS) == {"tiny", "small", "default", "large", "semi", "adapt", "thacil",
+                              "couple", "m5"}
   sizes = [syn.CONFIGS[n].num_users for n in ("tiny", "small", "default", "large")]
   assert sizes == sorted(sizes) and sizes[-1] >= 100_000
   cfg = syn.get_config("tiny", seed=7, transfer=0.0, num_users=None)

@@ -1,5 +1,5 @@
-"""`python -m tfrec.datasets.synthetic --out DIR --config=tiny|small|default|large
-[--set field=value ...]`: generate the synthetic cross-domain world (see
+"""`python -m tfrec.datasets.synthetic --out DIR
+[--config=tiny|small|default|large|semi|adapt|thacil|couple|m5] [--set field=value ...]`: generate the synthetic cross-domain world (see
 `tfrec.datasets.synthetic`). `--set` (repeatable) sets any `SyntheticConfig` field, typed from
 the field (tuples: comma-separated floats); it is applied after the older override flags
 (`--num_users`, `--transfer`, ...), which keep working."""
@@ -25,7 +25,7 @@ def _define_flags() -> None:
   from absl import flags
   flags.DEFINE_string("out", None, "output dataset directory")
   flags.mark_flag_as_required("out")
-  flags.DEFINE_enum("config", "default", list(CONFIGS), "preset size")
+  flags.DEFINE_enum("config", "default", list(CONFIGS), "preset: a size (tiny, small, default, large) or a paper's calibrated world (semi, adapt, thacil, couple, m5)")
   flags.DEFINE_integer("seed", None, "random seed (default: the preset's, 0)")
   flags.DEFINE_integer("num_shards", None, "shards per kind/split (default: by num_users)")
   flags.DEFINE_integer("workers", None, "writer processes (default: min(CPUs, shards))")

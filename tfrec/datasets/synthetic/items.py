@@ -35,6 +35,7 @@ _CATEGORY_TAG_KEY = 0xCA7A
 _KIND_KEY = 0x0C1D
 _TITLE_COPY_KEY = 0x7C09
 _DUAL_SPLIT_KEY = 0xD5A1
+_COPY_CONCENTRATION = 1.0  # k of the stories' copy rates ~ Beta(c k, (1 - c) k).
 
 
 def stream(cfg: SyntheticConfig, key: int) -> np.random.Generator:
@@ -210,8 +211,10 @@ def make_store(cfg: SyntheticConfig, r_text: np.random.Generator, r_vis: np.rand
 
 def copy_product_words(cfg: SyntheticConfig, title: np.ndarray,
                        pairs: Sequence[Dict[str, int]]) -> None:
-  """Replaces, w.p. `story_title_copy`, each token of a storytelling title by a random word
-  of its first mounted product's title (in place; own stream; nothing when 0)."""
+  """Replaces each token of a storytelling title by a random word of its first mounted
+  product's title w.p. r_story, the story's own copy rate ~ Beta(c k, (1 - c) k) (mean c =
+  `story_title_copy`, k = 1: some stories copy much, most little, as ADAPT Table II's
+  two-humped histogram); in place, own stream, nothing when c = 0."""
   p = cfg.story_title_copy
   if p <= 0:
     return
@@ -222,9 +225,10 @@ def copy_product_words(cfg: SyntheticConfig, title: np.ndarray,
   for story, product in sorted(first.items()):
     words = title[product][title[product] > 0]
     real = np.nonzero(title[story] > 0)[0]
+    rate = rng.beta(p * _COPY_CONCENTRATION, (1.0 - p) * _COPY_CONCENTRATION) if p < 1 else 1.0
     if not len(words) or not len(real):
       continue
-    copy = real[rng.random(len(real)) < p]
+    copy = real[rng.random(len(real)) < rate]
     title[story, copy] = words[rng.integers(0, len(words), len(copy))]
 
 

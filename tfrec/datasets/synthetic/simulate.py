@@ -342,18 +342,19 @@ def default_num_shards(num_users: int) -> int:
 def _write_user_shard(world: World, info: DatasetInfo, tmp_dir: str, shard: int,
                       num_shards: int) -> Stats:
   """Writes the users with `user_id % num_shards == shard` as one-shard sets under tmp_dir."""
-  stats = Stats(world.store.category)
+  stats = Stats(world.store.category, world.config.num_scenarios)
   directory = os.path.join(tmp_dir, str(shard))
   with contextlib.ExitStack() as stack:
     writers = {
         (kind, split): stack.enter_context(ShardedWriter(directory, kind, split, 1, info))
         for kind in _USER_KINDS for split in SPLITS[kind]}
     for user_id in range(shard, world.config.total_users, num_shards):
-      for kind, by_split in user_records(world, user_id).items():
+      records = user_records(world, user_id)
+      for kind, by_split in records.items():
         for split, recs in by_split.items():
           for rec in recs:
             writers[kind, split].write(rec, shard=0)
-          stats.add(kind, split, recs)
+      stats.add_user(records, regular=user_id < world.config.num_users)
   return stats
 
 
@@ -424,7 +425,8 @@ def generate(config: SyntheticConfig, out_dir: str, num_shards: Optional[int] = 
   info.save(out_dir)
   world.store.save(out_dir)
   shards = num_shards or default_num_shards(config.total_users)
-  stats = Stats(world.store.category)
+  stats = Stats(world.store.category, config.num_scenarios)
+  stats.papers.set_world(world)
   by_split = item_lib.split_dual_pairs(config, dual_pair_records(world), world.num_items)
   for split, pairs in by_split.items():
     with ShardedWriter(out_dir, "dual_pair", split, shards, info=info) as writer:

@@ -1,6 +1,7 @@
 """Statistics of a synthetic dataset, streamed while it is written: record counts, positive
-rates, a binned oracle AUC and the papers' dataset figures (SEMI Table 4 for target histories),
-printed by the generator's summary and written to `stats.md`."""
+rates, a binned oracle AUC and the papers' dataset figures (SEMI Table 4 for target histories
+here; ADAPT, THACIL, COUPLE and M5 in `paper_stats.py`), printed by the generator's summary and
+written to `stats.md`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from tfrec.data.info import DatasetInfo
 from tfrec.datasets.synthetic.config import SPLITS
+from tfrec.datasets.synthetic.paper_stats import PaperFigures
 
 # SEMI Table 4 (test split; micro-video = target, product = source): categories per target
 # sequence, how many of them the source sequence has too, their share (1.96 / 16.78 on the
@@ -52,8 +54,10 @@ class Stats:
 
   BINS = 4096
 
-  def __init__(self, category: Optional[np.ndarray] = None):
+  def __init__(self, category: Optional[np.ndarray] = None, num_scenarios: int = 0):
     self.category = category
+    self.papers = (PaperFigures(category, num_scenarios)
+                   if category is not None and num_scenarios else None)
     self.counts: Dict[Tuple[str, str], int] = {}
     self.hist: Dict[str, np.ndarray] = {}  # split -> [2, BINS] negatives, positives.
     self.mean_prob: Dict[str, float] = {}
@@ -72,7 +76,17 @@ class Stats:
     np.add.at(h, (labels, bins), 1)
     self.mean_prob[split] = self.mean_prob.get(split, 0.0) + probs.sum()
 
+  def add_user(self, records: Dict[str, Dict[str, List[dict]]], regular: bool) -> None:
+    """One user's records (kind -> split -> records); `regular`: not a CCL-only user."""
+    for kind, by_split in records.items():
+      for split, recs in by_split.items():
+        self.add(kind, split, recs)
+    if regular and self.papers is not None:
+      self.papers.add_user(records)
+
   def merge(self, other: "Stats") -> None:
+    if self.papers is not None and other.papers is not None:
+      self.papers.merge(other.papers)
     for key, n in other.counts.items():
       self.counts[key] = self.counts.get(key, 0) + n
     for split, h in other.hist.items():
@@ -135,6 +149,8 @@ class Stats:
                      f"{h['cold']:.1%} |")
     lines.append(f"| SEMI (Table 4) | {SEMI_TABLE4['target_categories']} | "
                  f"{SEMI_TABLE4['overlap']} | {SEMI_TABLE4['overlap_share']:.0%} | | | |")
+    if self.papers is not None:
+      lines += self.papers.markdown()
     return "\n".join(lines) + "\n"
 
   def summary(self, info: DatasetInfo, seconds: float) -> str:
