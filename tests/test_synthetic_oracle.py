@@ -8,6 +8,8 @@ import pytest
 
 from conftest import tiny_info
 from tfrec.datasets import synthetic
+from tfrec.data import schema
+from tfrec.datasets.synthetic import items as synthetic_items
 from tfrec.datasets.synthetic import world as sw
 from tfrec.datasets.synthetic.oracle import (TOLERANCE, OracleUnavailable, SyntheticOracle,
                                          checked_probabilities, ranking_oracle_for)
@@ -75,10 +77,18 @@ def test_oracle_refuses_what_it_cannot_rebuild(world, records):
 
 _KNOBS = {"target_intent_coupling": 0.2, "target_taste_weight": 2.0,
           "target_activity_spread": 1.0, "session_dispersion": 0.5, "cold_user_share": 0.3,
-          "ccl_only_users": 5, "ccl_pair_scope": "week"}
+          "ccl_only_users": 5, "ccl_pair_scope": "week", "category_interest_weight": 1.5,
+          "item_taste_weight": 1.5, "interest_drift_per_day": 0.3, "user_groups": 3,
+          "user_group_weight": 0.5, "scenario_user_tilt": 1.0, "scenario_behaviour_weight": 1.0,
+          "scenario_pool_share": 0.5, "item_kind_transfer": (0.2, 0.9), "max_seq_len": 20,
+          "topic_popularity_divergence": 0.5, "category_tags": 2, "category_tag_share": 0.5}
 
 
-@pytest.mark.parametrize("knobs", [{k: v} for k, v in _KNOBS.items()] + [_KNOBS],
+_NEEDS = {"user_group_weight": "user_groups", "category_tag_share": "category_tags"}
+
+
+@pytest.mark.parametrize("knobs", [{k: v, **({_NEEDS[k]: _KNOBS[_NEEDS[k]]} if k in _NEEDS else {})}
+                                   for k, v in _KNOBS.items()] + [_KNOBS],
                          ids=list(_KNOBS) + ["all"])
 def test_oracle_reproduces_oracle_prob_with_knobs_away_from_default(knobs):
   config = dataclasses.replace(CONFIG, num_users=30, **knobs)
@@ -97,3 +107,31 @@ def test_oracle_reproduces_oracle_prob_with_knobs_away_from_default(knobs):
     assert sel.sum() >= 3, split
     np.testing.assert_allclose(probs[sel, 0], r["oracle_prob"][sel], atol=TOLERANCE,
                                err_msg=split)
+
+
+def test_oracle_scores_matching_and_dual_pair_records_of_every_test_split():
+  config = dataclasses.replace(CONFIG, num_users=30, **_KNOBS)
+  world = sw.build_world(config, with_visual=False)
+  oracle = SyntheticOracle(synthetic.dataset_info(config), world.store)
+  catalogue = world.store.item_ids(domain=schema.TARGET)
+  for split in ("test", "test_cold"):
+    recs = [r for u in range(config.num_users)
+            for r in synthetic.user_records(world, u)["matching"][split]]
+    assert len(recs) >= 3, split
+    scores = oracle.positive_intensities(
+        np.array([r["user_id"] for r in recs]), np.array([r["timestamp"] for r in recs]),
+        np.array([r["scenario_id"] for r in recs]), np.broadcast_to(catalogue, (len(recs),
+                                                                              len(catalogue))))
+    own = scores[np.arange(len(recs)), np.searchsorted(catalogue, [r["positive_item_id"]
+                                                                   for r in recs])]
+    assert np.all(own > 0), split  # every planted positive is possible under the oracle.
+    # Better than chance: the positive's rank among the catalogue.
+    ranks = (scores > own[:, None]).sum(axis=1)
+    assert ranks.mean() < 0.25 * len(catalogue), split
+  pairs = synthetic_items.split_dual_pairs(config, sw.dual_pair_records(world),
+                                           world.num_items)["test"]
+  src = world.store.item_ids(domain=schema.SOURCE)
+  scores = oracle.dual_scores(np.array([p["target_item_id"] for p in pairs]),
+                              np.broadcast_to(src, (len(pairs), len(src))))
+  own = scores[np.arange(len(pairs)), np.searchsorted(src, [p["source_item_id"] for p in pairs])]
+  assert np.all(own > 0) and (scores > own[:, None]).sum(axis=1).mean() < 0.1 * len(src)
