@@ -66,8 +66,8 @@ Splits, by the day of the session (`split_of_day`; `days` >= 3): "test" = the la
 on the day: events, labels and oracle_prob of a seed are the same whichever split they land in.
 Records:
   ranking    train / valid / test: every impression with some history; histories are the
-             last max_seq_len (50) events of each domain strictly before the impression (valid and test
-             histories include the earlier days' events); test_cold = last-day impressions
+             last max_seq_len (50) events of each domain strictly before the impression
+             (valid and test histories include the earlier days' events); test_cold = last-day impressions
              of cold candidates (clicks on them never enter a history). Cold users' records
              carry cold_user=1 (written for them only; others leave the field to its default 0).
   ccl_pair   train: ccl_pair_scope "session": per train-day session with events in both

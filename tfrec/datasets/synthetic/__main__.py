@@ -25,7 +25,9 @@ def _define_flags() -> None:
   from absl import flags
   flags.DEFINE_string("out", None, "output dataset directory")
   flags.mark_flag_as_required("out")
-  flags.DEFINE_enum("config", "default", list(CONFIGS), "preset: a size (tiny, small, default, large) or a paper's calibrated world (semi, adapt, thacil, couple, m5)")
+  flags.DEFINE_enum("config", "default", list(CONFIGS),
+                    "preset: a size (tiny, small, default, large) or a paper's calibrated "
+                    "world (semi, adapt, thacil, couple, m5)")
   flags.DEFINE_integer("seed", None, "random seed (default: the preset's, 0)")
   flags.DEFINE_integer("num_shards", None, "shards per kind/split (default: by num_users)")
   flags.DEFINE_integer("workers", None, "writer processes (default: min(CPUs, shards))")

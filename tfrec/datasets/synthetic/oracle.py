@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
 from tfrec.datasets.synthetic import planted, users

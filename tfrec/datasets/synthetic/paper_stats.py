@@ -23,6 +23,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from tfrec.data import schema
+from tfrec.datasets.synthetic.items import title_similarity
+from tfrec.datasets.synthetic.world import dual_pair_records
 
 ADAPT_TABLE3 = {"target_length": 16.10, "source_length": 19.88, "target_categories": 8.17,
                 "source_categories": 6.83, "overlap": 2.76}  # SRD-1 (SRD-2: 16.16 / 19.90 /
@@ -47,8 +49,6 @@ def title_histogram(similarities: np.ndarray) -> np.ndarray:
 
 def dual_title_similarities(world) -> np.ndarray:
   """ADAPT eq. 1 of every dual pair of `world`."""
-  from tfrec.datasets.synthetic.items import title_similarity
-  from tfrec.datasets.synthetic.world import dual_pair_records
   title = world.store.title
   return np.array([title_similarity(title[p["target_item_id"]], title[p["source_item_id"]])
                    for p in dual_pair_records(world)])
@@ -148,13 +148,3 @@ class PaperFigures:
               + " (the paper gives no shares)."]
     return lines
 
-
-def figures_of(world, num_users: int) -> Dict[str, float]:
-  """`PaperFigures.summary` of the first `num_users` users of `world`, in memory (the
-  calibration of presets; no files)."""
-  from tfrec.datasets.synthetic.simulate import user_records
-  figs = PaperFigures(world.store.category, world.config.num_scenarios)
-  for u in range(min(num_users, world.config.num_users)):
-    figs.add_user(user_records(world, u))
-  figs.set_world(world)
-  return figs.summary()

@@ -19,7 +19,8 @@ from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
 from tfrec.datasets.synthetic import items as item_lib
 from tfrec.datasets.synthetic.users import (Session, UserProfile, behaviour_interest,
-                                            candidate_pools, click_probability, interest_at, make_user,
+                                            candidate_pools, click_probability, interest_at,
+                                            make_user,
                                             plan_sessions, session_rates, split_of_day,
                                             user_pools)
 from tfrec.datasets.synthetic.world import (CONFIGS, USER_FEATURE_SIZES, WEEK_S, Pool,

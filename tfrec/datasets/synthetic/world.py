@@ -167,14 +167,6 @@ def hour_weights() -> np.ndarray:
   return 0.15 + 0.5 * np.exp(-((h - 12.5) / 1.5) ** 2) + np.exp(-((h - 20.5) / 2.5) ** 2)
 
 
-
-
-def hour_weights() -> np.ndarray:
-  """<float64>[24] relative activity per hour: a lunch and a larger evening peak."""
-  h = np.arange(24)
-  return 0.15 + 0.5 * np.exp(-((h - 12.5) / 1.5) ** 2) + np.exp(-((h - 20.5) / 2.5) ** 2)
-
-
 def build_world(config: SyntheticConfig, with_visual: bool = True) -> World:
   """Builds topics, items, the item store and the global tables from `config.seed`.
 
