@@ -357,3 +357,32 @@ def test_command_line(tiny_dir, tmp_path):
   assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 1 and "--overwrite" in proc.stderr
+
+
+def test_requests_up_to_the_datasets_max_seq_len_are_accepted(tiny_dir, tmp_path):
+  """A dataset declaring max_seq_len = 120 (> the contract's 50): its export takes 60 events
+  (and 120) per history and refuses 121, naming the input and the limit."""
+  import dataclasses
+  dataclasses.replace(tiny_info(), max_seq_len=120).save(tiny_dir)
+  run_dir = str(tmp_path / "run")
+  cfg = config_lib.RunConfig(
+      data=config_lib.DataConfig(data_dir=tiny_dir, max_seq_len=SEQ),
+      model=config_lib.ModelConfig("youtubenet", dict(dim=DIM, mlp_units=[DIM])),
+      train=config_lib.TrainConfig(run_dir=run_dir))
+  cfg.save()
+  model = runs.build_model(cfg, tiny_info(), tiny_store())
+  model.save_weights(config_lib.run_paths(run_dir)["final"])
+  path = export_lib.export_run(run_dir, str(tmp_path / "e"), checkpoint="final")
+  rank = tf.saved_model.load(path).signatures["rank"]
+
+  def user(n):
+    return dict(USER, target_item_ids=[6 + i % 5 for i in range(n)],
+                target_timestamps=list(range(n)))
+
+  expected = model(pointwise_features(model, user(60)), training=False)  # its newest 5
+  close(rank(**rank_request(model, user(60)))["logits"], expected)
+  assert rank(**rank_request(model, user(120)))["logits"].shape == [NUM_ITEMS]
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="rank: target_item_ids holds at most 120 events"):
+    rank(**rank_request(model, user(121)))
+  assert export_lib.read_export_info(path)["max_len"] == 120

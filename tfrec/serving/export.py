@@ -1,10 +1,18 @@
 """Writing a model's serving SavedModel atomically, from a model or from a run directory: a
 ranking model's `ServingModule` (rank, score) or a retrieval model's `RetrievalServingModule`
-(retrieve, with the item index inside)."""
+(retrieve, encode_query, with the item index inside).
+
+`export_run` passes the dataset's longest request history (`schema.max_len_for`: ranking
+histories = max_seq_len, matching sequences = max(100, max_seq_len)) and records where the export
+came from in `assets.extra/tfrec_export.json` (run, checkpoint, data, max_len; TensorFlow
+Serving ignores `assets.extra`), which `tfrec.serving.add_items` reads.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+import os
+from typing import Any, Dict, Optional
 
 from absl import logging
 import numpy as np
@@ -36,36 +44,71 @@ def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
                           "version directory, or pass --overwrite (overwrite=True)")
 
 
+EXPORT_INFO = os.path.join("assets.extra", "tfrec_export.json")
+
+
+def read_export_info(export_dir: str) -> Dict[str, Any]:
+  """The `assets.extra/tfrec_export.json` of an export (written by `export_run`).
+
+  Raises:
+    FileNotFoundError: naming the file (an export written by `export` alone, or before it).
+  """
+  path = os.path.join(export_dir, EXPORT_INFO)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path} is missing: {export_dir} was not written by "
+                            "tfrec.export --run_dir (or predates it); export the run again")
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def export(model: RankingModel, export_dir: str, overwrite: bool = False,
-           index_ids: Optional[np.ndarray] = None) -> str:
-  """Writes `model`'s serving SavedModel (signatures rank, score, serving_default).
+           index_ids: Optional[np.ndarray] = None, max_len: Optional[int] = None,
+           info: Optional[Dict[str, Any]] = None) -> str:
+  """Writes `model`'s serving SavedModel (ranking: rank, score, serving_default; retrieval:
+  retrieve, encode_query, serving_default).
+
+  Args:
+    model: a built `RankingModel` or `RetrievalModel` (trained or restored).
+    export_dir: the version directory to create, e.g. serving/semi/1.
+    overwrite: replace an existing non-empty `export_dir`.
+    index_ids: a retrieval model's index (default: every item).
+    max_len: the longest request history (default: the contract's, 50 / 100).
+    info: written as `assets.extra/tfrec_export.json`.
+
+  Returns:
+    export_dir (`write_saved_model`).
+  """
+  check_exportable(type(model))
+  check_export_dir(export_dir.rstrip("/") or export_dir, overwrite)  # before the module's work
+  kwargs = {} if max_len is None else {"max_len": int(max_len)}
+  module = (RetrievalServingModule(model, index_ids, **kwargs)
+            if isinstance(model, RetrievalModel) else ServingModule(model, **kwargs))
+  return write_saved_model(module, export_dir, overwrite, info)
+
+
+def write_saved_model(module: tf.Module, export_dir: str, overwrite: bool = False,
+                      info: Optional[Dict[str, Any]] = None) -> str:
+  """Saves `module` (with its `signatures()`) as the SavedModel `export_dir`, atomically.
 
   The SavedModel is written to `<export_dir>.incomplete` and renamed when complete, so a failed
   export leaves nothing at `export_dir` (TensorFlow Serving polls a base path and would load a
   half-written version directory).
 
-  Args:
-    model: a built `RankingModel` (trained or restored).
-    export_dir: the version directory to create, e.g. serving/semi/1.
-    overwrite: replace an existing non-empty `export_dir`.
-
-  Returns:
-    export_dir.
-
   Raises:
     FileExistsError: `export_dir` exists, is not empty, and `overwrite` is False.
   """
   export_dir = export_dir.rstrip("/") or export_dir
-  check_exportable(type(model))
   check_export_dir(export_dir, overwrite)
   existing = tf.io.gfile.exists(export_dir)
   tmp = export_dir + ".incomplete"
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)  # left by an export that crashed
   try:
-    module = (RetrievalServingModule(model, index_ids) if isinstance(model, RetrievalModel)
-              else ServingModule(model))
     tf.saved_model.save(module, tmp, signatures=module.signatures())
+    if info is not None:
+      tf.io.gfile.makedirs(os.path.join(tmp, os.path.dirname(EXPORT_INFO)))
+      with tf.io.gfile.GFile(os.path.join(tmp, EXPORT_INFO), "w") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
     if existing:
       old = export_dir + ".replaced"
       if tf.io.gfile.exists(old):
@@ -94,9 +137,17 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best",
     data_dir: the dataset (item store) to fill the model with; None: the run's.
     overwrite: see `export`.
   """
-  model, _, _, store = runs.restore_model(run_dir, checkpoint, data_dir=data_dir)
+  model, cfg, info, store = runs.restore_model(run_dir, checkpoint, data_dir=data_dir)
   check_exportable(type(model))
+  retrieval = isinstance(model, RetrievalModel)
   # A retrieval model's index: every target-domain item (cold ones included: their vectors
   # come from the item store's features).
-  index = store.item_ids(domain=schema.TARGET) if isinstance(model, RetrievalModel) else None
-  return export(model, export_dir, overwrite=overwrite, index_ids=index)
+  index = store.item_ids(domain=schema.TARGET) if retrieval else None
+  field = (schema.MATCHING.field("seq_item_ids") if retrieval
+           else schema.RANKING.field("target_item_ids"))
+  max_len = info.max_len(field)
+  meta = {"run_dir": os.path.abspath(run_dir), "checkpoint": checkpoint,
+          "data_dir": os.path.abspath(data_dir or cfg.data.data_dir), "model": cfg.model.name,
+          "max_len": max_len, "index_items": None if index is None else len(index)}
+  return export(model, export_dir, overwrite=overwrite, index_ids=index, max_len=max_len,
+                info=meta)

@@ -7,7 +7,8 @@ Signatures (every input int64; times in seconds; d ranges over the model's `doma
   rank      one user, N candidates (the online ranking request):
               timestamp           []   request time
               {d}_item_ids        [L]  the user's recent items, oldest first, newest last,
-                                       0 <= L <= schema.MAX_SEQ_LEN
+                                       0 <= L <= `max_len` (the dataset's max_seq_len,
+                                       passed by `export_run`; default schema.MAX_SEQ_LEN)
               {d}_timestamps      [L]  their times, non-decreasing
               candidate_item_ids  [N]  N >= 1 items to score
             -> scores <float32>[N] (sigmoid probabilities), logits <float32>[N].
@@ -17,7 +18,7 @@ Signatures (every input int64; times in seconds; d ranges over the model's `doma
               logits = model.score(user, candidate_item_ids[None])[0]
   score     (also `serving_default`) B paired examples, the training layout:
               timestamp [B], item_id [B], {d}_item_ids [B, L], {d}_timestamps [B, L]
-              (rows right-padded with id 0; masks are ids > 0; L <= schema.MAX_SEQ_LEN)
+              (rows right-padded with id 0; masks are ids > 0; L <= `max_len`)
             -> scores <float32>[B], logits <float32>[B].
 
 A malformed request fails before any embedding lookup (on GPU an out-of-range gather returns
@@ -60,7 +61,7 @@ RANK = "rank"
 SCORE = "score"
 SERVING_DEFAULT = "serving_default"
 CANDIDATES = "candidate_item_ids"
-MAX_LEN = schema.MAX_SEQ_LEN  # the longest history a request may carry (the data contract's)
+MAX_LEN = schema.MAX_SEQ_LEN  # the longest history a request may carry without a dataset
 
 Features = Dict[str, tf.Tensor]
 
@@ -95,21 +96,26 @@ class ServingModule(tf.Module):
 
   Args:
     model: a built `RankingModel` (weights and item store filled in).
+    max_len: the longest history (per domain) a request may carry: the dataset's
+      `max_seq_len` (`export_run` passes it; `schema.max_len_for`).
   """
 
-  def __init__(self, model: RankingModel, name: str = "tfrec_serving"):
+  def __init__(self, model: RankingModel, max_len: int = MAX_LEN, name: str = "tfrec_serving"):
     super().__init__(name=name)
     if not model.built:
       raise ValueError("build the model (build_and_fill or restore it) before exporting")
+    if max_len < 1:
+      raise ValueError(f"max_len must be >= 1, got {max_len}")
+    self.max_len = int(max_len)
     # Tracked: what the SavedModel stores. The model object itself is only closed over.
     self.model_variables = list(model.variables)
     self.domains = tuple(model.domains)
 
     def rank(request: Features) -> Dict[str, tf.Tensor]:
-      return _rank(model, request)
+      return _rank(model, request, self.max_len)
 
     def score(examples: Features) -> Dict[str, tf.Tensor]:
-      return _score(model, examples)
+      return _score(model, examples, self.max_len)
 
     self.rank = tf.function(rank, input_signature=[rank_input_specs(model.domains)])
     self.score = tf.function(score, input_signature=[score_input_specs(model.domains)])
@@ -131,7 +137,7 @@ def _outputs(logits: tf.Tensor) -> Dict[str, tf.Tensor]:
   return {"scores": tf.sigmoid(logits), "logits": logits}
 
 
-def _rank(model: RankingModel, request: Features) -> Dict[str, tf.Tensor]:
+def _rank(model: RankingModel, request: Features, max_len: int) -> Dict[str, tf.Tensor]:
   """One user's request -> {"scores", "logits"} <float32>[N]; the user is encoded once."""
   sig = RANK
   ranks = {name: (0 if name == "timestamp" else 1) for name in request}
@@ -140,7 +146,7 @@ def _rank(model: RankingModel, request: Features) -> Dict[str, tf.Tensor]:
                     f"{sig}: {CANDIDATES} is empty; a request needs at least one candidate")]
   for d in model.domains:
     checks += _length_checks(sig, d, tf.size(x[f"{d}_item_ids"]),
-                             tf.size(x[f"{d}_timestamps"]))
+                             tf.size(x[f"{d}_timestamps"]), max_len)
   x = _after(checks, x)
   candidates = check_item_ids(x[CANDIDATES], model.num_items, CANDIDATES, allow_padding=False)
   features = {"timestamp": x["timestamp"][None]}
@@ -151,7 +157,7 @@ def _rank(model: RankingModel, request: Features) -> Dict[str, tf.Tensor]:
   return _outputs(model.score(user, candidates[None, :], training=False)[0])
 
 
-def _score(model: RankingModel, examples: Features) -> Dict[str, tf.Tensor]:
+def _score(model: RankingModel, examples: Features, max_len: int) -> Dict[str, tf.Tensor]:
   """B paired examples -> {"scores", "logits"} <float32>[B] (the training forward pass)."""
   sig = SCORE
   ranks = {name: (1 if name in ("timestamp", "item_id") else 2) for name in examples}
@@ -167,7 +173,7 @@ def _score(model: RankingModel, examples: Features) -> Dict[str, tf.Tensor]:
     checks.append(_assert(tf.reduce_all(tf.equal(ids, ts)),
                           f"{sig}: {d}_item_ids and {d}_timestamps must have the same shape "
                           "(aligned); got shapes", ids, ts))
-    checks += _length_checks(sig, d, ids[1], ts[1])
+    checks += _length_checks(sig, d, ids[1], ts[1], max_len)
   x = _after(checks, x)
   item_id = check_item_ids(x["item_id"], model.num_items, "item_id", allow_padding=False)
   features = {"timestamp": x["timestamp"], "item_id": item_id}
@@ -210,12 +216,13 @@ def _rank_checks(sig: str, inputs: Features, ranks: Dict[str, int]) -> List[tf.O
   return checks
 
 
-def _length_checks(sig: str, d: str, n_ids: tf.Tensor, n_ts: tf.Tensor) -> List[tf.Operation]:
+def _length_checks(sig: str, d: str, n_ids: tf.Tensor, n_ts: tf.Tensor,
+                   max_len: int) -> List[tf.Operation]:
   return [
       _assert(tf.equal(n_ids, n_ts), f"{sig}: {d}_item_ids and {d}_timestamps must have the "
               "same length (aligned); got lengths", n_ids, n_ts),
-      _assert(n_ids <= MAX_LEN, f"{sig}: {d}_item_ids holds at most {MAX_LEN} events (the data "
-              "contract's maximum history); got length", n_ids),
+      _assert(n_ids <= max_len, f"{sig}: {d}_item_ids holds at most {max_len} events (the "
+              "dataset's maximum history); got length", n_ids),
   ]
 
 
