@@ -5,7 +5,7 @@ import sys
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
-BENCHES = ("input", "train", "serve")
+BENCHES = ("input", "train", "serve", "retrieve")
 
 
 def main() -> None:
