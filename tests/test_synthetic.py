@@ -34,14 +34,7 @@ def _auc(labels, scores) -> float:
   return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
-def _all_records(world, num_users=None):
-  """kind -> split -> records of the first `num_users` users (all by default)."""
-  out = {kind: {split: [] for split in syn.SPLITS[kind]} for kind in simulate._USER_KINDS}
-  for user_id in range(num_users or world.config.num_users):
-    for kind, by_split in syn.user_records(world, user_id).items():
-      for split, recs in by_split.items():
-        out[kind][split].extend(recs)
-  return out
+_all_records = simulate.users_records
 
 
 def _topic_share_score(world, recs, domain):

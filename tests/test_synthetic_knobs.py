@@ -16,13 +16,7 @@ def _world(**knobs):
   return syn.build_world(syn.get_config("tiny", **knobs), with_visual="visual_relatedness" in knobs)
 
 
-def _records(world, num_users=None):
-  out = {kind: {split: [] for split in syn.SPLITS[kind]} for kind in simulate._USER_KINDS}
-  for u in range(num_users or world.config.num_users):
-    for kind, by_split in syn.user_records(world, u).items():
-      for split, recs in by_split.items():
-        out[kind][split].extend(recs)
-  return out
+_records = simulate.users_records
 
 
 def _profile(world, u):

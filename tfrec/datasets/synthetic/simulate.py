@@ -32,7 +32,7 @@ from tfrec.datasets.synthetic.stats import Stats
 
 __all__ = ["SyntheticConfig", "CONFIGS", "get_config", "World", "build_world", "user_records",
            "dual_pair_records", "click_probability", "dataset_info", "default_num_shards",
-           "generate", "SPLITS", "split_of_day", "candidate_pools"]
+           "generate", "SPLITS", "split_of_day", "candidate_pools", "users_records"]
 
 _SRC, _TGT, _IMP, _COLD = 0, 1, 2, 3         # event kinds inside a session.
 _USER_KINDS = ("ranking", "ccl_pair", "matching")
@@ -301,6 +301,17 @@ def user_records(world: World, user_id: int) -> Records:
     if split_of_day(world.config, sess.start) == "train":
       train.append((sess, *_pair_events(events)))
   out["ccl_pair"]["train"] = _ccl_pairs(world, user, train)
+  return out
+
+
+def users_records(world: World, num_users: Optional[int] = None) -> Records:
+  """kind -> split -> the records of the first `num_users` regular users (all by default), in
+  memory (no files): `user_records` concatenated in user order."""
+  out = _empty_records()
+  for user_id in range(num_users or world.config.num_users):
+    for kind, by_split in user_records(world, user_id).items():
+      for split, recs in by_split.items():
+        out[kind][split].extend(recs)
   return out
 
 
