@@ -31,7 +31,7 @@ TARGET_ITEMS = (6, 11)
 EXTRA = {"bst": dict(num_heads=2, ff_dim=DIM), "cross_bst": dict(num_heads=2, ff_dim=DIM),
          "din": dict(attention_units=(DIM, 4)), "semi": dict(num_heads=2, ff_dim=DIM),
          "semi_micro_video": dict(num_heads=2, ff_dim=DIM),
-         "semi_product": dict(num_heads=2, ff_dim=DIM)}
+         "semi_product": dict(num_heads=2, ff_dim=DIM), "thacil": dict(num_heads=2, block_size=2)}
 # Built-in ranking models (test modules may register their own).
 NAMES = [n for n in registry.names("ranking")
          if registry.get(n).cls.__module__.startswith("tfrec.")]
@@ -203,7 +203,8 @@ def test_item_encoder_errors(store):
 
 def test_item_encoder_config_round_trip():
   kwargs = dict(num_items=7, dim=6, features=["visual", "category"], num_categories=3,
-                visual_dim=2, embeddings_initializer="he_normal", embeddings_regularizer="l2")
+                visual_dim=2, embeddings_initializer="he_normal", embeddings_regularizer="l2",
+                combine="concat")
   params = inspect.signature(ItemEncoder.__init__).parameters
   assert set(kwargs) == init_params(ItemEncoder)
   for name, value in kwargs.items():
@@ -355,6 +356,8 @@ NON_DEFAULT = {
     "semi_micro_video": dict(item_features=("id",), mlp_units=(5,), num_heads=1, ff_dim=5),
     "semi_product": dict(item_features=("category",), domains=("source", "target"),
                          num_heads=2, ff_dim=6),
+    "thacil": dict(domains=("source", "target"), mlp_units=(6, 4), dropout=0.3, num_heads=4,
+                   block_size=3, l2=1e-3),
 }
 
 

@@ -21,10 +21,11 @@ from tfrec.models.base import RankingModel
 def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) -> RankingModel:
   """Builds `cfg.model` for the dataset (sizes from `info`), with weights and the item store.
 
-  Item features default to what the dataset has: "visual" only when the store has vectors.
+  Item features default to what the dataset has ("visual" only when the store has vectors),
+  unless the model's registration fixes them (THACIL: visual + category, no id).
   """
   kwargs = dict(cfg.model.kwargs)
-  if "item_features" not in kwargs:
+  if "item_features" not in kwargs and "item_features" not in registry.get(cfg.model.name).preset:
     kwargs["item_features"] = ["id", "category"] + (["visual"] if info.visual_dim else [])
   if "user_feature_sizes" in registry.accepted_args(registry.get(cfg.model.name).cls):
     kwargs["user_feature_sizes"] = list(info.user_feature_sizes)  # the dataset's vocabularies

@@ -24,6 +24,9 @@ class ItemEncoder(keras.layers.Layer):
        + [category] E_cat[category(i)]
        + [visual]   visual(i) W_v + b_v       (the frozen multi-modal feature, projected)
 
+  With combine="concat" the parts are concatenated in the order of `features` instead, each
+  dim / len(features) wide (THACIL §3.1: x = [f; c], features=("visual", "category")).
+
   The store's columns live in the layer as non-trainable weights (`item_category`,
   `item_visual`), so a checkpoint or SavedModel carries them and a serving request needs only
   item ids, as in SEMI's deployment (App. A.4). Fill them with `set_item_features(store)` after
@@ -37,6 +40,7 @@ class ItemEncoder(keras.layers.Layer):
     visual_dim: width of the store's visual vectors (needed with "visual"; must be > 0).
     embeddings_initializer: initialiser of the id and category tables.
     embeddings_regularizer: regulariser of the id and category tables.
+    combine: "sum" (every part dim wide) or "concat" (module docstring).
 
   Call args:
     ids: <int>[...] item ids, any shape; callers check their range (see `check_item_ids`).
@@ -53,9 +57,17 @@ class ItemEncoder(keras.layers.Layer):
                visual_dim: int = 0,
                embeddings_initializer: Any = "glorot_uniform",
                embeddings_regularizer: Any = None,
+               combine: str = "sum",
                **kwargs):
     super().__init__(**kwargs)
     features = tuple(features)
+    if combine not in ("sum", "concat"):
+      raise ValueError(f"combine must be 'sum' or 'concat', got {combine!r}")
+    if combine == "concat" and dim % len(features):
+      raise ValueError(f"combine='concat': dim {dim} is not a multiple of {len(features)} "
+                       "features")
+    self.combine = combine
+    self.part_dim = int(dim) // len(features) if combine == "concat" else int(dim)
     unknown = set(features) - set(FEATURES)
     if not features or unknown:
       raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {features}")
@@ -74,7 +86,7 @@ class ItemEncoder(keras.layers.Layer):
     self._projection = None
     self._serving_table = None  # see `lookup_table`
     if "visual" in features:
-      self._projection = keras.layers.Dense(dim, name="visual_projection")
+      self._projection = keras.layers.Dense(self.part_dim, name="visual_projection")
 
   def build(self, input_shape: tf.TensorShape) -> None:
     rows = self.num_items + 1
@@ -82,12 +94,12 @@ class ItemEncoder(keras.layers.Layer):
     self.item_category = self.item_visual = None
     if "id" in self.features:
       self.id_embeddings = self.add_weight(
-          "id_embeddings", shape=[rows, self.dim],
+          "id_embeddings", shape=[rows, self.part_dim],
           initializer=clone_initializer(self.embeddings_initializer),
           regularizer=self.embeddings_regularizer)
     if "category" in self.features:
       self.category_embeddings = self.add_weight(
-          "category_embeddings", shape=[self.num_categories + 1, self.dim],
+          "category_embeddings", shape=[self.num_categories + 1, self.part_dim],
           initializer=clone_initializer(self.embeddings_initializer),
           regularizer=self.embeddings_regularizer)
       self.item_category = self.add_weight("item_category", shape=[rows], dtype=tf.int32,
@@ -140,14 +152,17 @@ class ItemEncoder(keras.layers.Layer):
     return self._encode(ids)
 
   def _encode(self, ids: tf.Tensor) -> tf.Tensor:
-    parts = []
+    parts = {}
     if self.id_embeddings is not None:
-      parts.append(tf.gather(self.id_embeddings, ids))
+      parts["id"] = tf.gather(self.id_embeddings, ids)
     if self.category_embeddings is not None:
-      parts.append(tf.gather(self.category_embeddings, tf.gather(self.item_category, ids)))
+      parts["category"] = tf.gather(self.category_embeddings, tf.gather(self.item_category, ids))
     if self.item_visual is not None:
       visual = tf.cast(tf.gather(self.item_visual, ids), self.compute_dtype)
-      parts.append(self._projection(visual))
+      parts["visual"] = self._projection(visual)
+    if self.combine == "concat":
+      return tf.concat([tf.cast(parts[f], self.compute_dtype) for f in self.features], axis=-1)
+    parts = [parts[f] for f in FEATURES if f in parts]  # the sum's fixed order.
     out = parts[0]
     for p in parts[1:]:
       out = out + tf.cast(p, out.dtype)
@@ -165,7 +180,8 @@ class ItemEncoder(keras.layers.Layer):
         num_categories=self.num_categories,
         visual_dim=self.visual_dim,
         embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
-        embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer))
+        embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer),
+        combine=self.combine)
     return config
 
 

@@ -13,8 +13,9 @@ from tfrec.models.dssm import DSSM
 from tfrec.models.gru4rec import GRU4Rec
 from tfrec.models.sasrec import SASRec
 from tfrec.models.semi import SEMI
+from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["BST", "CCL", "ComiRecSA", "DIN", "DSSM", "GRU4Rec", "RankingModel", "SASRec", "SEMI", "YouTubeDNN",
+__all__ = ["BST", "CCL", "ComiRecSA", "DIN", "DSSM", "GRU4Rec", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN",
            "YouTubeNet", "registry"]

@@ -69,6 +69,8 @@ class RankingModel(core.Model):
     dropout: dropout of the output MLP and of attention blocks (SEMI A.1: 0.1).
     use_time_blocks: add the 1-hour time-block embedding to history items (SEMI §3.2.3).
     num_time_blocks: time blocks (the last collects everything older); 168 = one week.
+    item_combine: how the item encoder joins its features: "sum" (each dim wide) or "concat"
+      (each dim / len(item_features) wide, in the given order; THACIL's x = [f; c]).
   """
 
   RECORD_KIND = "ranking"
@@ -88,6 +90,7 @@ class RankingModel(core.Model):
                dropout: float = 0.1,
                use_time_blocks: bool = False,
                num_time_blocks: int = 168,
+               item_combine: str = "sum",
                **kwargs):
     super().__init__(**kwargs)
     domains = tuple(domains)
@@ -104,8 +107,10 @@ class RankingModel(core.Model):
     self.dropout = float(dropout)
     self.use_time_blocks = bool(use_time_blocks)
     self.num_time_blocks = int(num_time_blocks)
+    self.item_combine = str(item_combine)
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
-                                    visual_dim=visual_dim, name="item_encoder")
+                                    visual_dim=visual_dim, combine=self.item_combine,
+                                    name="item_encoder")
     self.time_blocks = (TimeBlockEmbedding(dim, num_blocks=num_time_blocks, name="time_blocks")
                         if use_time_blocks else None)
     # The logit layer stays float32 under mixed precision (a numerically safe sigmoid/BCE).
@@ -214,7 +219,8 @@ class RankingModel(core.Model):
                 num_categories=self.num_categories, visual_dim=self.visual_dim,
                 domains=list(self.domains), max_seq_len=self.max_seq_len,
                 mlp_units=list(self.mlp_units), dropout=self.dropout,
-                use_time_blocks=self.use_time_blocks, num_time_blocks=self.num_time_blocks)
+                use_time_blocks=self.use_time_blocks, num_time_blocks=self.num_time_blocks,
+                item_combine=self.item_combine)
 
   @classmethod
   def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RankingModel":
