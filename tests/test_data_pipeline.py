@@ -426,3 +426,17 @@ def test_item_store_written_without_kind_still_loads(tmp_path):
   assert back.kind.tolist() == [0] * 11
   np.testing.assert_array_equal(back.category, store.category)
   back.validate(info=tiny_info())
+
+
+def test_a_length_above_the_datasets_maximum_pads(tmp_path):
+  d = str(tmp_path)
+  tiny_info().save(d)   # max_seq_len 50
+  tiny_store().save(d)
+  with ShardedWriter(d, "ranking", "train", 1, tiny_info()) as w:
+    w.write(_long_record(50))
+  got = _all(Reader(d, "ranking", "train", ReadOptions(
+      max_lens={"source_item_ids": 160})).dataset(batch_size=1))
+  assert got["source_item_ids"].shape == (1, 160)
+  assert got["source_mask"][0].sum() == 50 and not got["source_mask"][0, 50:].any()
+  with pytest.raises(ValueError, match="must be >= 1"):
+    Reader(d, "ranking", "train", ReadOptions(max_lens={"source_item_ids": 0}))

@@ -296,8 +296,13 @@ def test_train_key_covers_the_resolved_config_and_the_data(syn_dir, tmp_path):
   assert key == harness.train_key(harness.parse_config(
       base + ["--run_dir=b", "--verbose=2", "--export_dir=x"]))
   for flag in ("--seed=1", "--learning_rate=0.01", "--model_args=dim=16", "--epochs=3",
-               "--valid_split=other", "--max_seq_len=20"):
+               "--valid_split=other", "--max_seq_len=20", "--clip_norm=5"):
     assert harness.train_key(harness.parse_config(base + ["--run_dir=a", flag])) != key, flag
+  # A field added later is left out of the key at its default: earlier cached keys stay valid.
+  material = harness.key_material(harness.parse_config(base + ["--run_dir=a"]))
+  assert "clip_norm" not in material["config"]["train"]
+  assert harness.key_material(harness.parse_config(base + ["--run_dir=a", "--clip_norm=5"]))[
+      "config"]["train"]["clip_norm"] == 5.0
   # The data: a regenerated dataset at the same path is another dataset.
   copy = tmp_path / "copy"
   shutil.copytree(syn_dir, copy)

@@ -353,3 +353,13 @@ def test_tensorboard_serves_the_run_scalars_over_http(syn_dir, tmp_path):
   finally:
     proc.kill()
     proc.wait()
+
+
+
+def test_clip_norm_reaches_the_optimizer_and_the_config():
+  opt = train_lib.make_optimizer(config_lib.TrainConfig(run_dir="x", clip_norm=5.0))
+  assert opt.global_clipnorm == 5.0
+  assert train_lib.make_optimizer(config_lib.TrainConfig(run_dir="x")).global_clipnorm is None
+  fl = _fresh_flags()
+  fl(["prog", "--model=youtubenet", "--run_dir=r", "--data_dir=d", "--clip_norm=5"])
+  assert tfrec_flags.run_config(fl).train.clip_norm == 5.0

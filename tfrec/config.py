@@ -95,6 +95,8 @@ class TrainConfig:
     export_dir: write a SavedModel here after training (chief only).
     allow_test_validation: let `DataConfig.valid_split` be a reported split (test...).
     loss_weights: weight per named loss of the model (missing names: 1).
+    clip_norm: clip the gradients to this global norm before each update (THACIL's public
+      code: 5); 0: no clipping.
     verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
   """
 
@@ -119,6 +121,7 @@ class TrainConfig:
   export_dir: str = ""
   allow_test_validation: bool = False
   loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
+  clip_norm: float = 0.0
   verbose: int = 1
 
 

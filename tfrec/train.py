@@ -173,6 +173,11 @@ def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps:
   return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+def make_optimizer(t: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
+  """Adam at `t.learning_rate`, clipping gradients to the global norm `t.clip_norm` if > 0."""
+  return keras.optimizers.Adam(t.learning_rate, global_clipnorm=t.clip_norm or None)
+
+
 def train(cfg: config_lib.RunConfig,
           extra_callbacks: Sequence[keras.callbacks.Callback] = (),
           flags_text: str = "") -> TrainResult:
@@ -217,7 +222,7 @@ def train(cfg: config_lib.RunConfig,
     model.configure_training(seed=t.seed, loss_weights=t.loss_weights)
     if t.init_from and start_step == 0:
       _init_from(model, t.init_from, store, t.init_layers)
-    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate), jit_compile=t.jit_compile)
+    model.compile(optimizer=make_optimizer(t), jit_compile=t.jit_compile)
 
   def other_batches(seed: int):
     other = dataclasses.replace(cfg, train=dataclasses.replace(t, seed=seed))

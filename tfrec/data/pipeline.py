@@ -40,9 +40,10 @@ class ReadOptions:
   """How to read a shard set (all optional).
 
   Attributes:
-    max_lens: sequence field -> length to truncate/pad to (<= the dataset's maximum,
-      `DatasetInfo.max_len`: its max_seq_len for histories, see `schema.max_len_for`);
-      truncation keeps the newest events. Unnamed sequences use the dataset's maximum.
+    max_lens: sequence field -> length to truncate/pad to (records are checked against the
+      dataset's maximum, `DatasetInfo.max_len`: its max_seq_len for histories, see
+      `schema.max_len_for`; a longer length pads further); truncation keeps the newest
+      events. Unnamed sequences use the dataset's maximum.
     lookup: item-store columns to attach for every item-id field ("category", "tags",
       "title", "visual", "domain", "cold", "kind").
     shuffle_buffer: records in the shuffle buffer (0 = no shuffle).
@@ -222,9 +223,10 @@ class Reader:
       f = self.kind.field(name)
       if not f.is_seq:
         raise ValueError(f"max_lens: {name} is not a sequence field")
-      if not 1 <= n <= self.info.max_len(f):
-        raise ValueError(f"max_lens[{name}]={n} must be in [1, {self.info.max_len(f)}] "
-                         "(the contract with the dataset's max_seq_len)")
+      if n < 1:
+        raise ValueError(f"max_lens[{name}]={n} must be >= 1")
+      # Above the dataset's maximum (its contract, still checked per record) rows just pad
+      # further: a model with a fixed n (THACIL's 160) reads a dataset of 50.
       out[name] = n
     # Aligned fields share their group's length.
     for f in self.kind.fields:

@@ -180,11 +180,19 @@ def validates(cfg: config_lib.RunConfig) -> bool:
   return cfg.train.validation_steps != 0 and registry.get(cfg.model.name).cls.VALIDATES
 
 
+# TrainConfig fields added after runs were cached, with their defaults: at the default a
+# field is left out of the key, so every earlier key (and cached run) stays valid.
+ADDED_TRAIN_FIELDS = {"clip_norm": 0.0}
+
+
 def key_material(cfg: config_lib.RunConfig, init_key: str = "") -> Dict[str, Any]:
   """Everything that decides a trained run's weights (module docstring), as JSON."""
   conf = cfg.to_json()
   for name in ("run_dir", "verbose", "export_dir"):
     conf["train"].pop(name, None)
+  for name, default in ADDED_TRAIN_FIELDS.items():  # keys of runs cached before they existed.
+    if conf["train"].get(name) == default:
+      conf["train"].pop(name)
   if cfg.train.init_from:
     if not init_key:
       raise ValueError(f"{cfg.train.run_dir}: --init_from={cfg.train.init_from} without the "
