@@ -2,7 +2,7 @@
 
     python -m tfrec.bench retrieve [--index_items=1000000] [--index_dim=64] [--top_k=100]
         [--requests=200] [--warmup_requests=10] [--seq=50] [--ann=ivf|hnsw|none]
-        [--nlist=0] [--nprobe=16,64,256] [--ef_search=64,256] [--clusters=0] [--tfrs]
+        [--nlist=1024] [--nprobe=16,64,256] [--ef_search=64,256] [--clusters=0] [--tfrs]
 
 A YouTube DNN (item tower = an id embedding, query tower = MLP of the mean history item; random
 weights) whose `index_items` item vectors are random (i.i.d. normal, or a mixture of
@@ -54,7 +54,7 @@ common.define("integer", "seq", 50, "History items per request.")
 common.define("integer", "seed", 0, "Seed of the vectors, weights and requests.")
 common.define("enum", "ann", "ivf", "Approximate index (Faiss): ivf, hnsw or none.",
               enum_values=["ivf", "hnsw", "none"])
-common.define("integer", "nlist", 0, "IVF lists (0: tfrec.serving.ann.default_nlist).")
+common.define("integer", "nlist", 1024, "IVF lists (0: tfrec.serving.ann.default_nlist).")
 common.define("list", "nprobe", ["16", "64", "256"], "IVF lists searched, one row each.")
 common.define("list", "ef_search", ["64", "256"], "HNSW search breadth, one row each.")
 common.define("integer", "hnsw_m", 32, "HNSW links per node.")

@@ -55,13 +55,16 @@ def default_nlist(size: int) -> int:
 
 def make_index(vectors: np.ndarray, kind: str = "ivf", nlist: Optional[int] = None,
                nprobe: Optional[int] = None, hnsw_m: int = 32, ef_search: int = 128,
-               seed: int = 0) -> Any:
+               train_points_per_list: int = 64, seed: int = 0) -> Any:
   """A trained, filled Faiss inner-product index over <float32>[P, d] `vectors` (row = position).
 
   Args:
     kind: "ivf" (IndexIVFFlat) or "hnsw" (IndexHNSWFlat).
     nlist, nprobe: IVF lists and lists searched (defaults `default_nlist`, nlist / 16).
     hnsw_m, ef_search: HNSW links per node and search breadth.
+    train_points_per_list: k-means of the IVF lists runs on at most this many vectors per list
+      (a random sample; Faiss' default 256 took over 15 minutes for 1M x 64 and 4000 lists on
+      2 shared cores).
   """
   faiss = _faiss()
   if kind not in KINDS:
@@ -79,6 +82,7 @@ def make_index(vectors: np.ndarray, kind: str = "ivf", nlist: Optional[int] = No
   quantizer = faiss.IndexFlatIP(d)
   index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
   index.cp.seed = int(seed)
+  index.cp.max_points_per_centroid = int(train_points_per_list)
   index.train(vectors)
   index.add(vectors)
   index.nprobe = int(nprobe or max(1, nlist // 16))
