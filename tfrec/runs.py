@@ -29,6 +29,8 @@ def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) 
     kwargs["item_features"] = ["id", "category"] + (["visual"] if info.visual_dim else [])
   if "user_feature_sizes" in registry.accepted_args(registry.get(cfg.model.name).cls):
     kwargs["user_feature_sizes"] = list(info.user_feature_sizes)  # the dataset's vocabularies
+  if "num_users" in registry.accepted_args(registry.get(cfg.model.name).cls):
+    kwargs["num_users"] = info.num_users  # trained user embeddings (MF, BPR, NCF)
   model = registry.build(cfg.model.name, num_items=info.num_items,
                          num_categories=info.num_categories, visual_dim=info.visual_dim,
                          max_seq_len=cfg.data.max_seq_len, **kwargs)

@@ -1,5 +1,6 @@
 """Reusable Keras 2 layers shared by the models: attention block, target attention, time-block
-embedding, MLP and masked pooling. Every layer is registered as `tfrec>ClassName`.
+embedding, MLP, masked pooling and the trained user embedding. Every layer is registered as
+`tfrec>ClassName`.
 
 Conventions: sequences are right-padded (oldest first) with `<bool>[batch, seq]` masks, True =
 real item; padded positions never influence a result and all-padded rows give finite values.
@@ -10,6 +11,7 @@ from tfrec.layers.mlp import MLP
 from tfrec.layers.pooling import SequencePooling
 from tfrec.layers.target_attention import TargetAttention
 from tfrec.layers.time_block import TimeBlockEmbedding, time_block_index
+from tfrec.layers.user_embedding import UserEmbedding, check_user_ids
 
 __all__ = [
     "MLP",
@@ -17,6 +19,8 @@ __all__ = [
     "SequencePooling",
     "TargetAttention",
     "TimeBlockEmbedding",
+    "UserEmbedding",
+    "check_user_ids",
     "masked_softmax",
     "time_block_index",
 ]

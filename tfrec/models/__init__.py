@@ -4,18 +4,24 @@
 """
 
 from tfrec.models import registry
+from tfrec.models.atrank import ATRank
 from tfrec.models.base import RankingModel
+from tfrec.models.bpr import BPR
 from tfrec.models.bst import BST
 from tfrec.models.ccl import CCL
 from tfrec.models.comirec import ComiRecSA
 from tfrec.models.din import DIN
 from tfrec.models.dssm import DSSM
 from tfrec.models.gru4rec import GRU4Rec
+from tfrec.models.lstm import LSTMRanker
+from tfrec.models.mf import MF
+from tfrec.models.ncf import NCF
 from tfrec.models.sasrec import SASRec
 from tfrec.models.semi import SEMI
 from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["BST", "CCL", "ComiRecSA", "DIN", "DSSM", "GRU4Rec", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN",
-           "YouTubeNet", "registry"]
+__all__ = ["ATRank", "BPR", "BST", "CCL", "ComiRecSA", "DIN", "DSSM", "GRU4Rec", "LSTMRanker", "MF",
+           "NCF", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
+           "registry"]
