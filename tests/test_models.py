@@ -26,12 +26,15 @@ HOUR = 3600
 NOW = 10 * HOUR  # request time of every test example
 SOURCE_ITEMS = (1, 6)  # [low, high) ids of the conftest store's source items
 TARGET_ITEMS = (6, 11)
+NUM_USERS = 6  # user ids of make_features: row r is user r % NUM_USERS (MF, BPR, NCF)
 
 # Per-model arguments that keep every model tiny (dim 8, seq 5, 10 items).
 EXTRA = {"bst": dict(num_heads=2, ff_dim=DIM), "cross_bst": dict(num_heads=2, ff_dim=DIM),
          "din": dict(attention_units=(DIM, 4)), "semi": dict(num_heads=2, ff_dim=DIM),
          "semi_micro_video": dict(num_heads=2, ff_dim=DIM),
-         "semi_product": dict(num_heads=2, ff_dim=DIM), "thacil": dict(num_heads=2, block_size=2)}
+         "semi_product": dict(num_heads=2, ff_dim=DIM), "thacil": dict(num_heads=2, block_size=2),
+         "mf": dict(num_users=NUM_USERS), "bpr": dict(num_users=NUM_USERS),
+         "ncf": dict(num_users=NUM_USERS), "atrank": dict(num_heads=2, ff_dim=DIM)}
 # Built-in ranking models (test modules may register their own).
 NAMES = [n for n in registry.names("ranking")
          if registry.get(n).cls.__module__.startswith("tfrec.")]
@@ -77,6 +80,7 @@ def make_features(seed, batch=6):
     f[f"{domain}_item_ids"] = np.where(mask, ids, 0).astype(np.int64)
     f[f"{domain}_timestamps"] = np.where(mask, times, 0).astype(np.int64)
     f[f"{domain}_mask"] = mask
+  f["user_id"] = np.arange(batch, dtype=np.int64) % NUM_USERS  # no draw: other values kept
   return f
 
 
@@ -358,6 +362,18 @@ NON_DEFAULT = {
                          num_heads=2, ff_dim=6),
     "thacil": dict(domains=("source", "target"), mlp_units=(6, 4), dropout=0.3, num_heads=4,
                    block_size=3, l2=1e-3),
+    "mf": dict(num_users=7, l2=1e-3, item_features=("category",), item_combine="sum",
+               dropout=0.2),
+    "bpr": dict(num_users=7, l2=1e-3, item_bias=False, item_features=("id", "category"),
+                dropout=0.2),
+    "ncf": dict(num_users=7, l2=1e-3, item_features=("visual",), mlp_units=(6, 4),
+                dropout=0.2),
+    "lstm": dict(lstm_units=5, l2=1e-3, domains=("source", "target"), mlp_units=(6, 4),
+                 dropout=0.2, use_time_blocks=True, num_time_blocks=4),
+    "lstm_attention": dict(lstm_units=6, l2=1e-3, item_features=("id", "visual"),
+                           item_combine="sum", mlp_units=(5,), dropout=0.2),
+    "atrank": dict(num_heads=4, ff_dim=3, l2=1e-3, use_time_blocks=True, num_time_blocks=4,
+                   mlp_units=(6, 4), dropout=0.2),
 }
 
 
