@@ -33,7 +33,6 @@ item index beyond its feature matrix, one item with two categories; for the .npy
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -143,8 +142,8 @@ def read_csv(path: str, num_features: int, num_categories: int) -> RawInteractio
   order = _column_order(header) if header is not None else list(range(len(COLUMNS)))
   body = lines[start:]
   try:
-    data = np.loadtxt(io.StringIO("\n".join(body)), delimiter=",", dtype=np.int64, ndmin=2,
-                      comments=None) if body else np.zeros([0, len(COLUMNS)], np.int64)
+    data = np.loadtxt(body, delimiter=",", dtype=np.int64, ndmin=2, comments=None) \
+        if body else np.zeros([0, len(COLUMNS)], np.int64)
   except ValueError:
     data = None
   if data is None or data.shape != (len(body), len(COLUMNS)):
