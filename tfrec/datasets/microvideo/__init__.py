@@ -17,7 +17,8 @@ N_train + 1..N are the test items referenced by test_data.csv; feature rows neve
 dropped and counted (Table 1 counts 984,983 + 719,897, i.e. the feature matrices' rows).
 domain = target (1) for every item (one domain: no source); category = raw cate + 1
 (1..512); visual = the 512-d cover feature; no tags, title or kind; cold = 1 exactly for the
-test items. raw_ids.npz maps each id back: "source_file" (0 train, 1 test; -1 padding) and "raw_row".
+test items. raw_ids.npz maps each id back: "source_file" (0 train, 1 test; -1 padding) and
+"raw_row".
 
 Users: raw ids (0..10,985), no user features (zeros, vocabulary 1), one scenario (0).
 
