@@ -17,7 +17,7 @@ pre-training of the towers (the paper's optional initialisation); BCE on the imp
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
