@@ -24,7 +24,8 @@ def test_generated_dataset_validates(syn_dir):
   assert report.ok, report.render()
   assert set(report.records) == {"ranking/train", "ranking/valid", "ranking/test",
                                  "ranking/test_cold", "ccl_pair/train", "dual_pair/train",
-                                 "matching/train", "matching/valid", "matching/test",
+                                 "dual_pair/valid", "dual_pair/test", "matching/train",
+                                 "matching/valid", "matching/test", "matching/test_cold",
                                  "item store"}
   assert report.records["ranking/valid"] > 0 and report.records["matching/valid"] > 0
 

@@ -14,7 +14,8 @@ def main() -> None:
   name = sys.argv.pop(1)
   module = importlib.import_module(f"tfrec.bench.{name}")
   from tfrec import cli
-  cli.run(module.main, f"tfrec.bench {name}")  # Bad input ends with one line, no traceback.
+  # Bad input ends with one line, no traceback; a bench may define its flags when it runs.
+  cli.run(module.main, f"tfrec.bench {name}", getattr(module, "define_flags", None))
 
 
 if __name__ == "__main__":

@@ -44,24 +44,28 @@ from tfrec.models.youtube_dnn import YouTubeDNN
 
 FLAGS = flags.FLAGS
 
-common.define("integer", "index_items", 1_000_000, "Items in the retrieval index.")
-common.define("integer", "index_dim", 64, "Width d of the item and query vectors.")
-common.define("integer", "top_k", 100, "k of each request.")
-common.define("integer", "requests", 200, "Timed requests (of each path).")
-common.define("integer", "warmup_requests", 10, "Untimed requests of each kind first.")
-common.define("integer", "recall_requests", 200, "Requests recall@k is averaged over.")
-common.define("integer", "seq", 50, "History items per request.")
-common.define("integer", "seed", 0, "Seed of the vectors, weights and requests.")
-common.define("enum", "ann", "ivf", "Approximate index (Faiss): ivf, hnsw or none.",
-              enum_values=["ivf", "hnsw", "none"])
-common.define("integer", "nlist", 1024, "IVF lists (0: tfrec.serving.ann.default_nlist).")
-common.define("list", "nprobe", ["16", "64", "256"], "IVF lists searched, one row each.")
-common.define("list", "ef_search", ["64", "256"], "HNSW search breadth, one row each.")
-common.define("integer", "hnsw_m", 32, "HNSW links per node.")
-common.define("integer", "clusters", 0, "0: i.i.d. normal item vectors; > 0: a mixture of "
-              "that many Gaussian clusters.")
-common.define("bool", "tfrs", True, "Also time tensorflow_recommenders' BruteForce (search "
-              "only, in memory) against ours on the same vectors.")
+
+def define_flags() -> None:
+  """This bench's flags, defined when it runs (not at import: `tfrec.flags` defines `seed`
+  too, and a process that imports both, such as a test session, must not define it twice)."""
+  common.define("integer", "index_items", 1_000_000, "Items in the retrieval index.")
+  common.define("integer", "index_dim", 64, "Width d of the item and query vectors.")
+  common.define("integer", "top_k", 100, "k of each request.")
+  common.define("integer", "requests", 200, "Timed requests (of each path).")
+  common.define("integer", "warmup_requests", 10, "Untimed requests of each kind first.")
+  common.define("integer", "recall_requests", 200, "Requests recall@k is averaged over.")
+  common.define("integer", "seq", 50, "History items per request.")
+  common.define("integer", "seed", 0, "Seed of the vectors, weights and requests.")
+  common.define("enum", "ann", "ivf", "Approximate index (Faiss): ivf, hnsw or none.",
+                enum_values=["ivf", "hnsw", "none"])
+  common.define("integer", "nlist", 1024, "IVF lists (0: tfrec.serving.ann.default_nlist).")
+  common.define("list", "nprobe", ["16", "64", "256"], "IVF lists searched, one row each.")
+  common.define("list", "ef_search", ["64", "256"], "HNSW search breadth, one row each.")
+  common.define("integer", "hnsw_m", 32, "HNSW links per node.")
+  common.define("integer", "clusters", 0, "0: i.i.d. normal item vectors; > 0: a mixture of "
+                "that many Gaussian clusters.")
+  common.define("bool", "tfrs", True, "Also time tensorflow_recommenders' BruteForce (search "
+                "only, in memory) against ours on the same vectors.")
 
 
 def item_vectors(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
