@@ -60,10 +60,8 @@ Reference gAUC for users with the data (BARS MicroVideo1.7M_x1, issue 13): DIN 0
 
 from __future__ import annotations
 
-import os
-import time
-
 from tfrec.data.info import DatasetInfo
+from tfrec.datasets import _convert
 from tfrec.datasets.microvideo.conversion import (SPLITS, ConvertConfig, Prepared, num_records,
                                                   prepare, records, write)
 from tfrec.datasets.microvideo.raw import RawMicroVideo, load_raw
@@ -84,15 +82,7 @@ def convert(raw: RawMicroVideo, out_dir: str, config: ConvertConfig = ConvertCon
   Returns:
     the dataset's `DatasetInfo`; the statistics are also in out_dir/stats.md.
   """
-  begin = time.perf_counter()
-  p = prepare(raw, config)
-  write(p, out_dir, num_shards)
-  text = statistics(p, time.perf_counter() - begin)
-  with open(os.path.join(out_dir, "stats.md"), "w") as f:
-    f.write(text)
-  if verbose:
-    print(text, flush=True)
-  return p.info
+  return _convert.run(prepare, write, statistics, raw, config, out_dir, num_shards, verbose)
 
 
 __all__ = ["BARS_GAUC", "SPLITS", "ConvertConfig", "Prepared", "RawMicroVideo", "convert",

@@ -90,10 +90,8 @@ occupation (0..20), region = first digit of the zip code (0..9; a zip not starti
 
 from __future__ import annotations
 
-import os
-import time
-
 from tfrec.data.info import DatasetInfo
+from tfrec.datasets import _convert
 from tfrec.datasets.movielens.conversion import (SPLITS, ConvertConfig, Prepared,
                                                  genre_shares, num_records, prepare, records,
                                                  write)
@@ -116,15 +114,7 @@ def convert(raw: RawMovieLens, out_dir: str, config: ConvertConfig = ConvertConf
   Returns:
     the dataset's `DatasetInfo`; the statistics are also in out_dir/stats.md.
   """
-  begin = time.perf_counter()
-  p = prepare(raw, config)
-  write(p, out_dir, num_shards)
-  text = statistics(p, time.perf_counter() - begin)
-  with open(os.path.join(out_dir, "stats.md"), "w") as f:
-    f.write(text)
-  if verbose:
-    print(text, flush=True)
-  return p.info
+  return _convert.run(prepare, write, statistics, raw, config, out_dir, num_shards, verbose)
 
 
 __all__ = ["SPLITS", "ConvertConfig", "Prepared", "RawMovieLens", "SequentialConfig", "convert",

@@ -46,7 +46,6 @@ import dataclasses
 import json
 import os
 import shutil
-import time
 from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
@@ -54,6 +53,7 @@ import numpy as np
 import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
 from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
+from tfrec.datasets import _convert
 from tfrec.data.item_store import ItemStore
 from tfrec.data.tfrecord_io import ShardedWriter
 from tfrec.datasets.movielens.conversion import (GENRES, USER_FEATURE_SIZES, ConvertConfig,
@@ -274,15 +274,7 @@ def convert_sequential(raw: RawMovieLens, out_dir: str,
                        config: SequentialConfig = SequentialConfig(), num_shards: int = 4,
                        verbose: bool = True) -> DatasetInfo:
   """prepare + write + DIR/stats.md; returns the dataset's `DatasetInfo`."""
-  begin = time.perf_counter()
-  view = prepare(raw, config)
-  write(view, out_dir, num_shards)
-  text = statistics(view, time.perf_counter() - begin)
-  with open(os.path.join(out_dir, "stats.md"), "w") as f:
-    f.write(text)
-  if verbose:
-    print(text, flush=True)
-  return view.info
+  return _convert.run(prepare, write, statistics, raw, config, out_dir, num_shards, verbose)
 
 
 __all__ = ["CORES", "PAPER_TABLE_II", "SPLITS", "SequentialConfig", "SequentialView",
