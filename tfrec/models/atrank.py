@@ -28,8 +28,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.layers.attention import MultiHeadAttentionBlock
-from tfrec.layers.item_encoder import ItemEncoder
-from tfrec.layers.mlp import MLP
 from tfrec.layers.target_attention import TargetAttention
 from tfrec.models import registry
 from tfrec.models.base import RankingModel
@@ -62,14 +60,7 @@ class ATRank(RankingModel):
     self.num_heads = int(num_heads)
     self.ff_dim = None if ff_dim is None else int(ff_dim)
     self.l2 = float(l2)
-    reg = keras.regularizers.L2(self.l2 / 2) if self.l2 > 0 else None
-    # The base's item encoder and head again, with the L2 (as THACIL's model does).
-    self.item_encoder = ItemEncoder(num_items, self.dim, self.item_features,
-                                    num_categories=self.num_categories,
-                                    visual_dim=self.visual_dim, combine=self.item_combine,
-                                    embeddings_regularizer=reg, name="item_encoder")
-    self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout, linear_output=True,
-                          kernel_regularizer=reg, name="output_mlp", dtype="float32")
+    reg = self.regularized(self.l2)  # L2 on the encoder and head too (as THACIL's model).
     self.self_attention = MultiHeadAttentionBlock(
         num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout,
         kernel_regularizer=reg, name="self_attention")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
+import tf_keras as keras
 
 from tfrec.data import schema
 from tfrec.layers.item_encoder import ItemEncoder
@@ -211,6 +212,21 @@ class RankingModel(core.Model):
     # MLP's inner Dense layers take the global policy, not its dtype="float32": under mixed
     # precision they return bfloat16/float16, so the contract's float32 is enforced here.
     return tf.cast(logits, tf.float32)
+
+  def regularized(self, l2: float, head: bool = True) -> Any:
+    """L2 weight decay as THACIL's public code (l2 * sum(w^2) / 2, tf.nn.l2_loss): rebuilds
+    the item encoder (and, with `head`, the output network) with it and returns the
+    regularizer for the model's own layers (None when l2 = 0). Call from `__init__`."""
+    reg = keras.regularizers.L2(l2 / 2) if l2 > 0 else None
+    self.item_encoder = ItemEncoder(self.num_items, self.dim, self.item_features,
+                                    num_categories=self.num_categories,
+                                    visual_dim=self.visual_dim, combine=self.item_combine,
+                                    embeddings_regularizer=reg, name="item_encoder")
+    if head:
+      self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout,
+                            linear_output=True, kernel_regularizer=reg, name="output_mlp",
+                            dtype="float32")
+    return reg
 
   # ------------------------------------------------------------------ config
 

@@ -29,8 +29,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.layers.hierarchical_attention import AdditiveAttentionPool
-from tfrec.layers.item_encoder import ItemEncoder
-from tfrec.layers.mlp import MLP
 from tfrec.models import registry
 from tfrec.models.base import RankingModel
 
@@ -63,14 +61,7 @@ class LSTMRanker(RankingModel):
     self.attention = bool(attention)
     self.lstm_units = None if lstm_units is None else int(lstm_units)
     self.l2 = float(l2)
-    reg = keras.regularizers.L2(self.l2 / 2) if self.l2 > 0 else None
-    # The base's item encoder and head again, with the L2 (as THACIL's model does).
-    self.item_encoder = ItemEncoder(num_items, self.dim, self.item_features,
-                                    num_categories=self.num_categories,
-                                    visual_dim=self.visual_dim, combine=self.item_combine,
-                                    embeddings_regularizer=reg, name="item_encoder")
-    self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout, linear_output=True,
-                          kernel_regularizer=reg, name="output_mlp", dtype="float32")
+    reg = self.regularized(self.l2)  # L2 on the encoder and head too (as THACIL's model).
     self.lstm = keras.layers.LSTM(self.lstm_units or self.dim, return_sequences=True,
                                   return_state=True, kernel_regularizer=reg,
                                   recurrent_regularizer=reg, name="lstm")

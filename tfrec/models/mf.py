@@ -21,7 +21,6 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.layers.item_encoder import ItemEncoder
 from tfrec.layers.step_random import Dropout
 from tfrec.layers.user_embedding import UserEmbedding
 from tfrec.models import registry
@@ -56,12 +55,7 @@ class MF(RankingModel):
                      dropout=dropout, **kwargs)
     self.num_users = int(num_users)
     self.l2 = float(l2)
-    reg = self.regularizer()
-    # The base's item encoder again, with the L2 (as THACIL's model does).
-    self.item_encoder = ItemEncoder(num_items, self.dim, self.item_features,
-                                    num_categories=self.num_categories,
-                                    visual_dim=self.visual_dim, combine=self.item_combine,
-                                    embeddings_regularizer=reg, name="item_encoder")
+    reg = self.regularized(self.l2, head=False)  # L2 on the item encoder too.
     self.user_embedding = UserEmbedding(self.num_users, self.dim, embeddings_regularizer=reg,
                                         name="user_embedding")
     self.user_dropout = Dropout(self.dropout)

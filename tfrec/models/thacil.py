@@ -22,8 +22,6 @@ import tf_keras as keras
 
 from tfrec.layers.hierarchical_attention import (AdditiveAttentionPool,
                                                  TemporalHierarchicalAttention)
-from tfrec.layers.item_encoder import ItemEncoder
-from tfrec.layers.mlp import MLP
 from tfrec.models import registry
 from tfrec.models.base import RankingModel
 
@@ -60,14 +58,7 @@ class THACIL(RankingModel):
     self.block_size = int(block_size)
     self.num_heads = int(num_heads)
     self.l2 = float(l2)
-    reg = keras.regularizers.L2(self.l2 / 2) if self.l2 > 0 else None
-    # The base's item encoder and output network again, with the L2 of the public code.
-    self.item_encoder = ItemEncoder(num_items, self.dim, self.item_features,
-                                    num_categories=self.num_categories,
-                                    visual_dim=self.visual_dim, combine="concat",
-                                    embeddings_regularizer=reg, name="item_encoder")
-    self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout, linear_output=True,
-                          kernel_regularizer=reg, name="output_mlp", dtype="float32")
+    reg = self.regularized(self.l2)  # the public code's L2 on the encoder and head too.
     self.hierarchy = TemporalHierarchicalAttention(
         self.dim // 2, block_size=self.block_size, num_heads=self.num_heads,
         dropout=self.dropout, kernel_regularizer=reg, name="temporal_hierarchical_attention")
