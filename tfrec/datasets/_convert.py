@@ -1,13 +1,14 @@
-"""The tail every real-data converter shares: prepare, write the records, write `stats.md`
-(atomically), print the statistics."""
+"""What every real-data converter shares: moving a staged dataset into place with dataset.json
+last (`publish`), and the tail prepare -> write -> `stats.md` (atomically) -> print (`run`)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from typing import Any, Callable
 
-from tfrec.data.info import DatasetInfo
+from tfrec.data.info import INFO_FILE, DatasetInfo
 
 
 def run(prepare: Callable[[Any, Any], Any], write: Callable[[Any, str, int], None],
@@ -26,3 +27,20 @@ def run(prepare: Callable[[Any, Any], Any], write: Callable[[Any, str, int], Non
   if verbose:
     print(text, flush=True)
   return prepared.info
+
+
+def publish(stage: str, out_dir: str) -> None:
+  """Moves the staged dataset into out_dir, replacing old outputs; dataset.json goes last."""
+  info_path = os.path.join(out_dir, INFO_FILE)
+  if os.path.exists(info_path):
+    os.remove(info_path)  # The directory reads as incomplete until the new one lands.
+  for name in sorted(os.listdir(stage)):
+    if name == INFO_FILE:
+      continue
+    dst = os.path.join(out_dir, name)
+    if os.path.isdir(dst):
+      shutil.rmtree(dst)
+    elif os.path.exists(dst):
+      os.remove(dst)
+    os.replace(os.path.join(stage, name), dst)
+  os.replace(os.path.join(stage, INFO_FILE), info_path)

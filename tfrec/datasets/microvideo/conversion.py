@@ -12,7 +12,8 @@ import numpy as np
 
 import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
 from tfrec.data import schema
-from tfrec.data.info import INFO_FILE, DatasetInfo
+from tfrec.data.info import DatasetInfo
+from tfrec.datasets import _convert
 from tfrec.data.item_store import ItemStore
 from tfrec.data.tfrecord_io import ShardedWriter
 from tfrec.datasets.microvideo.raw import RawMicroVideo
@@ -193,18 +194,6 @@ def write(p: Prepared, out_dir: str, num_shards: int = 16) -> None:
         for rec in records(p, split):
           w.write(rec, shard=int(rec["user_id"]) % num_shards)
     p.info.save(stage)
-    info_path = os.path.join(out_dir, INFO_FILE)
-    if os.path.exists(info_path):
-      os.remove(info_path)
-    for name in sorted(os.listdir(stage)):
-      if name == INFO_FILE:
-        continue
-      dst = os.path.join(out_dir, name)
-      if os.path.isdir(dst):
-        shutil.rmtree(dst)
-      elif os.path.exists(dst):
-        os.remove(dst)
-      os.replace(os.path.join(stage, name), dst)
-    os.replace(os.path.join(stage, INFO_FILE), info_path)
+    _convert.publish(stage, out_dir)
   finally:
     shutil.rmtree(stage, ignore_errors=True)

@@ -15,7 +15,8 @@ import numpy as np
 
 import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
 from tfrec.data import schema
-from tfrec.data.info import INFO_FILE, DatasetInfo
+from tfrec.data.info import DatasetInfo
+from tfrec.datasets import _convert
 from tfrec.data.item_store import ItemStore
 from tfrec.datasets.movielens.raw import AGES, GENRES, NUM_OCCUPATIONS, RawMovieLens
 from tfrec.data.tfrecord_io import ShardedWriter
@@ -509,21 +510,8 @@ def records(p: Prepared, kind: str, split: str) -> Iterator[Dict]:
 # ----------------------------------------------------------------------------- writing
 
 
-def _publish(stage: str, out_dir: str) -> None:
-  """Moves the staged dataset into out_dir, replacing old outputs; dataset.json goes last."""
-  info_path = os.path.join(out_dir, INFO_FILE)
-  if os.path.exists(info_path):
-    os.remove(info_path)  # The directory reads as incomplete until the new one lands.
-  for name in sorted(os.listdir(stage)):
-    if name == INFO_FILE:
-      continue
-    dst = os.path.join(out_dir, name)
-    if os.path.isdir(dst):
-      shutil.rmtree(dst)
-    elif os.path.exists(dst):
-      os.remove(dst)
-    os.replace(os.path.join(stage, name), dst)
-  os.replace(os.path.join(stage, INFO_FILE), info_path)
+_publish = _convert.publish
+
 
 
 def write(p: Prepared, out_dir: str, num_shards: int = 4) -> None:
