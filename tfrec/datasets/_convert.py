@@ -1,12 +1,13 @@
 """What every real-data converter shares: moving a staged dataset into place with dataset.json
-last (`publish`), and the tail prepare -> write -> `stats.md` (atomically) -> print (`run`)."""
+last (`publish`, `staged`), and the tail prepare -> write -> `stats.md` (atomically) -> print (`run`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tfrec.data.info import INFO_FILE, DatasetInfo
 
@@ -44,3 +45,20 @@ def publish(stage: str, out_dir: str) -> None:
       os.remove(dst)
     os.replace(os.path.join(stage, name), dst)
   os.replace(os.path.join(stage, INFO_FILE), info_path)
+
+
+@contextlib.contextmanager
+def staged(out_dir: str, store: Any, info: DatasetInfo) -> Iterator[str]:
+  """Yields a staging directory under `out_dir` holding the validated item store; on a clean
+  exit writes `info` and `publish`es (dataset.json last); the stage is always removed."""
+  os.makedirs(out_dir, exist_ok=True)
+  stage = os.path.join(out_dir, ".convert-tmp")
+  shutil.rmtree(stage, ignore_errors=True)
+  try:
+    store.validate(info=info)
+    store.save(stage)
+    yield stage
+    info.save(stage)
+    publish(stage, out_dir)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from typing import Dict, Iterator, Tuple
 
 import numpy as np
@@ -182,18 +181,9 @@ def records(p: Prepared, split: str) -> Iterator[Dict]:
 def write(p: Prepared, out_dir: str, num_shards: int = 16) -> None:
   """Writes the shard sets, items.npz, raw_ids.npz and dataset.json (staged; dataset.json
   last, so a directory reads as complete only when everything landed)."""
-  os.makedirs(out_dir, exist_ok=True)
-  stage = os.path.join(out_dir, ".convert-tmp")
-  shutil.rmtree(stage, ignore_errors=True)
-  try:
-    p.store.validate(info=p.info)
-    p.store.save(stage)
+  with _convert.staged(out_dir, p.store, p.info) as stage:
     np.savez(os.path.join(stage, RAW_IDS_FILE), **p.raw_ids)
     for split in SPLITS:
       with ShardedWriter(stage, "ranking", split, num_shards, info=p.info) as w:
         for rec in records(p, split):
           w.write(rec, shard=int(rec["user_id"]) % num_shards)
-    p.info.save(stage)
-    _convert.publish(stage, out_dir)
-  finally:
-    shutil.rmtree(stage, ignore_errors=True)

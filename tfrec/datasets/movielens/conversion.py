@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -510,18 +509,9 @@ def records(p: Prepared, kind: str, split: str) -> Iterator[Dict]:
 # ----------------------------------------------------------------------------- writing
 
 
-_publish = _convert.publish
-
-
-
 def write(p: Prepared, out_dir: str, num_shards: int = 4) -> None:
   """Writes every shard set, the item store, vocab.json and dataset.json (staged, atomic)."""
-  os.makedirs(out_dir, exist_ok=True)
-  stage = os.path.join(out_dir, ".convert-tmp")
-  shutil.rmtree(stage, ignore_errors=True)
-  try:
-    p.store.validate(info=p.info)
-    p.store.save(stage)
+  with _convert.staged(out_dir, p.store, p.info) as stage:
     with open(os.path.join(stage, "vocab.json"), "w") as f:
       json.dump(p.names, f, ensure_ascii=False, indent=0)
     for kind, splits in SPLITS.items():
@@ -530,7 +520,3 @@ def write(p: Prepared, out_dir: str, num_shards: int = 4) -> None:
           for rec in records(p, kind, split):
             key = rec["target_item_id"] if kind == "dual_pair" else rec["user_id"]
             w.write(rec, shard=int(key) % num_shards)
-    p.info.save(stage)
-    _publish(stage, out_dir)
-  finally:
-    shutil.rmtree(stage, ignore_errors=True)

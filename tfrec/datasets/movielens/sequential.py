@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
@@ -57,7 +56,7 @@ from tfrec.datasets import _convert
 from tfrec.data.item_store import ItemStore
 from tfrec.data.tfrecord_io import ShardedWriter
 from tfrec.datasets.movielens.conversion import (GENRES, USER_FEATURE_SIZES, ConvertConfig,
-                                                 _item_store, _publish, _users)
+                                                 _item_store, _users)
 from tfrec.datasets.movielens.raw import RawMovieLens
 
 SPLITS = ("train", "valid", "test")
@@ -252,22 +251,13 @@ def statistics(view: SequentialView, seconds: float = 0.0) -> str:
 def write(view: SequentialView, out_dir: str, num_shards: int = 4) -> None:
   """Writes matching/{train,valid,test}, items.npz, vocab.json, dataset.json (staged, atomic:
   dataset.json lands last)."""
-  os.makedirs(out_dir, exist_ok=True)
-  stage = os.path.join(out_dir, ".convert-tmp")
-  shutil.rmtree(stage, ignore_errors=True)
-  try:
-    view.store.validate(info=view.info)
-    view.store.save(stage)
+  with _convert.staged(out_dir, view.store, view.info) as stage:
     with open(os.path.join(stage, "vocab.json"), "w") as f:
       json.dump(view.names, f, ensure_ascii=False, indent=0)
     for split in SPLITS:
       with ShardedWriter(stage, "matching", split, num_shards, info=view.info) as w:
         for rec in records(view, split):
           w.write(rec, shard=int(rec["user_id"]) % num_shards)
-    view.info.save(stage)
-    _publish(stage, out_dir)
-  finally:
-    shutil.rmtree(stage, ignore_errors=True)
 
 
 def convert_sequential(raw: RawMovieLens, out_dir: str,
