@@ -337,8 +337,8 @@ def test_export_run_rebuilds_the_run_model_from_its_checkpoint(tiny_dir, tmp_pat
   close(loaded.signatures["rank"](**rank_request(model))["logits"], expected)
 
 
-@pytest.mark.slow
-def test_command_line(tiny_dir, tmp_path):
+def _saved_youtubenet_run(tiny_dir, tmp_path, which):
+  """A run directory holding a tiny YouTubeNet's config.json and its `which` checkpoint."""
   run_dir = str(tmp_path / "run")
   cfg = config_lib.RunConfig(
       data=config_lib.DataConfig(data_dir=tiny_dir, max_seq_len=SEQ),
@@ -346,7 +346,13 @@ def test_command_line(tiny_dir, tmp_path):
       train=config_lib.TrainConfig(run_dir=run_dir))
   cfg.save()
   model = runs.build_model(cfg, tiny_info(), tiny_store())
-  model.save_weights(config_lib.run_paths(run_dir)["best"])
+  model.save_weights(config_lib.run_paths(run_dir)[which])
+  return run_dir, model
+
+
+@pytest.mark.slow
+def test_command_line(tiny_dir, tmp_path):
+  run_dir, model = _saved_youtubenet_run(tiny_dir, tmp_path, "best")
   flagfile = tmp_path / "run.flags"
   flagfile.write_text(f"--run_dir={run_dir}\n--data_dir={tiny_dir}\n")
   export_dir = str(tmp_path / "serving" / "1")
@@ -366,14 +372,7 @@ def test_requests_up_to_the_datasets_max_seq_len_are_accepted(tiny_dir, tmp_path
   (and 120) per history and refuses 121, naming the input and the limit."""
   import dataclasses
   dataclasses.replace(tiny_info(), max_seq_len=120).save(tiny_dir)
-  run_dir = str(tmp_path / "run")
-  cfg = config_lib.RunConfig(
-      data=config_lib.DataConfig(data_dir=tiny_dir, max_seq_len=SEQ),
-      model=config_lib.ModelConfig("youtubenet", dict(dim=DIM, mlp_units=[DIM])),
-      train=config_lib.TrainConfig(run_dir=run_dir))
-  cfg.save()
-  model = runs.build_model(cfg, tiny_info(), tiny_store())
-  model.save_weights(config_lib.run_paths(run_dir)["final"])
+  run_dir, model = _saved_youtubenet_run(tiny_dir, tmp_path, "final")
   path = export_lib.export_run(run_dir, str(tmp_path / "e"), checkpoint="final")
   rank = tf.saved_model.load(path).signatures["rank"]
 
