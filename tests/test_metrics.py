@@ -45,6 +45,19 @@ def test_gauc_reductions_by_hand():
     gauc(users, labels, scores, "median")
 
 
+def test_per_user_auc_by_hand():
+  from tfrec.metrics import per_user_auc
+  users = np.array([3, 1, 3, 1, 2, 3, 1, 3, 4])  # unsorted on purpose
+  labels = np.array([1, 1, 1, 0, 1, 0, 0, 1, 1])
+  scores = np.array([.5, .9, .6, .1, .1, .7, .2, .8, .3])
+  per = per_user_auc(users, labels, scores)
+  assert per["users"].tolist() == [1, 2, 3, 4]
+  # user 1: .9 above .1 and .2 -> 1; user 2, 4: one class -> NaN; user 3: 1/3 (see above).
+  assert per["auc"][0] == 1.0 and per["auc"][2] == pytest.approx(1 / 3)
+  assert np.isnan(per["auc"][1]) and np.isnan(per["auc"][3])
+  assert per["examples"].tolist() == [3, 1, 4, 1] and per["positives"].tolist() == [1, 1, 3, 1]
+
+
 def test_hr_ndcg_by_hand_and_ties_are_pessimistic():
   pos = np.array([0.9, 0.5, 0.2])
   neg = np.array([[0.1, 0.2, 0.3], [0.6, 0.4, 0.7], [0.3, 0.4, 0.5]])

@@ -72,24 +72,34 @@ def gauc(user_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
   """
   if reduction not in GAUC_REDUCTIONS:
     raise ValueError(f"reduction must be one of {GAUC_REDUCTIONS}, not {reduction!r}")
-  user_ids = np.asarray(user_ids)
-  labels = np.asarray(labels)
-  scores = np.asarray(scores, np.float64)
+  per = per_user_auc(user_ids, labels, scores)
+  kept = np.isfinite(per["auc"])
+  w = {"mean": np.ones(len(per["users"])), "samples": per["examples"].astype(np.float64),
+       "positives": per["positives"].astype(np.float64)}[reduction][kept]
+  total = float(np.sum(w * per["auc"][kept]))
+  return {"gauc": total / float(w.sum()) if w.sum() else float("nan"),
+          "users": int(kept.sum()), "users_skipped": int((~kept).sum())}
+
+
+def per_user_auc(user_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray
+                 ) -> Dict[str, np.ndarray]:
+  """Each user's AUC over the user's own examples (the terms of THACIL eq. 11).
+
+  Returns:
+    {"users": <int64>[U] ascending, "auc": <float64>[U] (NaN for a user with one class),
+    "examples": <int64>[U], "positives": <int64>[U]}.
+  """
+  user_ids = np.asarray(user_ids).reshape(-1)
+  labels = np.asarray(labels).reshape(-1)
+  scores = np.asarray(scores, np.float64).reshape(-1)
   order = np.argsort(user_ids, kind="mergesort")
   u, lab, sc = user_ids[order], labels[order], scores[order]
-  bounds = np.r_[0, np.nonzero(np.diff(u))[0] + 1, len(u)]
-  total, weight, used, skipped = 0.0, 0.0, 0, 0
-  for a, b in zip(bounds[:-1], bounds[1:]):
-    value = auc(lab[a:b], sc[a:b])
-    if np.isnan(value):
-      skipped += 1
-      continue
-    w = {"mean": 1.0, "samples": float(b - a), "positives": float(lab[a:b].sum())}[reduction]
-    total += w * value
-    weight += w
-    used += 1
-  return {"gauc": total / weight if weight else float("nan"), "users": used,
-          "users_skipped": skipped}
+  bounds = np.r_[0, np.nonzero(np.diff(u))[0] + 1, len(u)] if len(u) else np.zeros(1, np.int64)
+  starts, ends = bounds[:-1], bounds[1:]
+  values = np.array([auc(lab[a:b], sc[a:b]) for a, b in zip(starts, ends)], np.float64)
+  return {"users": u[starts].astype(np.int64), "auc": values,
+          "examples": (ends - starts).astype(np.int64),
+          "positives": np.array([int(lab[a:b].sum()) for a, b in zip(starts, ends)], np.int64)}
 
 
 def rank_of_positive(pos_scores: np.ndarray, neg_scores: np.ndarray) -> np.ndarray:
