@@ -300,6 +300,25 @@ def test_gauc_reductions_and_sampled_ranking_on_a_hand_built_case(hand_ds):
   assert "not written by tfrec.datasets.synthetic" in res["oracle"]["ranking"]
 
 
+def test_topk_impression_metrics_on_the_hand_built_case(hand_ds):
+  # Score = item id. User 0 impressions 9+, 6-, 7- -> list 9+, 7-, 6-; user 1: 6+, 9- -> 9-, 6+;
+  # user 2: 9+, 7+, 6+, 8- -> 9+, 8-, 7+, 6+; user 3: 9+ alone.
+  res = ev.evaluate(_ItemIdScorer(), hand_ds, protocol="none", topk_ks=(1, 2))
+  m = res["metrics"]
+  assert m["topk_precision@1"] == pytest.approx((1 + 0 + 1 + 1) / 4)
+  assert m["topk_precision@2"] == pytest.approx((0.5 + 0.5 + 0.5 + 0.5) / 4)
+  assert m["topk_recall@2"] == pytest.approx((1 + 1 + 1 / 3 + 1) / 4)
+  # NDCG@2: user 1's click at rank 2 -> (1/log2 3) / 1; user 2: 1 / (1 + 1/log2 3).
+  g = 1 / np.log2(3)
+  assert m["topk_ndcg@2"] == pytest.approx((1 + g + 1 / (1 + g) + 1) / 4)
+  top = res["topk"]
+  assert top["ks"] == [1, 2] and top["users"] == 4 and top["users_skipped"] == 0
+  assert top["oracle"] is None  # no oracle_prob on these records
+  assert "hr@1" not in m  # no sampled ranking with protocol none
+  md = ev.to_markdown(res)
+  assert "| top-2 NDCG |" in md and "| top-K | per user:" in md
+
+
 def test_a_pool_too_small_for_the_protocol_names_the_record(hand_reader, hand_ds):
   pool, _ = ev.negative_pool(tiny_store(), "test")
   four = SampledProtocol("four", num_random=4, num_popular=0, ks=(1,))

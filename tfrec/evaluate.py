@@ -41,6 +41,9 @@ def define_flags() -> None:
                     "user's history excluded, K from --retrieval_ks).")
   flags.DEFINE_list("retrieval_ks", ["10", "50"], "K of HR/Recall/NDCG@K for --protocol=full "
                     "(retrieval runs).")
+  flags.DEFINE_list("topk", [], "THACIL §4.4 / Fig. 4 on ranking runs: precision, recall, "
+                    "F-score and NDCG of each user's top-K impressions of the split at these "
+                    "K (e.g. 10,20,30; empty: none).")
   flags.DEFINE_enum("negative_pool", "auto", list(POOLS), "Negatives come from target items: "
                     "auto (the cold ones for a split named *cold*, else the non-cold ones), "
                     "warm, cold or all.")
@@ -130,7 +133,8 @@ def main(argv: Sequence[str]) -> None:
       result = evaluate_split(run, split, protocol=fl.protocol,
                               gauc_reduction=fl.gauc_reduction, pool=fl.negative_pool,
                               seed=fl.eval_seed, max_examples=fl.max_examples,
-                              batch_size=fl.batch_size)
+                              batch_size=fl.batch_size,
+                              topk_ks=[int(k) for k in fl.topk])
       paths = [output_path(t, fl.run_dir, split, fl.checkpoint, fl.protocol, fl.gauc_reduction,
                            ext) for t, ext in ((fl.output_json, "json"), (fl.output_md, "md"))]
       write_result(result, *paths)

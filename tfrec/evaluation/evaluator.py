@@ -141,7 +141,8 @@ def evaluate(model: RankingModel,
              pool_description: str = "the given pool",
              seen_description: str = "the given seen items of the user",
              popularity_description: str = "the given popularity",
-             keep_arrays: bool = False) -> Dict[str, Any]:
+             keep_arrays: bool = False,
+             topk_ks: Sequence[int] = ()) -> Dict[str, Any]:
   """Evaluates a ranking model on one split: pointwise AUC/GAUC and sampled HR@K/NDCG@K.
 
   Args:
@@ -179,6 +180,8 @@ def evaluate(model: RankingModel,
       the data carry provenance: index into `Reader.paths`, record in that file); per ranked
       positive "rows" (indices into the examples), "candidates" <int64>[n, 1 + m], "scores"
       <float32>[n, 1 + m] and "oracle_scores" <float64>[n, 1 + m] (None without an oracle).
+    topk_ks: THACIL §4.4's top-K metrics of each user's impressions at these K (empty: none;
+      `pointwise.topk_result`), under "topk" and as "topk_<metric>@K" in "metrics".
 
   Returns:
     a JSON-ready dict: "counts", "metrics", "oracle", "gauc", "protocol", "checks",
@@ -201,7 +204,7 @@ def evaluate(model: RankingModel,
     selected, sampling = sample_users(np.concatenate(users) if users else np.zeros(0, np.int64),
                                       max_examples, seed)
   cols = pointwise_pass(ds, pointwise, selected)
-  result = pointwise_result(cols, gauc_reduction, sampling)
+  result = pointwise_result(cols, gauc_reduction, sampling, topk_ks)
   arrays = {k: cols[k] for k in KEPT if k in cols}
   if proto is None:
     result["protocol"] = {"ranking": "none", "name": "none",
@@ -316,7 +319,7 @@ def evaluate_split(run: LoadedRun, split: Optional[str] = None,
                    protocol: Union[str, SampledProtocol, None] = "semi",
                    gauc_reduction: str = "samples", pool: str = "auto", seed: int = 0,
                    max_examples: int = 0, batch_size: int = 1024,
-                   keep_arrays: bool = False) -> Dict[str, Any]:
+                   keep_arrays: bool = False, topk_ks: Sequence[int] = ()) -> Dict[str, Any]:
   """`evaluate` of a loaded run on `split` (default: "test"), with provenance.
 
   The negative pool follows `pool` (`negative_pool`); popularity and the user's seen items
@@ -342,7 +345,7 @@ def evaluate_split(run: LoadedRun, split: Optional[str] = None,
                   ranking_oracle_reason=reason)
   result = evaluate(run.model, reader, protocol=proto, gauc_reduction=gauc_reduction,
                     seed=seed, batch_size=batch_size, max_examples=max_examples,
-                    keep_arrays=keep_arrays, **kwargs)
+                    keep_arrays=keep_arrays, topk_ks=topk_ks, **kwargs)
   prov = {
       "split": split,
       "split_records": int(reader.num_records),

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -64,10 +64,36 @@ def pointwise_pass(ds: tf.data.Dataset, pointwise: Callable,
   return {k: np.concatenate(v) for k, v in cols.items()}
 
 
+TOPK_PREFIX = "topk_"  # result["metrics"] keys of the top-K impression metrics: topk_ndcg@10
+
+
+def topk_result(cols: Mapping[str, np.ndarray], ks: Sequence[int]) -> Dict[str, Any]:
+  """THACIL §4.4 / Fig. 4 (`tfrec.metrics.topk`): each user's impressions of the split ranked
+  by the model's logit (and by the records' oracle_prob, when present), precision, recall,
+  F-score and NDCG of the top K, plain mean over users with a click."""
+  labels = cols["labels"].astype(np.int64)
+  users = cols["user_ids"].astype(np.int64)
+  model = metrics.topk_metrics(users, labels, cols["logits"], ks)
+  oracle = (metrics.topk_metrics(users, labels, cols["oracle_prob"], ks)
+            if has_oracle_prob(cols) else None)
+  return {"ks": [int(k) for k in ks], "reduction": "users", "ties": "pessimistic",
+          "ndcg_ideal": "relevant",
+          "definition": "per user: the user's impressions in this split sorted by score "
+                        "(unclicked first among ties); precision@K = clicks in the top K / K, "
+                        "recall@K = clicks in the top K / the user's clicks, F-score their "
+                        "harmonic mean, NDCG@K against min(K, clicks) clicks in front; the "
+                        "plain mean over users with a click (THACIL §4.4)",
+          "users": model["users"], "users_skipped": model["users_skipped"],
+          "model": {k: v for k, v in model.items() if "@" in k},
+          "oracle": None if oracle is None else {k: v for k, v in oracle.items() if "@" in k}}
+
+
 def pointwise_result(cols: Mapping[str, np.ndarray], reduction: str,
-                     sampling: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                     sampling: Optional[Mapping[str, Any]] = None,
+                     topk_ks: Sequence[int] = ()) -> Dict[str, Any]:
   """The result's counts, AUC/GAUC of the model and of the records' oracle_prob, GAUC notes,
-  and which examples were evaluated (`sampling`: `sample_users`' record)."""
+  which examples were evaluated (`sampling`: `sample_users`' record) and, with `topk_ks`, the
+  top-K impression metrics (`topk_result`, also in "metrics" as "topk_<metric>@K")."""
   labels = cols["labels"].astype(np.int64)
   users = cols["user_ids"].astype(np.int64)
   model_pw = pointwise_metrics(labels, cols["logits"], users, reduction)
@@ -79,7 +105,7 @@ def pointwise_result(cols: Mapping[str, np.ndarray], reduction: str,
     oracle_pw = {"auc": math.nan, "gauc": math.nan}
     pointwise_note = (f"not available: {missing} of {len(labels)} examples carry no "
                       "oracle_prob (-1: not synthetic data)")
-  return {
+  result = {
       "format": FORMAT,
       "counts": {"examples": int(len(labels)), "users": int(len(np.unique(users))),
                  "positives": int(labels.sum()), "negatives": int(len(labels) - labels.sum())},
@@ -92,3 +118,9 @@ def pointwise_result(cols: Mapping[str, np.ndarray], reduction: str,
       "max_examples": int((sampling or {}).get("max_examples", 0)),
       "sampling": dict(sampling or {"rule": "every example of the split"}),
   }
+  if topk_ks:
+    top = result["topk"] = topk_result(cols, topk_ks)
+    result["metrics"].update({TOPK_PREFIX + k: v for k, v in top["model"].items()})
+    for k, v in (top["oracle"] or {}).items():
+      result["oracle"][TOPK_PREFIX + k] = v
+  return result

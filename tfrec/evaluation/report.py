@@ -64,6 +64,10 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     setting.append(("ranking", p["description"]))
   setting.append(("GAUC", f"{g['definition']}; reduction `{g['reduction']}`; {g['users']:,} "
                           f"users counted, {g['users_skipped']:,} with one class skipped"))
+  if result.get("topk"):
+    top = result["topk"]
+    setting.append(("top-K", f"{top['definition']}; {top['users']:,} users, "
+                             f"{top['users_skipped']:,} without a click skipped"))
   lines = [f"### {title}", ""]
   if v is not None and v.get("warning"):
     lines += [f"**WARNING: {v['warning']}.**", ""]
@@ -73,6 +77,11 @@ def to_markdown(result: Mapping[str, Any]) -> str:
   m, o = result["metrics"], result["oracle"]
   names = [("auc", "AUC"), ("gauc", f"GAUC ({g['reduction']})")]
   names += [(f"{x}@{k}", f"{x.upper()}@{k}") for k in p.get("ks", []) for x in ("hr", "ndcg")]
+  top = result.get("topk")
+  if top:
+    names += [(f"topk_{x}@{k}", f"top-{k} {label}") for k in top["ks"]
+              for x, label in (("precision", "precision"), ("recall", "recall"),
+                               ("f_score", "F-score"), ("ndcg", "NDCG"))]
   lines += [f"| {label} | {_fmt(m.get(key))} | {_fmt(o.get(key))} |" for key, label in names]
   lines += ["", f"Oracle AUC/GAUC: {o['pointwise']}.", f"Oracle HR/NDCG: {o['ranking']}."]
   checks = result.get("checks") or {}
