@@ -189,6 +189,33 @@ def test_weighted_metrics_are_the_metrics_of_the_replicated_users():
       metrics.auc(arr["labels"], arr["logits"]), rel=1e-12)
 
 
+def test_per_user_metrics_weigh_each_resampled_user_by_its_count():
+  arr = _run(3)
+  counts = {0: 3, 5: 1, 6: 2, 11: 1, 20: 4, 39: 1}
+  rep_users = np.concatenate([np.full(c, u) for u, c in counts.items()])
+  # GAUC ("samples"): each drawn user's AUC weighted by its examples, once per draw.
+  per = metrics.per_user_auc(arr["user_ids"], arr["labels"], arr["logits"])
+  auc_of = dict(zip(per["users"].tolist(), per["auc"]))
+  n_of = dict(zip(per["users"].tolist(), per["examples"]))
+  kept = [u for u in rep_users if np.isfinite(auc_of[u])]
+  want = sum(auc_of[u] * n_of[u] for u in kept) / sum(n_of[u] for u in kept)
+  assert bootstrap.weighted_metric(arr, "gauc", counts) == pytest.approx(want, rel=1e-12)
+  ones = {int(u): 1 for u in np.unique(arr["user_ids"])}
+  assert bootstrap.weighted_metric(arr, "gauc", ones) == pytest.approx(
+      metrics.gauc(arr["user_ids"], arr["labels"], arr["logits"], "samples")["gauc"], rel=1e-12)
+  # Top-K impression metrics: the plain mean of the drawn users' values, once per draw.
+  top = metrics.user_topk(arr["user_ids"], arr["labels"], arr["logits"], (2,))
+  ndcg_of = dict(zip(top.users.tolist(), top.values["ndcg"][0]))
+  kept = [u for u in rep_users if u in ndcg_of]
+  assert bootstrap.weighted_metric(arr, "topk_ndcg@2", counts) == pytest.approx(
+      np.mean([ndcg_of[u] for u in kept]), rel=1e-12)
+  assert bootstrap.weighted_metric(arr, "topk_precision@2", ones) == pytest.approx(
+      metrics.topk_metrics(arr["user_ids"], arr["labels"], arr["logits"], (2,))[
+          "precision@2"], rel=1e-12)
+  with pytest.raises(ValueError, match="unknown per-user metric"):
+    bootstrap.weighted_metric(arr, "topk_map@2", ones)
+
+
 def test_user_bootstrap_intervals():
   a = [_run(s) for s in range(3)]
   b = [_run(10 + s, shift=0.8) for s in range(3)]  # a clearly better model, users 0..39 too

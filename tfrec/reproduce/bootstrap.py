@@ -26,7 +26,12 @@ example), the percentile interval needs only the resamples.
 The weighted AUC sorts each run's examples by logit once; for a resample it sums the weights of
 positives and negatives per tie group and counts, per positive, the negatives scored below it
 plus half the tied ones (ties count 1/2, as `tfrec.metrics.auc`). With every weight 1 it is the
-plain AUC. HR@K is the weighted mean of hits (rank < K) over the ranked positives. A resample on
+plain AUC. HR@K is the weighted mean of hits (rank < K) over the ranked positives. Per-user
+metrics are means over users, so a resample weighs each user's value by the user's count:
+"gauc" (each user's AUC, further weighted by the user's examples: the "samples" reduction of
+`tfrec.metrics.gauc`, users with one class left out) and "topk_<metric>@K" (THACIL §4.4's
+precision, recall, f_score or ndcg of the user's top-K impressions, `tfrec.metrics.topk`,
+users without a click left out; plain mean). A resample on
 which a metric is undefined (one class only, no ranked positive: tiny splits) makes that CI
 "n/a" rather than an interval over the other resamples.
 """
@@ -82,6 +87,9 @@ class _Run:
     self.user_sorted = user_index[order]
     self.pos_sorted = (labels[order] == 1).astype(np.float64)
     self.n = len(labels)
+    self._arrays = {"user_ids": uid, "labels": labels, "logits": logits}
+    self._users = users
+    self._per_user: Dict[str, tuple] = {}
     self.hits = self.ranked = None
     if k is not None and "rows" in arrays and "ranks" in arrays:
       rows = np.asarray(arrays["rows"], np.int64)
@@ -106,6 +114,16 @@ class _Run:
         out[a:a + step] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     return out
 
+  def per_user(self, metric: str, counts: np.ndarray) -> np.ndarray:
+    """<float64>[B] a per-user metric ("gauc", "topk_<metric>@K") for user counts <[B, U]>."""
+    if metric not in self._per_user:
+      self._per_user[metric] = _per_user_values(self._arrays, self._users, metric)
+    values, weights = self._per_user[metric]
+    w = counts * weights
+    den = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      return np.where(den > 0, (w @ values) / np.where(den > 0, den, 1.0), np.nan)
+
   def hit_rate(self, counts: np.ndarray) -> np.ndarray:
     if self.hits is None:
       raise ValueError("no ranked positives in these arrays (rows, ranks) for HR@K")
@@ -114,14 +132,45 @@ class _Run:
       return np.where(n > 0, (counts @ self.hits) / np.where(n > 0, n, 1.0), np.nan)
 
 
+TOPK_PREFIX = "topk_"
+
+
+def is_per_user(metric: str) -> bool:
+  return metric == "gauc" or metric.startswith(TOPK_PREFIX)
+
+
+def _per_user_values(arrays: Mapping[str, np.ndarray], users: np.ndarray, metric: str):
+  """(values <float64>[U], weights <float64>[U]) of a per-user metric over `users` (a user
+  without a value, or absent from the arrays, weighs 0)."""
+  from tfrec import metrics
+  values, weights = np.zeros(len(users)), np.zeros(len(users))
+  if metric == "gauc":
+    per = metrics.per_user_auc(arrays["user_ids"], arrays["labels"], arrays["logits"])
+    ok = np.isfinite(per["auc"])
+    at = np.searchsorted(users, per["users"][ok])
+    values[at], weights[at] = per["auc"][ok], per["examples"][ok]
+    return values, weights
+  name, sep, k = metric[len(TOPK_PREFIX):].partition("@")
+  if not sep or name not in metrics.topk.METRICS or not k.isdigit():
+    raise ValueError(f"unknown per-user metric {metric!r}: gauc or topk_<"
+                     f"{'|'.join(metrics.topk.METRICS)}>@K")
+  per = metrics.user_topk(arrays["user_ids"], arrays["labels"], arrays["logits"], (int(k),))
+  at = np.searchsorted(users, per.users)
+  values[at], weights[at] = per.values[name][0], 1.0
+  return values, weights
+
+
 def weighted_metric(arrays: Mapping[str, np.ndarray], metric: str, user_counts: Mapping[int, int]
                     ) -> float:
-  """`metric` ("auc" or "hr@K") of one run's arrays with each user's examples weighted by
-  `user_counts[user]` (users absent: weight 0). What one bootstrap resample computes."""
+  """`metric` ("auc", "hr@K", "gauc" or "topk_<metric>@K") of one run's arrays with each
+  user's examples weighted by `user_counts[user]` (users absent: weight 0). What one bootstrap
+  resample computes."""
   users = np.unique(np.asarray(arrays["user_ids"], np.int64))
   k = int(metric.split("@")[1]) if metric.startswith("hr@") else None
   run = _Run(arrays, users, k)
   counts = np.array([[user_counts.get(int(u), 0) for u in users]], np.float64)
+  if is_per_user(metric):
+    return float(run.per_user(metric, counts)[0])
   return float((run.auc if metric == "auc" else run.hit_rate)(counts)[0])
 
 
@@ -153,8 +202,11 @@ class UserBootstrap:
       per_seed = [r.auc(counts) for r in self._runs[name]]
     elif metric == f"hr@{self.k}":
       per_seed = [r.hit_rate(counts) for r in self._runs[name]]
+    elif is_per_user(metric):
+      per_seed = [r.per_user(metric, counts) for r in self._runs[name]]
     else:
-      raise ValueError(f"unknown metric {metric!r}: auc or hr@{self.k}")
+      raise ValueError(f"unknown metric {metric!r}: auc, hr@{self.k}, gauc or "
+                       "topk_<metric>@K")
     return np.mean(per_seed, axis=0)
 
   def _counts(self, idx: np.ndarray) -> np.ndarray:

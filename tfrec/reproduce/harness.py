@@ -125,6 +125,7 @@ class Settings:
     eval_seed: the evaluation seed of every run (sampled negatives, sampled users): every
       (row, seed) is evaluated on the same examples against the same negatives, so rows pair.
     lr_grid: learning rates tried on seed 0 of each row (empty: the flagfile's rate).
+    topk_ks: K of the top-K impression metrics (THACIL §4.4; empty: none).
   """
 
   data_dir: str
@@ -138,6 +139,7 @@ class Settings:
   max_eval_examples: int = 0  # 0: the whole split
   eval_seed: int = 0
   lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID
+  topk_ks: Tuple[int, ...] = ()
 
 
 def parse_config(argv: Sequence[str]) -> config_lib.RunConfig:
@@ -341,11 +343,14 @@ class Runner:
 
   def eval_settings(self) -> Dict[str, Any]:
     from tfrec.data import tfrecord_io
-    return {"split": self.s.eval_split, "protocol": self.s.protocol,
-            "max_eval_examples": int(self.s.max_eval_examples), "eval_seed": self.s.eval_seed,
-            "checkpoint": EVAL_CHECKPOINT,
-            "split_manifest": _file_digest(tfrecord_io.manifest_path(
-                self.s.data_dir, "ranking", self.s.eval_split))}
+    out = {"split": self.s.eval_split, "protocol": self.s.protocol,
+           "max_eval_examples": int(self.s.max_eval_examples), "eval_seed": self.s.eval_seed,
+           "checkpoint": EVAL_CHECKPOINT,
+           "split_manifest": _file_digest(tfrecord_io.manifest_path(
+               self.s.data_dir, "ranking", self.s.eval_split))}
+    if self.s.topk_ks:  # absent when unused: keys of runs cached before it stay valid
+      out["topk_ks"] = [int(k) for k in self.s.topk_ks]
+    return out
 
   def run(self, row: Row, seed: int) -> Dict[str, Any]:
     """Trains (unless cached) and evaluates (unless cached) one row with one seed, at the
@@ -380,7 +385,8 @@ class Runner:
     loaded = evaluate_lib.load_run(run_dir, EVAL_CHECKPOINT)
     result = evaluate_lib.evaluate_split(loaded, self.s.eval_split, protocol=self.s.protocol,
                                          seed=self.s.eval_seed, keep_arrays=True,
-                                         max_examples=self.s.max_eval_examples)
+                                         max_examples=self.s.max_eval_examples,
+                                         topk_ks=self.s.topk_ks)
     save_arrays(os.path.join(run_dir, ARRAYS_FILE), result["arrays"])
     return result
 
@@ -407,7 +413,8 @@ def summarize(result: Mapping[str, Any], row: Row, seed: int) -> Dict[str, Any]:
   """The JSON-ready part of an evaluation that the report needs."""
   return {"row": row.name, "seed": seed, "metrics": dict(result["metrics"]),
           "oracle": {m: v for m, v in result["oracle"].items() if isinstance(v, float)},
-          "counts": dict(result["counts"]), "k": int(result["protocol"]["ks"][0]),
+          "counts": dict(result["counts"]),
+          "k": int(result["protocol"]["ks"][0]) if result["protocol"].get("ks") else 0,
           "checkpoint": result["checkpoint"]["which"]}
 
 

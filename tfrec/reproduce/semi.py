@@ -33,9 +33,12 @@ from tfrec.reproduce import figures
 from tfrec.reproduce import report
 from tfrec.reproduce import stats
 from tfrec.reproduce import harness
+from tfrec.reproduce import tables
 from tfrec.reproduce.harness import Pretrain, Row, values
 
 PAPER = "semi"
+PARTS = ("table1", "table2", "fig3", "fig4", "fig5", "diag")
+DATASETS = ("synthetic", "movielens")
 BASELINES = "configs/baselines"
 SEMI_FLAGS = "configs/semi/semi.flags"
 CCL_FLAGS = "configs/semi/ccl_pretrain.flags"
@@ -72,6 +75,18 @@ SCALES = {
         "row's own flagfile; `configs/reproduce/semi_paper.flags`: at most 10 epochs with "
         "early stopping on `valid`)"),
 }
+
+
+def world_config(scale: Scale, **more: Any):
+  """The synthetic world of a scale (`more`: a swept knob)."""
+  from tfrec.datasets import synthetic
+  return synthetic.get_config(scale.synthetic_preset, **more)
+
+
+def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:
+  """What `harness.Settings` takes from this paper (its defaults: `test`, protocol semi)."""
+  del scale, dataset
+  return {}
 
 
 def ensure_pretrain_split(mlen: int):
@@ -163,50 +178,7 @@ def _ms(results, metric) -> Tuple[float, float]:
   return stats.mean_std(values(results, metric))
 
 
-def _p_text(p: float) -> str:
-  return "n/a (1 seed)" if not np.isfinite(p) else f"{p:.3g}{report.significance_marker(p)}"
-
-
-def _p(a, b) -> str:
-  """One-sided Welch p for mean(a) > mean(b), with the paper's markers."""
-  if len(a) < 2 or len(b) < 2:
-    return "n/a (1 seed)"
-  return _p_text(stats.welch_t_test(a, b).p_one_sided_greater)
-
-
-class _Intervals:
-  """The bootstrap CIs of a report (`bootstrap.UserBootstrap`), computed on demand and kept;
-  "n/a" where a row's arrays are missing."""
-
-  def __init__(self, results: Results, arrays: Optional[Arrays]):
-    arrays = {n: a for n, a in (arrays or {}).items() if n in results and a}
-    k = int(next(iter(results.values()))[0]["k"])
-    self.boot = bootstrap.UserBootstrap(arrays, k) if arrays else None
-    self.names = set(arrays)
-    self._cache: Dict[Tuple[str, ...], bootstrap.Interval] = {}
-
-  def row(self, name: str, metric: str) -> Optional[bootstrap.Interval]:
-    if name not in self.names:
-      return None
-    key = ("row", name, metric)
-    if key not in self._cache:
-      self._cache[key] = self.boot.row(name, metric)
-    return self._cache[key]
-
-  def difference(self, a: str, b: str, metric: str) -> Optional[bootstrap.Interval]:
-    if a not in self.names or b not in self.names:
-      return None
-    key = ("diff", a, b, metric)
-    if key not in self._cache:
-      self._cache[key] = self.boot.difference(a, b, metric)
-    return self._cache[key]
-
-  def text(self, name: str, metric: str) -> str:
-    ci = self.row(name, metric)
-    return ci.format() if ci else "n/a"
-
-
-def _table(rows: Sequence[Tuple[str, Row]], results: Results, ci: _Intervals,
+def _table(rows: Sequence[Tuple[str, Row]], results: Results, ci: tables.Intervals,
            best: Optional[Dict[str, str]]) -> str:
   header = ["Group", "Method"]
   for m in METRICS:
@@ -221,7 +193,7 @@ def _table(rows: Sequence[Tuple[str, Row]], results: Results, ci: _Intervals,
       line += [report.fmt_mean_std(values(res, m)), ci.text(row.name, m)]
     if best:
       line += ["(baseline)" if row.name == best[m] else
-               _p(values(res, m), values(results[best[m]], m)) for m in METRICS]
+               tables.welch_p(values(res, m), values(results[best[m]], m)) for m in METRICS]
     body.append(line)
   return report.markdown_table(header, body)
 
@@ -229,37 +201,6 @@ def _table(rows: Sequence[Tuple[str, Row]], results: Results, ci: _Intervals,
 def _oracle(results: Results) -> Dict[str, float]:
   any_run = next(iter(results.values()))[0]
   return {m: float(any_run["oracle"].get(m, float("nan"))) for m in METRICS}
-
-
-def _selection(rows: Sequence[Row], results: Results) -> List[str]:
-  """The learning-rate grid (each rate's seed-0 validation value, the choice) and the
-  early-stopped epoch of every seed."""
-  grids = [r.get("lr_grid") or {} for row in rows for r in results[row.name][:1]]
-  rates = list(dict.fromkeys(lr for g in grids for lr in g))
-  monitor = next((r["best"].get("monitor") for row in rows for r in results[row.name]
-                  if r.get("best")), "val_auc")
-  header = ["Method"] + [f"{monitor} at lr {lr}" for lr in rates] + [
-      "chosen lr", "best epoch per seed", "epochs run per seed"]
-  body = []
-  for row in rows:
-    res = results[row.name]
-    grid = res[0].get("lr_grid") or {}
-    cells = []
-    for lr in rates:
-      v = grid.get(lr, "")
-      cells.append("diverged" if v is None and lr in grid else
-                   (f"{v:.4f}" if isinstance(v, float) else ""))
-    lr = res[0].get("lr")
-    body.append([row.name] + cells + [
-        "" if lr is None else harness.lr_name(lr),
-        ", ".join(str((r.get("best") or {}).get("epoch", "?")) for r in res),
-        ", ".join(f"{r.get('epochs_run', '?')}/{r.get('max_epochs', '?')}" for r in res)])
-  return ["## Model selection (on the valid split)", "",
-          "Each row's learning rate is the rate of the grid whose seed-0 run reached the best "
-          f"`{monitor}` (validation AUC on `valid`, best epoch); every seed then trains at "
-          "that rate, stops early on the same monitor, and is evaluated at its best epoch. "
-          "Epochs run: the epochs trained before early stopping, of the maximum.", "",
-          report.markdown_table(header, body), ""]
 
 
 def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
@@ -277,7 +218,7 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
   seeds = max(len(v) for v in results.values())
   first = next(iter(results.values()))[0]
   oracle = _oracle(results)
-  ci = _Intervals(results, arrays)
+  ci = tables.Intervals(results, arrays)
   has = lambda rows: all(r.name in results for _, r in rows)  # noqa: E731
   valid = first.get("valid_split") or "valid"
   grid = list(first.get("lr_grid") or {})
@@ -394,11 +335,8 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
   selected = [r for r in exp.rows(["table1", "table2", "fig3", "fig4", "diag"])
               if r.name in results]
   if any(results[r.name][0].get("lr_grid") is not None for r in selected):
-    lines += _selection(selected, results)
-  if timings:
-    lines += ["## Run times (this invocation)", "",
-              report.markdown_table(["run", "seconds"],
-                                    [[k, f"{v:.0f}"] for k, v in timings.items()]), ""]
+    lines += tables.selection_section(selected, results)
+  lines += tables.timings_section(timings)
   notes = stem + ".notes.md"
   if os.path.exists(notes):
     with open(notes) as f:
@@ -439,23 +377,12 @@ CLAIMS = (("SEMI w. CCL > SEMI w/o CCL", "SEMI w. CCL", "SEMI w/o CCL"),
            "SEMI-Product w/o CCL"))
 
 
-def _claims(results: Results, ci: _Intervals,
+def _claims(results: Results, ci: tables.Intervals,
             groups: Optional[Mapping[str, List[Dict[str, Dict[str, float]]]]] = None
             ) -> List[str]:
   """The orderings the paper states, each with its numbers, the paired bootstrap CI of the
   difference, the one-sided Welch p over seeds and the verdict (`stats.verdict`)."""
-  rows = []
-  for text, a, b in CLAIMS:
-    if a not in results or b not in results:
-      continue
-    for m in METRICS:
-      va, vb = values(results[a], m), values(results[b], m)
-      ma, mb = stats.mean_std(va)[0], stats.mean_std(vb)[0]
-      words, p = stats.verdict(va, vb)
-      d = ci.difference(a, b, m)
-      rows.append([f"{text} ({_LABEL[m]})",
-                   f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%)",
-                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", _p_text(p), words])
+  rows = tables.claim_rows(CLAIMS, results, ci, METRICS, _LABEL)
   if groups:
     names = list(groups["SEMI w/o CCL"][0])
     gains = {n: [w[n]["auc"] - wo[n]["auc"] for w, wo in zip(groups["SEMI w. CCL"],
@@ -473,14 +400,5 @@ def _claims(results: Results, ci: _Intervals,
       rows.append([f"largest CCL AUC gain in the least active group ({least} target events; "
                    "p: the largest of its tests against each other group)",
                    ", ".join(f"{n}: {np.mean(v):+.4f}" for n, v in finite.items()),
-                   "", _p_text(p), words])
-  if not rows:
-    return []
-  return ["## The paper's orderings, as measured here", "",
-          "Verdict: **holds** only when the one-sided Welch p over seeds is below 0.05; "
-          "otherwise **same direction, not significant** when the mean difference has the "
-          "paper's sign, else **does not hold**. The difference's 95% CI is the paired "
-          "bootstrap over users (both rows on the same resampled users).", "",
-          report.markdown_table(["claim", "measured (mean over seeds)",
-                                 "difference [95% CI]", "p (one-sided Welch)", "verdict"],
-                                rows), ""]
+                   "", tables.p_text(p), words])
+  return tables.claims_section(rows)

@@ -89,11 +89,12 @@ def world_dir(base: str, preset: str, field: str, value: Any) -> str:
   return os.path.join(base, f"syn-{preset}-{field}={value}")
 
 
-def ensure_world(data_dir: str, preset: str, field: str, value: Any) -> str:
-  """Generates the preset with `field` = `value` in `data_dir` unless it holds exactly that
-  world already; returns `data_dir`."""
+def ensure_world(data_dir: str, preset: str, field: str, value: Any,
+                 overrides: Mapping[str, Any] = ()) -> str:
+  """Generates the preset (with `overrides`, e.g. a scale's smaller world) with `field` =
+  `value` in `data_dir` unless it holds exactly that world already; returns `data_dir`."""
   from tfrec.datasets import synthetic
-  config = synthetic.get_config(preset, **{field: value})
+  config = synthetic.get_config(preset, **dict(dict(overrides), **{field: value}))
   info_path = os.path.join(data_dir, "dataset.json")
   if os.path.exists(info_path):
     with open(info_path) as f:
@@ -179,12 +180,15 @@ def write_report(path: str, paper: str, field: str, values: Sequence[Any], prese
 
 def run_sweep(field: str, values: Sequence[Any], claims: Sequence[Claim], rows: Sequence[Any],
               preset: str, data_base: str, settings: harness.Settings,
-              metrics: Sequence[str]) -> Dict[Tuple[str, str], List[Point]]:
+              metrics: Sequence[str], overrides: Mapping[str, Any] = (),
+              world_name: Optional[str] = None) -> Dict[Tuple[str, str], List[Point]]:
   """Trains and evaluates `rows` in the world of every value (module docstring); returns
-  (claim text, metric) -> one `Point` per value."""
+  (claim text, metric) -> one `Point` per value. `overrides`: fields set on the preset in
+  every world (a scale's world), `world_name` names its directories (default: the preset)."""
   points: Dict[Tuple[str, str], List[Point]] = {(c.text, m): [] for c in claims for m in metrics}
   for value in values:
-    data_dir = ensure_world(world_dir(data_base, preset, field, value), preset, field, value)
+    data_dir = ensure_world(world_dir(data_base, world_name or preset, field, value), preset,
+                            field, value, overrides)
     runner = harness.Runner(dataclasses.replace(
         settings, data_dir=data_dir,
         work_dir=os.path.join(settings.work_dir, f"{field}={value}")))

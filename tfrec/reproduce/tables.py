@@ -1,0 +1,134 @@
+"""Sections every paper's results file shares: the bootstrap intervals of a report, p-value
+cells, the table of the paper's orderings with their verdicts, and the model-selection table.
+
+`results`: row name -> one `harness.Runner.run` summary per seed; `arrays`: row name -> per-seed
+evaluation arrays (`harness.save_arrays`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tfrec.reproduce import bootstrap, harness, report, stats
+from tfrec.reproduce.harness import values
+
+Results = Mapping[str, List[Dict[str, Any]]]
+Arrays = Mapping[str, List[Mapping[str, np.ndarray]]]
+
+
+def p_text(p: float) -> str:
+  return "n/a (1 seed)" if not np.isfinite(p) else f"{p:.3g}{report.significance_marker(p)}"
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> str:
+  """One-sided Welch p for mean(a) > mean(b), with the paper's markers."""
+  if len(a) < 2 or len(b) < 2:
+    return "n/a (1 seed)"
+  return p_text(stats.welch_t_test(a, b).p_one_sided_greater)
+
+
+class Intervals:
+  """The bootstrap CIs of a report (`bootstrap.UserBootstrap`), computed on demand and kept;
+  "n/a" where a row's arrays are missing."""
+
+  def __init__(self, results: Results, arrays: Optional[Arrays]):
+    arrays = {n: a for n, a in (arrays or {}).items() if n in results and a}
+    k = int(next(iter(results.values()))[0]["k"])
+    self.boot = bootstrap.UserBootstrap(arrays, k) if arrays else None
+    self.names = set(arrays)
+    self._cache: Dict[Tuple[str, ...], bootstrap.Interval] = {}
+
+  def row(self, name: str, metric: str) -> Optional[bootstrap.Interval]:
+    if name not in self.names:
+      return None
+    key = ("row", name, metric)
+    if key not in self._cache:
+      self._cache[key] = self.boot.row(name, metric)
+    return self._cache[key]
+
+  def difference(self, a: str, b: str, metric: str) -> Optional[bootstrap.Interval]:
+    if a not in self.names or b not in self.names:
+      return None
+    key = ("diff", a, b, metric)
+    if key not in self._cache:
+      self._cache[key] = self.boot.difference(a, b, metric)
+    return self._cache[key]
+
+  def text(self, name: str, metric: str) -> str:
+    ci = self.row(name, metric)
+    return ci.format() if ci else "n/a"
+
+
+CLAIMS_INTRO = ("Verdict: **holds** only when the one-sided Welch p over seeds is below 0.05; "
+                "otherwise **same direction, not significant** when the mean difference has the "
+                "paper's sign, else **does not hold**. The difference's 95% CI is the paired "
+                "bootstrap over users (both rows on the same resampled users).")
+
+
+def claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results, ci: Intervals,
+               metrics: Sequence[str], labels: Mapping[str, str]) -> List[List[str]]:
+  """One table row per (claim "a > b", metric) whose rows were run: the means, the relative
+  gain, the difference with its paired bootstrap CI, the one-sided Welch p and the verdict."""
+  rows = []
+  for text, a, b in claims:
+    if a not in results or b not in results:
+      continue
+    for m in metrics:
+      va, vb = values(results[a], m), values(results[b], m)
+      ma, mb = stats.mean_std(va)[0], stats.mean_std(vb)[0]
+      words, p = stats.verdict(va, vb)
+      d = ci.difference(a, b, m)
+      rows.append([f"{text} ({labels[m]})",
+                   f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%)",
+                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", p_text(p), words])
+  return rows
+
+
+def claims_section(rows: Sequence[Sequence[str]]) -> List[str]:
+  if not rows:
+    return []
+  return ["## The paper's orderings, as measured here", "", CLAIMS_INTRO, "",
+          report.markdown_table(["claim", "measured (mean over seeds)",
+                                 "difference [95% CI]", "p (one-sided Welch)", "verdict"],
+                                rows), ""]
+
+
+def selection_section(rows: Sequence[harness.Row], results: Results) -> List[str]:
+  """The learning-rate grid (each rate's seed-0 validation value, the choice) and the
+  early-stopped epoch of every seed."""
+  grids = [r.get("lr_grid") or {} for row in rows for r in results[row.name][:1]]
+  rates = list(dict.fromkeys(lr for g in grids for lr in g))
+  monitor = next((r["best"].get("monitor") for row in rows for r in results[row.name]
+                  if r.get("best")), "val_auc")
+  header = ["Method"] + [f"{monitor} at lr {lr}" for lr in rates] + [
+      "chosen lr", "best epoch per seed", "epochs run per seed"]
+  body = []
+  for row in rows:
+    res = results[row.name]
+    grid = res[0].get("lr_grid") or {}
+    cells = []
+    for lr in rates:
+      v = grid.get(lr, "")
+      cells.append("diverged" if v is None and lr in grid else
+                   (f"{v:.4f}" if isinstance(v, float) else ""))
+    lr = res[0].get("lr")
+    body.append([row.name] + cells + [
+        "" if lr is None else harness.lr_name(lr),
+        ", ".join(str((r.get("best") or {}).get("epoch", "?")) for r in res),
+        ", ".join(f"{r.get('epochs_run', '?')}/{r.get('max_epochs', '?')}" for r in res)])
+  return ["## Model selection (on the valid split)", "",
+          "Each row's learning rate is the rate of the grid whose seed-0 run reached the best "
+          f"`{monitor}` (validation AUC on `valid`, best epoch); every seed then trains at "
+          "that rate, stops early on the same monitor, and is evaluated at its best epoch. "
+          "Epochs run: the epochs trained before early stopping, of the maximum.", "",
+          report.markdown_table(header, body), ""]
+
+
+def timings_section(timings: Mapping[str, float]) -> List[str]:
+  if not timings:
+    return []
+  return ["## Run times (this invocation)", "",
+          report.markdown_table(["run", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()]),
+          ""]
