@@ -26,14 +26,17 @@ from tfrec import cli
 from tfrec.reproduce import harness
 from tfrec.reproduce import semi
 from tfrec.reproduce import sweep
+from tfrec.reproduce import thacil
 
-PAPERS = {"semi": semi}
-PARTS = ("table1", "table2", "fig3", "fig4", "fig5", "diag")
+PAPERS = {"semi": semi, "thacil": thacil}
+DATASET_DIRS = {"movielens": "data/ml1m", "microvideo": "data/microvideo"}
 
 flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
-flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens"],
+flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens", "microvideo"],
                   "synthetic: the planted generator (generated when missing); movielens: "
-                  "MovieLens-1M as two domains (python -m tfrec.datasets.movielens --out DIR).")
+                  "MovieLens-1M as two domains (python -m tfrec.datasets.movielens --out DIR; "
+                  "semi); microvideo: THACIL's MicroVideo-1.7M (python -m "
+                  "tfrec.datasets.microvideo --raw DIR --out DIR; thacil).")
 flags.DEFINE_integer("seeds", harness.DEFAULT_SEEDS, "Seeds per row (0 .. seeds-1).")
 flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: the scaled-down variant for 2 CPU "
                   "cores; paper: the paper's sizes (A.1).")
@@ -42,7 +45,8 @@ flags.DEFINE_string("data_dir", None, "Dataset directory (default: data/reproduc
 flags.DEFINE_string("work_dir", None, "Run directories (default: runs/reproduce/"
                     "<paper>_<dataset>_<scale>).")
 flags.DEFINE_string("results_dir", "docs/results", "Where the results file and figures go.")
-flags.DEFINE_list("parts", list(PARTS), f"Subset of {', '.join(PARTS)}.")
+flags.DEFINE_list("parts", [], "Subset of the paper's parts (default: all): semi "
+                  f"{', '.join(semi.PARTS)}; thacil {', '.join(thacil.PARTS)}.")
 flags.DEFINE_multi_string("extra_flags", [], "A flag appended to every ranking row's (repeat "
                           "for several), e.g. --extra_flags=--epochs=2 on a larger dataset.")
 flags.DEFINE_integer("max_eval_examples", 0, "Evaluate all examples of users of the test split "
@@ -62,33 +66,40 @@ flags.DEFINE_multi_string("claims", [], "With --sweep: the paper's claims to mea
 FLAGS = flags.FLAGS
 
 
+def world_name(scale) -> str:
+  return getattr(scale, "world_name", scale.synthetic_preset)
+
+
 def dataset_dir(dataset: str, scale) -> str:
   if FLAGS.data_dir:
     return FLAGS.data_dir
-  return (f"data/reproduce/syn-{scale.synthetic_preset}" if dataset == "synthetic"
-          else "data/ml1m")
+  return (f"data/reproduce/syn-{world_name(scale)}" if dataset == "synthetic"
+          else DATASET_DIRS[dataset])
 
 
-def prepare_dataset(dataset: str, data_dir: str, scale) -> str:
-  """Generates the synthetic preset when missing; returns a description for the report."""
+def prepare_dataset(paper, dataset: str, data_dir: str, scale) -> str:
+  """Generates the synthetic world when missing; returns a description for the report."""
   from tfrec.data.info import DatasetInfo
   if dataset == "synthetic":
     if not os.path.exists(os.path.join(data_dir, "dataset.json")):
       from tfrec.datasets import synthetic
-      logging.info("generating the synthetic %s preset in %s", scale.synthetic_preset, data_dir)
-      synthetic.generate(synthetic.get_config(scale.synthetic_preset), data_dir, verbose=False)
+      logging.info("generating the synthetic %s world in %s", world_name(scale), data_dir)
+      synthetic.generate(paper.world_config(scale), data_dir, verbose=False)
   elif not os.path.exists(os.path.join(data_dir, "dataset.json")):
-    raise FileNotFoundError(f"{data_dir}: no converted MovieLens-1M here; run `python -m "
-                            f"tfrec.datasets.movielens --out {data_dir}` first")
+    raise FileNotFoundError(f"{data_dir}: no converted {dataset} dataset here; run `python -m "
+                            f"tfrec.datasets.{dataset} ... --out {data_dir}` first")
   info = DatasetInfo.load(data_dir)
-  what = (f"synthetic preset `{scale.synthetic_preset}`" if dataset == "synthetic"
-          else "MovieLens-1M as two domains")
+  overrides = dict(getattr(scale, "world_overrides", ()))
+  what = {"synthetic": f"synthetic preset `{scale.synthetic_preset}`"
+                       + "".join(f", {k} = {v}" for k, v in overrides.items()),
+          "movielens": "MovieLens-1M as two domains",
+          "microvideo": "MicroVideo-1.7M (THACIL's public layout)"}[dataset]
   return (f"{what} in `{data_dir}`: {info.num_items:,} items, {info.num_users:,} users "
           f"(`dataset.json`: {info.name})")
 
 
-def _settings(data_dir: str, work_dir: str, scale) -> harness.Settings:
-  return harness.Settings(data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
+def _settings(paper, data_dir: str, work_dir: str, scale) -> harness.Settings:
+  return harness.Settings(**paper.harness_settings(scale, FLAGS.dataset),data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
                           scale_flagfile=scale.scale_flagfile,
                           pretrain_flagfile=scale.pretrain_flagfile,
                           extra_flags=tuple(FLAGS.extra_flags),
@@ -104,12 +115,14 @@ def run_sweep(paper, scale) -> None:
   preset = scale.synthetic_preset
   field, values = sweep.parse(FLAGS.sweep, preset)
   claims = sweep.chosen_claims(paper.CLAIMS, FLAGS.claims)
-  by_name = {r.name: r for r in paper.experiments(scale).rows(PARTS)}
+  by_name = {r.name: r for r in paper.experiments(scale).rows(paper.PARTS)}
   rows = [by_name[n] for n in dict.fromkeys(x for c in claims for x in (c.a, c.b))]
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_sweep_{field}_{scale.name}"
   data_base = FLAGS.data_dir or "data/reproduce/sweep"
   points = sweep.run_sweep(field, values, claims, rows, preset, data_base,
-                           _settings("", work_dir, scale), paper.METRICS)
+                           _settings(paper, "", work_dir, scale), paper.METRICS,
+                           overrides=dict(getattr(scale, "world_overrides", ())),
+                           world_name=world_name(scale))
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_synthetic_sweep_{field}.md")
   command = (f"python -m tfrec.reproduce --paper={FLAGS.paper} --scale={scale.name} "
              f"--seeds={FLAGS.seeds} --sweep={FLAGS.sweep}"
@@ -123,18 +136,23 @@ def main(argv: Sequence[str]) -> None:
   del argv
   paper = PAPERS[FLAGS.paper]
   scale = paper.SCALES[FLAGS.scale]
-  unknown = sorted(set(FLAGS.parts) - set(PARTS))
+  unknown = sorted(set(FLAGS.parts) - set(paper.PARTS))
   if unknown:
-    sys.exit(f"tfrec.reproduce: unknown --parts {unknown}; choose from {PARTS}")
+    sys.exit(f"tfrec.reproduce: unknown --parts {unknown} for {FLAGS.paper}; choose from "
+             f"{paper.PARTS}")
+  if FLAGS.dataset not in paper.DATASETS:
+    sys.exit(f"tfrec.reproduce: --paper={FLAGS.paper} runs on {', '.join(paper.DATASETS)}, "
+             f"not {FLAGS.dataset}")
+  parts = list(FLAGS.parts) or list(paper.PARTS)
   if FLAGS.sweep:
     run_sweep(paper, scale)
     return
   data_dir = dataset_dir(FLAGS.dataset, scale)
-  dataset_text = prepare_dataset(FLAGS.dataset, data_dir, scale)
+  dataset_text = prepare_dataset(paper, FLAGS.dataset, data_dir, scale)
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_{FLAGS.dataset}_{scale.name}"
-  settings = _settings(data_dir, work_dir, scale)
+  settings = _settings(paper, data_dir, work_dir, scale)
   exp = paper.experiments(scale)
-  rows = exp.rows(FLAGS.parts)
+  rows = exp.rows(parts)
   logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,
                FLAGS.paper, data_dir)
   start = time.time()
@@ -143,7 +161,7 @@ def main(argv: Sequence[str]) -> None:
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_{FLAGS.dataset}.md")
   command = "python -m tfrec.reproduce " + " ".join(
       [f"--{n}={FLAGS[n].value}" for n in ("paper", "dataset", "seeds", "scale")]
-      + [f"--parts={','.join(FLAGS.parts)}"] * (list(FLAGS.parts) != list(PARTS))
+      + [f"--parts={','.join(parts)}"] * (parts != list(paper.PARTS))
       + [f"--extra_flags={x}" for x in FLAGS.extra_flags]
       + [f"--max_eval_examples={FLAGS.max_eval_examples}"] * bool(FLAGS.max_eval_examples)
       + [f"--eval_seed={FLAGS.eval_seed}"] * bool(FLAGS.eval_seed)
