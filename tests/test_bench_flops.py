@@ -209,3 +209,17 @@ def test_bench_train_runs_at_toy_sizes(train):
   text = out.getvalue()
   row = next(line for line in text.splitlines() if line.strip().startswith("bst"))
   assert "%" in row and "matmul 64x64 float32" in text
+
+
+def test_bench_train_also_trains_more_models_on_the_same_tensors(train):
+  # THACIL takes its own item features (visual, category) while BST takes id too: the default
+  # --item_features leaves each model its own.
+  out = io.StringIO()
+  with flagsaver.flagsaver(model="thacil", also=["bst"], steps=2, warmup=1, batch=8, seq=40,
+                           dim=16, heads=2, ff_dim=16, items=50, categories=5,
+                           matmul_size=64), contextlib.redirect_stdout(out):
+    train.main([])
+  text = out.getvalue()
+  assert any(line.strip().startswith("thacil") for line in text.splitlines())
+  assert any(line.strip().startswith("bst") for line in text.splitlines())
+  assert "ours thacil / ours bst:" in text and "each model default" in text

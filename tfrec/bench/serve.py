@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from tfrec import serving as export_lib
 from tfrec.bench import common
+from tfrec.data import schema
 
 FLAGS = flags.FLAGS
 SEMI_MS = 30.0  # SEMI App. A.4: ~500 candidates per request in ~30 ms.
@@ -146,7 +147,10 @@ def main(argv) -> None:
   model = build_model(name, FLAGS.items, FLAGS.categories, FLAGS.visual_dim, FLAGS.seq, dim,
                       heads, ff_dim, FLAGS.seed)
   with tempfile.TemporaryDirectory(prefix="tfrec_bench_serve_") as tmp:
-    path = export_lib.export(model, os.path.join(tmp, "1"))
+    # Requests carry --seq events: the export accepts histories up to that (at least the
+    # contract's default).
+    path = export_lib.export(model, os.path.join(tmp, "1"),
+                             max_len=max(FLAGS.seq, schema.MAX_SEQ_LEN))
     setup = time.perf_counter() - start
     loaded = tf.saved_model.load(path)
     signatures = {"rank": loaded.signatures[export_lib.RANK],

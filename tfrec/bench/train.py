@@ -64,9 +64,13 @@ common.define("integer", "seq", 50, "History length per domain, all positions re
 common.define("integer", "dim", 128, "Item/sequence width d; DeepCTR's embedding width (SEMI: 128).")
 common.define("integer", "heads", 8, "Attention heads (SEMI A.1: 8).")
 common.define("integer", "ff_dim", 128, "Feed-forward width of the attention block (SEMI: 128).")
-common.define("list", "item_features", ["id", "category", "visual"], "Our models' item "
-              "inputs; DeepCTR's BST reads the item id only, so --item_features=id --dropout=0 "
-              "compares the implementations like for like.")
+common.define("list", "item_features", [], "Our models' item inputs (default: each model's "
+              "own: id, category, visual for BST; visual, category for THACIL); DeepCTR's BST "
+              "reads the item id only, so --item_features=id --dropout=0 compares the "
+              "implementations like for like.")
+common.define("list", "also", [], "More registered models trained on the same tensors, taking "
+              "turns with --model (e.g. --model=thacil --also=bst,atrank --seq=160): each "
+              "gets a rate ratio against --model from the same turns.")
 common.define("float", "dropout", None, "Dropout of every model; default: each model's own (ours "
         "0.1 as SEMI A.1, DeepCTR's BST 0). Set it to compare like for like.")
 common.define("integer", "items", 20_000, "Items in the in-memory item store.")
@@ -145,7 +149,7 @@ def ours(name: str, store: ItemStore) -> keras.Model:
   """A registered tfrec model at the bench's sizes, its item store filled in."""
   model = common.build_model(name, store, FLAGS.categories, FLAGS.seq, FLAGS.dim, FLAGS.heads,
                              FLAGS.ff_dim, FLAGS.dropout,  # None: the model's default
-                             item_features=FLAGS.item_features)
+                             item_features=FLAGS.item_features or None)
   return compile_model(model, from_logits=True)
 
 
@@ -259,7 +263,7 @@ def report(entries: List[Entry], matmul: Dict[str, List[float]]) -> str:
       f"train step throughput: batch {FLAGS.batch}, histories of {FLAGS.seq} per domain, "
       f"d={FLAGS.dim}, {FLAGS.heads} heads, ff {FLAGS.ff_dim}, {FLAGS.items:,} items, "
       f"precision {FLAGS.precision}, jit_compile={FLAGS.jit_compile}, our item features "
-      f"{','.join(FLAGS.item_features)} (DeepCTR: id), dropout "
+      f"{','.join(FLAGS.item_features) or 'each model default'} (DeepCTR: id), dropout "
       f"{_dropouts(entries)}; {os.cpu_count()} CPU cores, TF {tf.__version__}",
       f"median of {len(entries[0].seconds)} timed steps per model, taken in turns, after "
       f"{FLAGS.warmup} warm-up steps",
@@ -282,6 +286,11 @@ def report(entries: List[Entry], matmul: Dict[str, List[float]]) -> str:
   if unknown:
     lines.append(f"  FLOPs not counted (shapes not static): {'; '.join(unknown[:5])}")
   by_name = {e.name: e for e in entries}
+  for name in FLAGS.also:
+    if name in by_name and name != entries[0].name:
+      r, q1, q3 = paired_ratio(entries[0].seconds, by_name[name].seconds)
+      lines.append(f"  ours {entries[0].name} / ours {name}: {r:.2f}x examples/s (quartiles "
+                   f"{q1:.2f}-{q3:.2f})")
   if "cross_bst" in by_name and "bst" in by_name:
     r, q1, q3 = paired_ratio(by_name["cross_bst"].seconds, by_name["bst"].seconds)
     lines.append(f"  ours cross_bst / ours bst: {r:.2f}x (quartiles {q1:.2f}-{q3:.2f})")
@@ -315,8 +324,8 @@ def main(argv) -> None:
   keras.utils.set_random_seed(FLAGS.seed)
   store = common.random_item_store(FLAGS.items, FLAGS.categories, FLAGS.dim, FLAGS.seed)
   batches = [features(FLAGS.batch, FLAGS.seq, FLAGS.items, FLAGS.seed + i) for i in range(4)]
-  names = [FLAGS.model]
-  if FLAGS.vs and FLAGS.model != "bst":
+  names = list(dict.fromkeys([FLAGS.model] + list(FLAGS.also)))
+  if FLAGS.vs and "bst" not in names:
     names.append("bst")
   entries = []
   for name in names:
