@@ -497,3 +497,36 @@ def test_item_encoder_lookup_table_replaces_the_computation_inside_its_context()
     np.testing.assert_array_equal(enc(ids).numpy(), table.numpy()[[[1, 4], [0, 2]]])
   np.testing.assert_array_equal(enc(ids).numpy(), computed)  # restored on exit
   assert len(enc.weights) == 1  # the table is not tracked by the layer
+
+
+def test_item_encoder_title_is_the_mean_of_the_real_tokens_embeddings():
+  from tfrec.data import schema
+  from tfrec.data.item_store import ItemStore
+  n = 4
+  title = np.zeros([n, schema.MAX_TITLE_LEN], np.int64)
+  title[1, :3] = [1, 2, 3]
+  title[2, :1] = [2]
+  # item 3 has no title word: zeros
+  store = ItemStore(domain=np.zeros(n), category=np.r_[0, 1, 2, 1],
+                    tags=np.zeros([n, schema.MAX_TAGS]), title=title,
+                    visual=np.zeros([n, 0], np.float32), cold=np.zeros(n))
+  enc = ItemEncoder(3, 4, ("title", "category"), num_categories=2, num_tokens=3,
+                    combine="concat")
+  enc(tf.constant([1]))
+  enc.set_item_features(store)
+  words = enc.token_embeddings.numpy()
+  cats = enc.category_embeddings.numpy()
+  got = enc(tf.constant([1, 2, 3])).numpy()
+  want_title = np.stack([words[[1, 2, 3]].mean(0), words[2], np.zeros(2)])
+  np.testing.assert_allclose(got[:, :2], want_title, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(got[:, 2:], cats[[1, 2, 1]], rtol=1e-6)
+  # A new item given by its columns alone encodes as a stored one would.
+  new = enc.encode_features({"title": title[[1]], "category": np.array([1])}).numpy()
+  np.testing.assert_allclose(new, got[:1], rtol=1e-6)
+  with pytest.raises(ValueError, match="num_tokens"):
+    ItemEncoder(3, 4, ("title",))
+  bad = ItemStore(domain=np.zeros(n), category=np.r_[0, 1, 2, 1],
+                  tags=np.zeros([n, schema.MAX_TAGS]), title=title * 2,
+                  visual=np.zeros([n, 0], np.float32), cold=np.zeros(n))
+  with pytest.raises(ValueError, match="title token 6 > num_tokens 3"):
+    enc.set_item_features(bad)

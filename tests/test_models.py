@@ -206,9 +206,9 @@ def test_item_encoder_errors(store):
 
 
 def test_item_encoder_config_round_trip():
-  kwargs = dict(num_items=7, dim=6, features=["visual", "category"], num_categories=3,
-                visual_dim=2, embeddings_initializer="he_normal", embeddings_regularizer="l2",
-                combine="concat")
+  kwargs = dict(num_items=7, dim=6, features=["visual", "category", "title"], num_categories=3,
+                visual_dim=2, num_tokens=5, embeddings_initializer="he_normal",
+                embeddings_regularizer="l2", combine="concat")
   params = inspect.signature(ItemEncoder.__init__).parameters
   assert set(kwargs) == init_params(ItemEncoder)
   for name, value in kwargs.items():
@@ -216,7 +216,7 @@ def test_item_encoder_config_round_trip():
   layer = ItemEncoder(**kwargs, name="enc")
   config = layer.get_config()
   assert set(config) - set(keras.layers.Layer().get_config()) == init_params(ItemEncoder)
-  for name in ("num_items", "dim", "features", "num_categories", "visual_dim"):
+  for name in ("num_items", "dim", "features", "num_categories", "visual_dim", "num_tokens"):
     assert config[name] == kwargs[name], name
   json.dumps(config)
   restored = ItemEncoder.from_config(config)

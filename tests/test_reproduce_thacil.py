@@ -41,7 +41,13 @@ def test_table2_rows_are_the_papers_in_its_order_with_their_flagfiles():
     assert cfg.train.clip_norm == 5 and cfg.data.valid_split == "valid"
     assert cfg.model.kwargs["dim"] == 64 and cfg.model.kwargs["l2"] == pytest.approx(5e-5)
   assert thacil.harness_settings(thacil.SCALES["cpu"], "synthetic") == {
-      "eval_split": "test_cold", "protocol": "none", "topk_ks": KS}
+      "eval_split": "test_cold", "protocol": "none", "topk_ks": KS, "extra_flags": ()}
+  # MovieLens has no visual feature: every row embeds items from [title; category].
+  (flag,) = thacil.harness_settings(thacil.SCALES["cpu"], "movielens")["extra_flags"]
+  for row in exp.table2:
+    cfg = harness.parse_config([f"--flagfile={os.path.join(REPO, row.flagfile)}", flag,
+                                "--data_dir=x", "--run_dir=y"])
+    assert cfg.model.kwargs["item_features"] == ["title", "category"]
   assert thacil.harness_settings(thacil.SCALES["cpu"], "microvideo")["topk_ks"] == tuple(
       range(10, 101, 10))
   assert thacil.world_config(thacil.SCALES["cpu"]).num_users == 300

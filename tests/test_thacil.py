@@ -122,6 +122,24 @@ def test_a_cold_item_is_scored_from_its_features_without_an_id_embedding():
   assert np.abs(s[:, 0] - s[:, 2]).max() > 1e-6
 
 
+def test_without_visual_features_a_cold_item_is_scored_from_its_title_and_category():
+  from tfrec.data import schema
+  store = _store()
+  store.title = np.zeros((21, schema.MAX_TITLE_LEN), np.int64)
+  store.title[1:, :3] = np.random.default_rng(5).integers(1, 10, (20, 3))
+  store.title[20] = store.title[7]          # cold item 20: item 7's title and category.
+  model = _model(item_features=("title", "category"), visual_dim=0, num_tokens=9
+                 ).build_and_fill(store)
+  assert model.item_encoder.id_embeddings is None and model.item_encoder.item_visual is None
+  s = model.score(model.encode_user(_features()), tf.constant([[7, 20, 3]] * 2)).numpy()
+  np.testing.assert_allclose(s[:, 0], s[:, 1], rtol=1e-6)
+  assert np.abs(s[:, 0] - s[:, 2]).max() > 1e-6
+  store.title[20, 0] = store.title[7, 0] % 9 + 1  # another title word: another score
+  model.item_encoder.set_item_features(store)
+  s2 = model.score(model.encode_user(_features()), tf.constant([[7, 20]] * 2)).numpy()
+  assert np.abs(s2[:, 0] - s2[:, 1]).max() > 1e-6
+
+
 def test_thacil_model_contract_config_and_l2():
   model = _model().build_and_fill(_store())
   feats = _features()

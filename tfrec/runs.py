@@ -31,6 +31,8 @@ def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) 
     kwargs["user_feature_sizes"] = list(info.user_feature_sizes)  # the dataset's vocabularies
   if "num_users" in registry.accepted_args(registry.get(cfg.model.name).cls):
     kwargs["num_users"] = info.num_users  # trained user embeddings (MF, BPR, NCF)
+  if "num_tokens" in registry.accepted_args(registry.get(cfg.model.name).cls):
+    kwargs["num_tokens"] = info.num_tokens  # the title vocabulary ("title" item feature)
   model = registry.build(cfg.model.name, num_items=info.num_items,
                          num_categories=info.num_categories, visual_dim=info.visual_dim,
                          max_seq_len=cfg.data.max_seq_len, **kwargs)

@@ -1,6 +1,7 @@
 """Item input representation shared by every ranking model: a learnt id embedding, a category
-embedding and the projected multi-modal feature of the item store (SEMI §3.2.3: "the multi-modal
-item feature"; App. A.2: the baselines take the same multi-modal embeddings as input)."""
+embedding, the projected multi-modal feature of the item store (SEMI §3.2.3: "the multi-modal
+item feature"; App. A.2: the baselines take the same multi-modal embeddings as input) and the
+mean of the title's word embeddings (datasets without a visual feature, e.g. MovieLens)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tfrec.data import schema
 from tfrec.layers._utils import clone_initializer
 
-FEATURES = ("id", "category", "visual")
+FEATURES = ("id", "category", "visual", "title")
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -23,23 +25,26 @@ class ItemEncoder(keras.layers.Layer):
   e(i) = [id]       E_id[i]
        + [category] E_cat[category(i)]
        + [visual]   visual(i) W_v + b_v       (the frozen multi-modal feature, projected)
+       + [title]    mean over the title's tokens t of E_tok[t] (padding tokens 0 left out; an
+                    item without a title word gets zeros; ADAPT's average pooling of titles)
 
   With combine="concat" the parts are concatenated in the order of `features` instead, each
   dim / len(features) wide (THACIL §3.1: x = [f; c], features=("visual", "category")).
 
   The store's columns live in the layer as non-trainable weights (`item_category`,
-  `item_visual`), so a checkpoint or SavedModel carries them and a serving request needs only
+  `item_visual`, `item_title`), so a checkpoint or SavedModel carries them and a serving request needs only
   item ids, as in SEMI's deployment (App. A.4). Fill them with `set_item_features(store)` after
   the layer is built; until then they are zeros. Row 0 is the padding item.
 
   Args:
     num_items: item ids are in [0, num_items]; 0 = padding.
     dim: output width d.
-    features: which of "id", "category", "visual" to sum (at least one).
+    features: which of "id", "category", "visual", "title" to sum (at least one).
     num_categories: category ids in [0, num_categories] (needed with "category").
     visual_dim: width of the store's visual vectors (needed with "visual"; must be > 0).
-    embeddings_initializer: initialiser of the id and category tables.
-    embeddings_regularizer: regulariser of the id and category tables.
+    num_tokens: title token ids in [0, num_tokens] (needed with "title"; must be > 0).
+    embeddings_initializer: initialiser of the id, category and token tables.
+    embeddings_regularizer: regulariser of the id, category and token tables.
     combine: "sum" (every part dim wide) or "concat" (module docstring).
 
   Call args:
@@ -55,6 +60,7 @@ class ItemEncoder(keras.layers.Layer):
                features: Sequence[str] = ("id", "category", "visual"),
                num_categories: int = 0,
                visual_dim: int = 0,
+               num_tokens: int = 0,
                embeddings_initializer: Any = "glorot_uniform",
                embeddings_regularizer: Any = None,
                combine: str = "sum",
@@ -76,6 +82,10 @@ class ItemEncoder(keras.layers.Layer):
     if "visual" in features and visual_dim < 1:
       raise ValueError("the 'visual' feature needs visual_dim >= 1 (this dataset's item store "
                        "has no visual vectors: leave 'visual' out of the item features)")
+    if "title" in features and num_tokens < 1:
+      raise ValueError("the 'title' feature needs num_tokens >= 1 (this dataset has no title "
+                       "vocabulary: leave 'title' out of the item features)")
+    self.num_tokens = int(num_tokens)
     self.num_items = int(num_items)
     self.dim = int(dim)
     self.features = features
@@ -92,6 +102,7 @@ class ItemEncoder(keras.layers.Layer):
     rows = self.num_items + 1
     self.id_embeddings = self.category_embeddings = None
     self.item_category = self.item_visual = None
+    self.token_embeddings = self.item_title = None
     if "id" in self.features:
       self.id_embeddings = self.add_weight(
           "id_embeddings", shape=[rows, self.part_dim],
@@ -109,6 +120,13 @@ class ItemEncoder(keras.layers.Layer):
                                          dtype=tf.float32, initializer="zeros", trainable=False)
       with tf.name_scope(self._projection.name):
         self._projection.build(tf.TensorShape([None, self.visual_dim]))
+    if "title" in self.features:
+      self.token_embeddings = self.add_weight(
+          "token_embeddings", shape=[self.num_tokens + 1, self.part_dim],
+          initializer=clone_initializer(self.embeddings_initializer),
+          regularizer=self.embeddings_regularizer)
+      self.item_title = self.add_weight("item_title", shape=[rows, schema.MAX_TITLE_LEN],
+                                        dtype=tf.int32, initializer="zeros", trainable=False)
     super().build(input_shape)
 
   def set_item_features(self, store: Any) -> None:
@@ -126,6 +144,15 @@ class ItemEncoder(keras.layers.Layer):
       if store.visual_dim != self.visual_dim:
         raise ValueError(f"item store visual_dim {store.visual_dim} != {self.visual_dim}")
       self.item_visual.assign(store.visual.astype(np.float32))
+    if self.item_title is not None:
+      title = np.asarray(store.title)
+      if title.shape[1:] != (schema.MAX_TITLE_LEN,):
+        raise ValueError(f"item store titles are {title.shape[1:]} wide, not "
+                         f"{schema.MAX_TITLE_LEN}")
+      if title.size and int(title.max()) > self.num_tokens:
+        raise ValueError(f"item store has title token {int(title.max())} > num_tokens "
+                         f"{self.num_tokens}")
+      self.item_title.assign(title.astype(np.int32))
 
   def encode_all(self) -> tf.Tensor:
     """<compute dtype>[num_items + 1, dim]: every item's encoding, row i = item i (0: padding)."""
@@ -152,14 +179,44 @@ class ItemEncoder(keras.layers.Layer):
     return self._encode(ids)
 
   def _encode(self, ids: tf.Tensor) -> tf.Tensor:
+    columns = {}
+    if self.item_category is not None:
+      columns["category"] = tf.gather(self.item_category, ids)
+    if self.item_visual is not None:
+      columns["visual"] = tf.gather(self.item_visual, ids)
+    if self.item_title is not None:
+      columns["title"] = tf.gather(self.item_title, ids)
+    return self.encode_features(columns, ids if self.id_embeddings is not None else None)
+
+  def encode_features(self, columns: Dict[str, Any], ids: Any = None) -> tf.Tensor:
+    """The encoding of items given by their feature columns (not looked up by id): what
+    `call` computes for a known item, and what a new item gets without retraining
+    (`tfrec.serving.add_items`).
+
+    Args:
+      columns: per feature of this encoder except "id": "category" <int>[...], "visual"
+        <float>[..., visual_dim], "title" <int>[..., MAX_TITLE_LEN] (0 = padding token).
+      ids: <int>[...] item ids, needed only with the "id" feature.
+
+    Returns:
+      <compute dtype>[..., dim].
+    """
     parts = {}
     if self.id_embeddings is not None:
-      parts["id"] = tf.gather(self.id_embeddings, ids)
+      if ids is None:
+        raise ValueError("this item encoder has an id embedding: items need their ids")
+      parts["id"] = tf.gather(self.id_embeddings, tf.cast(ids, tf.int32))
     if self.category_embeddings is not None:
-      parts["category"] = tf.gather(self.category_embeddings, tf.gather(self.item_category, ids))
+      parts["category"] = tf.gather(self.category_embeddings,
+                                    tf.cast(columns["category"], tf.int32))
     if self.item_visual is not None:
-      visual = tf.cast(tf.gather(self.item_visual, ids), self.compute_dtype)
-      parts["visual"] = self._projection(visual)
+      parts["visual"] = self._projection(tf.cast(columns["visual"], self.compute_dtype))
+    if self.item_title is not None:
+      tokens = tf.cast(columns["title"], tf.int32)                        # [..., L]
+      words = tf.gather(self.token_embeddings, tokens)                    # [..., L, part]
+      real = tf.cast(tokens > 0, words.dtype)[..., None]
+      count = tf.maximum(tf.reduce_sum(real, axis=-2), 1.0)
+      parts["title"] = tf.reduce_sum(words * real, axis=-2) / count
     if self.combine == "concat":
       return tf.concat([tf.cast(parts[f], self.compute_dtype) for f in self.features], axis=-1)
     parts = [parts[f] for f in FEATURES if f in parts]  # the sum's fixed order.
@@ -179,6 +236,7 @@ class ItemEncoder(keras.layers.Layer):
         features=list(self.features),
         num_categories=self.num_categories,
         visual_dim=self.visual_dim,
+        num_tokens=self.num_tokens,
         embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
         embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer),
         combine=self.combine)

@@ -60,9 +60,10 @@ class RankingModel(core.Model):
   Args:
     num_items: item ids are in [1, num_items] (0 = padding).
     dim: width d of item and sequence representations (SEMI A.1: 128).
-    item_features: what the item encoder sums: "id", "category", "visual".
+    item_features: what the item encoder sums: "id", "category", "visual", "title".
     num_categories: category vocabulary (needed with "category").
     visual_dim: width of the item store's visual vectors (needed with "visual").
+    num_tokens: title vocabulary (needed with "title"; `dataset.json`'s num_tokens).
     domains: histories the model reads, a subset of ("source", "target").
     max_seq_len: length each history is padded/truncated to by the input pipeline.
     mlp_units: hidden widths of the output MLP (SEMI §3.4: [128]); a final width-1 logit layer
@@ -85,6 +86,7 @@ class RankingModel(core.Model):
                item_features: Sequence[str] = ("id", "category", "visual"),
                num_categories: int = 0,
                visual_dim: int = 0,
+               num_tokens: int = 0,
                domains: Sequence[str] = ("target",),
                max_seq_len: int = schema.MAX_SEQ_LEN,
                mlp_units: Sequence[int] = (128,),
@@ -102,6 +104,7 @@ class RankingModel(core.Model):
     self.item_features = tuple(item_features)
     self.num_categories = int(num_categories)
     self.visual_dim = int(visual_dim)
+    self.num_tokens = int(num_tokens)
     self.domains = domains
     self.max_seq_len = int(max_seq_len)
     self.mlp_units = tuple(int(u) for u in mlp_units)
@@ -110,8 +113,8 @@ class RankingModel(core.Model):
     self.num_time_blocks = int(num_time_blocks)
     self.item_combine = str(item_combine)
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
-                                    visual_dim=visual_dim, combine=self.item_combine,
-                                    name="item_encoder")
+                                    visual_dim=visual_dim, num_tokens=num_tokens,
+                                    combine=self.item_combine, name="item_encoder")
     self.time_blocks = (TimeBlockEmbedding(dim, num_blocks=num_time_blocks, name="time_blocks")
                         if use_time_blocks else None)
     # The logit layer stays float32 under mixed precision (a numerically safe sigmoid/BCE).
@@ -220,8 +223,9 @@ class RankingModel(core.Model):
     reg = keras.regularizers.L2(l2 / 2) if l2 > 0 else None
     self.item_encoder = ItemEncoder(self.num_items, self.dim, self.item_features,
                                     num_categories=self.num_categories,
-                                    visual_dim=self.visual_dim, combine=self.item_combine,
-                                    embeddings_regularizer=reg, name="item_encoder")
+                                    visual_dim=self.visual_dim, num_tokens=self.num_tokens,
+                                    combine=self.item_combine, embeddings_regularizer=reg,
+                                    name="item_encoder")
     if head:
       self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout,
                             linear_output=True, kernel_regularizer=reg, name="output_mlp",
@@ -233,6 +237,7 @@ class RankingModel(core.Model):
   def get_config(self) -> Dict[str, Any]:
     return dict(num_items=self.num_items, dim=self.dim, item_features=list(self.item_features),
                 num_categories=self.num_categories, visual_dim=self.visual_dim,
+                num_tokens=self.num_tokens,
                 domains=list(self.domains), max_seq_len=self.max_seq_len,
                 mlp_units=list(self.mlp_units), dropout=self.dropout,
                 use_time_blocks=self.use_time_blocks, num_time_blocks=self.num_time_blocks,

@@ -36,7 +36,9 @@ class THACIL(RankingModel):
     block_size: k items per temporal block (THACIL: 20; n = 160 gives m = 8 blocks).
     num_heads: heads of the forward self-attention (the public code: 8).
     l2: L2 weight decay (THACIL: 5e-5, as the public code's tf.nn.l2_loss: l2 * sum(w^2) / 2).
-    item_features: ("visual", "category"), x = [f; c] (§3.1; the data need a visual modality).
+    item_features: ("visual", "category"), x = [f; c] (§3.1); on data without a visual
+      modality (MovieLens) ("title", "category"): f is the mean of the title's word
+      embeddings.
     **kwargs: see `RankingModel` (mlp_units: the feed-forward network, the public code's
       [128]; dropout: its keep probability 0.8 -> 0.2; max_seq_len: n, THACIL 160).
 
@@ -51,9 +53,10 @@ class THACIL(RankingModel):
     kwargs.pop("item_combine", None)
     super().__init__(num_items, item_features=item_features, max_seq_len=max_seq_len,
                      mlp_units=mlp_units, dropout=dropout, item_combine="concat", **kwargs)
-    if tuple(self.item_features) != ("visual", "category"):
-      raise ValueError("THACIL embeds items as x = [f; c] from the visual feature and the "
-                       f"category (item_features=('visual', 'category')); got "
+    if tuple(self.item_features) not in (("visual", "category"), ("title", "category")):
+      raise ValueError("THACIL embeds items as x = [f; c] from a content feature and the "
+                       "category, without an id (item_features=('visual', 'category'), or "
+                       f"('title', 'category') on data without visual features); got "
                        f"{self.item_features}")
     self.block_size = int(block_size)
     self.num_heads = int(num_heads)

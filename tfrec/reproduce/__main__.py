@@ -70,11 +70,12 @@ def world_name(scale) -> str:
   return getattr(scale, "world_name", scale.synthetic_preset)
 
 
-def dataset_dir(dataset: str, scale) -> str:
+def dataset_dir(paper, dataset: str, scale) -> str:
   if FLAGS.data_dir:
     return FLAGS.data_dir
-  return (f"data/reproduce/syn-{world_name(scale)}" if dataset == "synthetic"
-          else DATASET_DIRS[dataset])
+  if dataset == "synthetic":
+    return f"data/reproduce/syn-{world_name(scale)}"
+  return getattr(paper, "DATA_DIRS", {}).get(dataset, DATASET_DIRS[dataset])
 
 
 def prepare_dataset(paper, dataset: str, data_dir: str, scale) -> str:
@@ -99,10 +100,12 @@ def prepare_dataset(paper, dataset: str, data_dir: str, scale) -> str:
 
 
 def _settings(paper, data_dir: str, work_dir: str, scale) -> harness.Settings:
-  return harness.Settings(**paper.harness_settings(scale, FLAGS.dataset),data_dir=data_dir, work_dir=work_dir, seeds=FLAGS.seeds,
+  own = dict(paper.harness_settings(scale, FLAGS.dataset))
+  extra = tuple(own.pop("extra_flags", ())) + tuple(FLAGS.extra_flags)
+  return harness.Settings(**own, extra_flags=extra, data_dir=data_dir, work_dir=work_dir,
+                          seeds=FLAGS.seeds,
                           scale_flagfile=scale.scale_flagfile,
                           pretrain_flagfile=scale.pretrain_flagfile,
-                          extra_flags=tuple(FLAGS.extra_flags),
                           max_eval_examples=FLAGS.max_eval_examples,
                           eval_seed=FLAGS.eval_seed,
                           lr_grid=tuple(float(x) for x in FLAGS.lr_grid))
@@ -147,7 +150,7 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.sweep:
     run_sweep(paper, scale)
     return
-  data_dir = dataset_dir(FLAGS.dataset, scale)
+  data_dir = dataset_dir(paper, FLAGS.dataset, scale)
   dataset_text = prepare_dataset(paper, FLAGS.dataset, data_dir, scale)
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_{FLAGS.dataset}_{scale.name}"
   settings = _settings(paper, data_dir, work_dir, scale)
@@ -170,7 +173,7 @@ def main(argv: Sequence[str]) -> None:
   arrays = {row.name: [runner.arrays(row, s) for s in range(FLAGS.seeds)] for row in rows}
   path = paper.write_report(results, exp, scale, FLAGS.dataset, dataset_text, out,
                             time.time() - start, command, runner.timings,
-                            extra_flags=FLAGS.extra_flags,
+                            extra_flags=settings.extra_flags,
                             max_eval_examples=FLAGS.max_eval_examples, arrays=arrays)
   print(f"tfrec.reproduce: wrote {path}")
 

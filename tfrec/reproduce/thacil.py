@@ -18,10 +18,13 @@ preset; "cpu" adds `configs/reproduce/thacil_cpu.flags` (d = 64, 4 heads, hidden
 at most 4 epochs) on the `thacil` preset with 300 users. Both keep n = 160 in blocks of 20.
 
 Datasets: synthetic (the `thacil` preset: long histories, category-level interest, interest
-drift, item cold start) and microvideo (MicroVideo-1.7M converted by `python -m
-tfrec.datasets.microvideo`; not reachable from the machines this project runs on: the report
-then lists the BARS anchors as the reference). MovieLens-1M has no visual feature and the
-models embed items from [visual; category]: it is not a dataset of this reproduction yet.
+drift, item cold start); movielens (MovieLens-1M as two domains with histories of 160:
+`python -m tfrec.datasets.movielens --out data/ml1m_thacil --max_history=160`; no visual
+feature, so every row embeds items from [title; category], f = the mean of the title's word
+embeddings, `--model_args=item_features=[title,category]`; test_cold = ratings of held-out
+movies); microvideo (MicroVideo-1.7M converted by `python -m tfrec.datasets.microvideo`; not
+reachable from the machines this project runs on: the report then lists the BARS anchors as
+the reference).
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ from tfrec.reproduce.harness import Row, values
 PAPER = "thacil"
 CONFIGS = "configs/thacil"
 PARTS = ("table2", "fig4")
-DATASETS = ("synthetic", "microvideo")
+DATASETS = ("synthetic", "movielens", "microvideo")
+DATA_DIRS = {"movielens": "data/ml1m_thacil", "microvideo": "data/microvideo"}
+# MovieLens has no visual feature: items are [title; category] for every row.
+TITLE_ITEMS = "--model_args=item_features=[title,category]"
 EVAL_SPLIT = "test_cold"
 PROTOCOL = "none"  # pointwise: each user's own impressions, no sampled negatives
 
@@ -91,8 +97,10 @@ def world_config(scale: Scale, **more: Any):
 
 
 def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:
-  """What `harness.Settings` takes from this paper: its split, protocol and Fig. 4's K."""
-  return {"eval_split": EVAL_SPLIT, "protocol": PROTOCOL, "topk_ks": topk_ks(scale, dataset)}
+  """What `harness.Settings` takes from this paper: its split, protocol, Fig. 4's K and the
+  flags a dataset needs on every row."""
+  return {"eval_split": EVAL_SPLIT, "protocol": PROTOCOL, "topk_ks": topk_ks(scale, dataset),
+          "extra_flags": (TITLE_ITEMS,) if dataset == "movielens" else ()}
 
 
 @dataclasses.dataclass(frozen=True)

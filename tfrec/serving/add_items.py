@@ -9,8 +9,10 @@ ITEMS.npz holds one row per new item:
   category  <int>[n]               with the "category" item feature: in the dataset's
                                    [0, num_categories]
   visual    <float>[n, visual_dim] with the "visual" item feature: finite
-  domain, kind, tags, title        optional; checked against the dataset (domain must be the
-                                   target domain, which the index holds; kind in
+  title     <int>[n, MAX_TITLE_LEN] with the "title" item feature: token ids in the dataset's
+                                   vocabulary, 0 = padding
+  domain, kind, tags, title        optional otherwise; checked against the dataset (domain must
+                                   be the target domain, which the index holds; kind in
                                    [0, num_item_kinds]; tags / title in the tag / token
                                    vocabularies) though the item tower does not read them
 
@@ -91,7 +93,7 @@ def check_new_items(items: Dict[str, np.ndarray], model: RetrievalModel, info: D
   for name in COLUMNS[1:]:
     if name in items and len(items[name]) != n:
       raise NewItemError(f"{where}{name} has {len(items[name])} rows, item_id {n}")
-  needed = {"category": "category", "visual": "visual"}
+  needed = {"category": "category", "visual": "visual", "title": "title"}
   for feature, column in needed.items():
     if feature in features and column not in items:
       raise NewItemError(f"{where}the item tower reads '{feature}': ITEMS needs a {column} "
@@ -122,19 +124,13 @@ def check_new_items(items: Dict[str, np.ndarray], model: RetrievalModel, info: D
 
 
 def encode_features(model: RetrievalModel, items: Dict[str, np.ndarray]) -> np.ndarray:
-  """<float32>[n, d] the item encoder's output for items given by their features (what
-  `ItemEncoder` computes from its store columns for a known id, without an id embedding)."""
+  """<float32>[n, d] the item encoder's output for items given by their features
+  (`ItemEncoder.encode_features`: what it computes from its store columns for a known id;
+  `check_new_items` refuses an encoder with an id embedding)."""
   enc = model.item_encoder
-  parts = []
-  if enc.category_embeddings is not None:
-    parts.append(tf.gather(enc.category_embeddings, np.asarray(items["category"], np.int32)))
-  if enc.item_visual is not None:
-    visual = tf.cast(np.asarray(items["visual"], np.float32), enc.compute_dtype)
-    parts.append(enc._projection(visual))  # the layer's own projection (`ItemEncoder._encode`)
-  out = parts[0]
-  for p in parts[1:]:
-    out = out + tf.cast(p, out.dtype)
-  return tf.cast(out, tf.float32).numpy()
+  columns = {f: np.asarray(items[f]) for f in ("category", "visual", "title")
+             if f in enc.features}
+  return tf.cast(enc.encode_features(columns), tf.float32).numpy()
 
 
 def model_of_export(export_dir: str) -> Any:

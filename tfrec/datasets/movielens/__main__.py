@@ -34,6 +34,8 @@ def _define_flags() -> None:
   flags.DEFINE_float("cold_share", d.cold_share, "share of target movies held out (cold)")
   flags.DEFINE_enum("cold_events", d.cold_events, ["all", "test_period"], "test_cold events")
   flags.DEFINE_integer("seed", d.seed, "seed of the cold-movie choice")
+  flags.DEFINE_integer("max_history", d.max_history, "per-domain history kept per record; "
+                       "above 50 it becomes the dataset's max_seq_len (THACIL: 160)")
   flags.DEFINE_integer("num_shards", 4, "shards per kind/split")
   flags.DEFINE_float("timeout", 15.0, "seconds to wait for the GroupLens host")
   s = sequential.SequentialConfig()
@@ -54,7 +56,8 @@ def main(argv: Sequence[str]) -> None:
   config = ConvertConfig(
       target_genres=tuple(fl.target_genres), max_target_share=fl.max_target_share,
       split=fl.split, test_share=fl.test_share, valid_share=fl.valid_share,
-      cold_share=fl.cold_share, cold_events=fl.cold_events, seed=fl.seed)
+      cold_share=fl.cold_share, cold_events=fl.cold_events, seed=fl.seed,
+      max_history=fl.max_history)
   raw_dir = fl.raw_dir or os.path.join(fl.out, "raw")
   begin = time.perf_counter()
   path = movielens_raw.obtain(raw_dir, fl.source, fl.local_dir, fl.timeout)
