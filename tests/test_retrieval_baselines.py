@@ -73,9 +73,10 @@ def test_sasrec_is_causal_and_its_query_is_the_newest_position():
 
 
 def test_sasrec_bce_objective_by_hand():
-  m = build("sasrec")
+  m = build("sasrec")  # no dropout: training=True differs only in the positions counted
   f = feats([[1, 2, 3, 0], [6, 0, 0, 0]])
-  loss = m.compute_losses(f, training=False)["next_item"].numpy()
+  loss = m.compute_losses(f, training=True)["next_item"].numpy()
+  held_out = m.compute_losses(f, training=False)["next_item"].numpy()
   h, _, _ = m.sequence_outputs(f)
   h = h.numpy()
   neg = tf.random.stateless_uniform([2, 4], tf.constant(_VALIDATION_SEED, tf.int64), minval=1,
@@ -87,6 +88,8 @@ def test_sasrec_bce_objective_by_hand():
     terms = [sp(-h[row, t] @ items[nx]) + sp(h[row, t] @ items[neg[row, t]])
              for t, nx in enumerate(targets)]
     assert loss[row] == pytest.approx(np.mean(terms), rel=1e-5)
+    # Validation scores the held-out position only: the record's positive after the newest.
+    assert held_out[row] == pytest.approx(terms[-1], rel=1e-5)
 
 
 def test_comirec_scores_by_the_best_interest_and_trains_the_closest_one():

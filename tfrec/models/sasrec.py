@@ -15,6 +15,12 @@ Objectives (`objective`):
            (`tfrec.layers.step_random`; a fixed seed in validation); unlike the paper they are
            not re-drawn when they hit the user's history (a chance of about L/N).
   softmax  the retrieval core's in-batch softmax at the newest position only.
+Validation (any call with training falsy: `test_step`, the held-out records of the sequential
+view) scores the held-out position only: the record's positive after the newest item, against
+one negative from a fixed seed. The other positions are the training sequence's own next items,
+which a model has trained on; averaged in, they made the validation loss fall with the training
+loss, so early stopping never stopped (measured on ML-1M: 83-86 of 200 epochs, valid loss still
+falling).
 Differences from the paper, stated: the attention blocks are tfrec's post-norm
 `MultiHeadAttentionBlock` (the paper normalises before attention), and positions count back from
 the newest item (the paper left-pads to a fixed length, which gives the same positions).
@@ -99,7 +105,8 @@ class SASRec(RetrievalModel):
     pos_logit = tf.reduce_sum(h * self.encode_items(nxt), axis=-1)
     neg_logit = tf.reduce_sum(h * self.encode_items(neg), axis=-1)
     per_position = tf.nn.softplus(-pos_logit) + tf.nn.softplus(neg_logit)
-    weight = tf.cast(mask, tf.float32)
+    # Training: every real position; validation: the held-out one (module docstring).
+    weight = tf.cast(mask if training else last, tf.float32)
     loss = tf.reduce_sum(per_position * weight, axis=1) / tf.maximum(
         tf.reduce_sum(weight, axis=1), 1.0)
     return {"next_item": loss}
