@@ -363,3 +363,17 @@ def test_clip_norm_reaches_the_optimizer_and_the_config():
   fl = _fresh_flags()
   fl(["prog", "--model=youtubenet", "--run_dir=r", "--data_dir=d", "--clip_norm=5"])
   assert tfrec_flags.run_config(fl).train.clip_norm == 5.0
+
+
+def test_export_after_training_is_the_best_checkpoint_with_the_datasets_limits(syn_dir, tmp_path):
+  from tfrec import serving
+  from tfrec.data.info import DatasetInfo
+  export_dir = str(tmp_path / "export" / "1")
+  cfg = make_config(syn_dir, str(tmp_path / "run"), steps_per_epoch=3, epochs=2,
+                    validation_steps=2, export_dir=export_dir)
+  result = train_lib.train(cfg)
+  assert result.export_dir == export_dir
+  meta = serving.read_export_info(export_dir)
+  assert meta["checkpoint"] == "best"  # the weights evaluate reports, not the last step's
+  assert meta["max_len"] == DatasetInfo.load(syn_dir).max_seq_len
+  assert "rank" in tf.saved_model.load(export_dir).signatures

@@ -80,7 +80,9 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_list("init_layers", [], "With --init_from: only these layers (attribute names, "
                     "e.g. target_encoder,source_encoder); default: every layer the checkpoint "
                     "holds.", flag_values=fv)
-  flags.DEFINE_string("export_dir", "", "Export a SavedModel here after training.", flag_values=fv)
+  flags.DEFINE_string("export_dir", "", "Export a SavedModel here after training: "
+                      "the best checkpoint when the run validated, else the final weights (as "
+                      "python -m tfrec.export).", flag_values=fv)
   flags.DEFINE_string("checkpoint", "best", "evaluate/export: weights of --run_dir to use: best "
                       "(highest validation AUC), final, or a checkpoint path prefix.",
                       flag_values=fv)

@@ -258,8 +258,12 @@ def train(cfg: config_lib.RunConfig,
                        resumed_from_step=start_step,
                        best=best_epoch(dict(history.history), *monitor))
   if t.export_dir and chief:
+    # What `python -m tfrec.export` writes: the weights evaluate reports (the best epoch when
+    # the run validated, else the final ones), request limits from the dataset, a retrieval
+    # model's index of the target items.
     from tfrec import serving
-    result.export_dir = serving.export(model, t.export_dir)
+    which = "best" if tf.io.gfile.exists(paths["best"] + ".index") else "final"
+    result.export_dir = serving.export_run(t.run_dir, t.export_dir, checkpoint=which)
   return result
 
 
