@@ -302,3 +302,43 @@ def test_recall_against_the_exact_top_k():
   index.nprobe = 1
   _, found = index.search(queries, 10)
   assert ann.recall_at_k(found, exact) < 1.0
+
+
+def test_a_profile_reading_query_tower_takes_user_features_in_the_request(tmp_path):
+  """DSSM's query tower reads the user's profile: `retrieve` takes user_features, answers the
+  argsort of the model's scores for that profile, and refuses ids outside a vocabulary."""
+  import tf_keras as keras
+  from tfrec import config as config_lib
+  from conftest import tiny_info, tiny_store
+  data, run = str(tmp_path / "ds"), str(tmp_path / "run")
+  info = tiny_info()
+  info.save(data)
+  tiny_store().save(data)
+  cfg = config_lib.RunConfig(
+      data=config_lib.DataConfig(data_dir=data, max_seq_len=5),
+      model=config_lib.ModelConfig("dssm", dict(dim=4, tower_units=[4],
+                                                item_features=["category", "visual"])),
+      train=config_lib.TrainConfig(run_dir=run))
+  cfg.save()
+  keras.utils.set_random_seed(3)
+  model = runs.build_model(cfg, info, tiny_store())
+  model.save_weights(config_lib.run_paths(run)["final"])
+  path = serving.export_run(run, str(tmp_path / "serving" / "1"), checkpoint="final")
+  f = tf.saved_model.load(path).signatures["retrieve"]
+  index = tiny_store().item_ids(domain=1)
+  seq = np.array([6, 7])
+  outs = []
+  for profile in ([0, 1, 2, 3], [1, 5, 20, 9]):
+    out = f(**_request(seq, 3), user_features=tf.constant(profile, tf.int64))
+    query = model({"seq_item_ids": tf.constant([[6, 7, 0, 0, 0]]),
+                   "seq_mask": tf.constant([[True, True, False, False, False]]),
+                   "user_features": tf.constant([profile], tf.int64)}, training=False).numpy()[0]
+    keep = ~np.isin(index, seq)
+    scores = model.encode_items(tf.constant(index[keep])).numpy() @ query
+    np.testing.assert_array_equal(out["item_ids"].numpy(),
+                                  index[keep][np.argsort(-scores, kind="stable")[:3]])
+    outs.append(out["scores"].numpy())
+  assert not np.allclose(outs[0], outs[1])  # the profile changes the query
+  bad = list(info.user_feature_sizes[:1]) + [0, 0, 0]  # gender id == its vocabulary size
+  with pytest.raises(tf.errors.InvalidArgumentError, match="user_features must be in"):
+    f(**_request(seq, 3), user_features=tf.constant(bad, tf.int64))

@@ -30,6 +30,8 @@ class DSSM(RetrievalModel):
     Others: `RetrievalModel`.
   """
 
+  USES_USER_FEATURES = True  # the query tower reads the profile: `retrieve` requests carry it
+
   def __init__(self, num_items: int, tower_units: Sequence[int] = (128,),
                user_feature_sizes: Sequence[int] = (2, 7, 21, 11), **kwargs):
     super().__init__(num_items, **kwargs)

@@ -78,6 +78,7 @@ class RetrievalModel(core.Model):
   LOSSES = ("softmax",)
   MONITOR = ("loss", "min")
   EXPORTABLE = True  # tfrec.serving.retrieval: the `retrieve` signature
+  USES_USER_FEATURES = False  # True: encode_query reads "user_features" (requests carry them)
 
   def __init__(self, num_items: int, dim: int = 64,
                item_features: Sequence[str] = ("id", "category", "visual"),

@@ -9,6 +9,9 @@ load it alone.
                                    max(100, max_seq_len): `schema.max_len_for`)
               seq_domain_ids  [L]  their domains (0 source, 1 target)
               seq_timestamps  [L]  their times
+              user_features   [F]  only for a model whose query tower reads the user's profile
+                                   (`USES_USER_FEATURES`, DSSM): the F = 4 profile ids of
+                                   `schema.USER_FEATURE_NAMES`, each in [0, its vocabulary)
               k               []   int32, 1 <= k <= the index size
             -> item_ids <int64>[k], scores <float32>[k], best first.
             The sequence is truncated to the model's `max_seq_len` keeping the newest events,
@@ -54,12 +57,16 @@ MAX_LEN = schema.MAX_MATCH_SEQ_LEN  # without a dataset: the contract's default
 _SEQ = ("seq_item_ids", "seq_domain_ids", "seq_timestamps")
 
 
-def retrieve_input_specs(with_k: bool = True) -> Dict[str, tf.TensorSpec]:
+def retrieve_input_specs(with_k: bool = True, user_features: bool = False
+                         ) -> Dict[str, tf.TensorSpec]:
   specs = {"timestamp": tf.TensorSpec([], tf.int64, name="timestamp")}
   if with_k:
     specs["k"] = tf.TensorSpec([], tf.int32, name="k")
   for name in _SEQ:
     specs[name] = tf.TensorSpec([None], tf.int64, name=name)
+  if user_features:
+    specs["user_features"] = tf.TensorSpec([schema.NUM_USER_FEATURES], tf.int64,
+                                           name="user_features")
   return specs
 
 
@@ -118,9 +125,11 @@ class RetrievalServingModule(tf.Module):
       query, _, _ = _query(model, self, request, ENCODE_QUERY)
       return {"query": query}
 
-    self.retrieve = tf.function(retrieve, input_signature=[retrieve_input_specs()])
-    self.encode_query = tf.function(encode_query,
-                                    input_signature=[retrieve_input_specs(with_k=False)])
+    profile = bool(getattr(model, "USES_USER_FEATURES", False))
+    self.retrieve = tf.function(retrieve,
+                                input_signature=[retrieve_input_specs(user_features=profile)])
+    self.encode_query = tf.function(
+        encode_query, input_signature=[retrieve_input_specs(False, user_features=profile)])
     with model.item_encoder.lookup_table(self.item_table):  # traced now, with the table
       self.retrieve.get_concrete_function()
       self.encode_query.get_concrete_function()
@@ -148,7 +157,18 @@ def _query(model, module: RetrievalServingModule, request: Dict[str, tf.Tensor],
     checks.append(_assert((x["k"] >= 1) & (x["k"] <= size),
                           f"{sig}: k must be in [1, the index size]; got k and the size",
                           x["k"], size))
+  if "user_features" in x:
+    sizes = tf.constant(model.user_feature_sizes, tf.int64)
+    checks.append(_assert(tf.equal(tf.size(x["user_features"]), schema.NUM_USER_FEATURES),
+                          f"{sig}: user_features holds {schema.NUM_USER_FEATURES} ids "
+                          f"({', '.join(schema.USER_FEATURE_NAMES)}); got",
+                          tf.size(x["user_features"])))
   x = _after(checks, x)
+  if "user_features" in x:  # after the length check: the comparison needs aligned shapes
+    u = x["user_features"]
+    x = _after([_assert(tf.reduce_all((u >= 0) & (u < sizes)),
+                        f"{sig}: user_features must be in [0, the vocabulary size) per feature "
+                        "(sizes, then the request):", sizes, u)], x)
   seq = _check_known(x["seq_item_ids"], module.item_known)
   ids, ts, mask = keep_newest(seq[None], x["seq_timestamps"][None], model.max_seq_len)
   # The same truncation for the domains (shifted to 1, 2: keep_newest counts ids > 0).
@@ -156,6 +176,8 @@ def _query(model, module: RetrievalServingModule, request: Dict[str, tf.Tensor],
                               model.max_seq_len)
   features = {"timestamp": x["timestamp"][None], "seq_item_ids": ids, "seq_timestamps": ts,
               "seq_domain_ids": tf.maximum(domains - 1, 0), "seq_mask": mask}
+  if "user_features" in x:
+    features["user_features"] = x["user_features"][None]
   return model.encode_user(features, training=False)["query"][0], seq, x
 
 
