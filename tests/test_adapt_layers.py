@@ -1,0 +1,105 @@
+"""ADAPT's building blocks (issue 14): the Gradient Reversal Layer, eq. 2-4's self-attentive title
+pooling, and DUAL's eq. 5 constraints and eq. 6 adversarial loss against numpy."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.layers.attentive_pooling import SelfAttentivePooling
+from tfrec.layers.gradient_reversal import GradientReversal
+from tfrec.tasks import dual
+
+
+def test_gradient_reversal_is_the_identity_forward_and_flips_and_scales_the_gradient():
+  x = tf.constant([[1.0, -2.0, 3.0]])
+  w = tf.constant([[0.5, 2.0, -1.0]])
+  for scale in (1.0, 0.3, 0.0):
+    layer = GradientReversal(scale)
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(x)
+      y = layer(x)
+      plain = tf.reduce_sum(w * x)
+      reversed_ = tf.reduce_sum(w * y)
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(reversed_, x).numpy(),
+                               -scale * tape.gradient(plain, x).numpy())
+  assert GradientReversal.from_config(GradientReversal(0.3).get_config()).scale == 0.3
+  with pytest.raises(ValueError, match="scale"):
+    GradientReversal(-1.0)
+
+
+def test_a_reversed_classifier_and_extractor_move_in_opposite_directions():
+  # One SGD step on BCE through the GRL: the classifier lowers the loss, the extractor's
+  # update raises it (eq. 7-8 in one optimisation).
+  keras.utils.set_random_seed(0)
+  extractor = keras.layers.Dense(4, name="extractor")
+  classifier = keras.layers.Dense(1, name="classifier")
+  grl = GradientReversal(1.0)
+  x = tf.constant(np.random.default_rng(0).normal(size=(16, 3)), tf.float32)
+  z = tf.constant([0.0, 1.0] * 8)
+
+  def loss_of():
+    return tf.reduce_mean(dual.domain_adversarial(classifier(grl(extractor(x)))[:, 0], z))
+
+  with tf.GradientTape() as tape:
+    loss = loss_of()
+  ext, cls = extractor.trainable_variables, classifier.trainable_variables
+  grads = tape.gradient(loss, ext + cls)
+  before = float(loss)
+  for v, g in zip(cls, grads[len(ext):]):
+    v.assign_sub(0.1 * g)
+  after_classifier = float(loss_of())
+  for v, g in zip(ext, grads[:len(ext)]):
+    v.assign_sub(0.1 * g)
+  after_both = float(loss_of())
+  assert after_classifier < before and after_both > after_classifier
+
+
+def test_attentive_pooling_weights_sum_to_one_over_real_words_only():
+  keras.utils.set_random_seed(1)
+  pool = SelfAttentivePooling()
+  x = tf.constant(np.random.default_rng(2).normal(size=(2, 5, 4)), tf.float32)
+  mask = tf.constant([[True, True, True, False, False], [False] * 5])
+  out = pool(x, mask).numpy()
+  w = pool.weights_of(x, mask).numpy()
+  np.testing.assert_allclose(w[0, :3].sum(axis=0), 1.0, rtol=1e-6)  # per dimension
+  assert (w[0, 3:] == 0).all() and (w[1] == 0).all() and (out[1] == 0).all()
+  # Eq. 2-4 by hand: W_a tanh(W_1 t + b_1), softmax over the real words per dimension.
+  w1, b1 = pool.hidden.kernel.numpy(), pool.hidden.bias.numpy()
+  wa = pool.score.kernel.numpy()
+  scores = np.tanh(x.numpy()[0, :3] @ w1 + b1) @ wa
+  weights = np.exp(scores) / np.exp(scores).sum(axis=0)
+  np.testing.assert_allclose(out[0], (weights * x.numpy()[0, :3]).sum(axis=0), rtol=1e-5)
+  # Padded words' values change nothing.
+  x2 = tf.where(mask[..., None], x, 99.0)
+  np.testing.assert_allclose(pool(x2, mask).numpy(), out, rtol=1e-6)
+
+
+def test_dual_constraints_are_eq5_against_numpy():
+  rng = np.random.default_rng(3)
+  sp, pp, sn, pn = (rng.normal(size=(6, 5)).astype(np.float32) for _ in range(4))
+  got = dual.dual_constraints(*(tf.constant(a) for a in (sp, pp, sn, pn))).numpy()
+  d = lambda a, b: np.linalg.norm(a - b, axis=-1)  # noqa: E731
+  h = lambda a, b: np.maximum(0.0, 1.0 + a - b)  # noqa: E731
+  want = (h(d(sp, pp), d(sp, pn)) + h(d(sp, pp), d(sn, pp))
+          + h(d(sn, pn), d(sp, pn)) + h(d(sn, pn), d(sn, pp)))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Pairs far apart from each other and tight inside: every hinge is 0.
+  far = dual.dual_constraints(tf.zeros([1, 2]), tf.zeros([1, 2]), tf.fill([1, 2], 5.0),
+                              tf.fill([1, 2], 5.0)).numpy()
+  assert far[0] == 0.0
+  # One identical pair of vectors: the gradient is finite.
+  a = tf.Variable(tf.zeros([1, 2]))
+  with tf.GradientTape() as tape:
+    loss = dual.dual_constraints(a, tf.zeros([1, 2]), tf.ones([1, 2]), tf.ones([1, 2]))
+  assert np.isfinite(tape.gradient(loss, a).numpy()).all()
+
+
+def test_domain_adversarial_is_binary_cross_entropy():
+  logits = np.array([0.3, -1.2, 2.0], np.float32)
+  z = np.array([0, 1, 1])
+  p = 1 / (1 + np.exp(-logits))
+  want = -(z * np.log(p) + (1 - z) * np.log(1 - p))
+  np.testing.assert_allclose(dual.domain_adversarial(tf.constant(logits), tf.constant(z)).numpy(),
+                             want, rtol=1e-5)
