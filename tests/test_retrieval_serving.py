@@ -95,29 +95,35 @@ def test_unaligned_sequences_are_refused(exported):
 # ------------------------------------------------- dataset limits, new items, approximate index
 
 
+def _saved_run(base, model, model_kwargs, info, seed):
+  """A run of `model` over the tiny store (dataset `info`), weights saved untrained as its
+  "final" checkpoint, exported; returns (run, export path, model)."""
+  import tf_keras as keras
+  from tfrec import config as config_lib
+  from conftest import tiny_store
+  data, run = str(base / "ds"), str(base / "run")
+  info.save(data)
+  tiny_store().save(data)
+  cfg = config_lib.RunConfig(data=config_lib.DataConfig(data_dir=data, max_seq_len=5),
+                             model=config_lib.ModelConfig(model, model_kwargs),
+                             train=config_lib.TrainConfig(run_dir=run))
+  cfg.save()
+  keras.utils.set_random_seed(seed)
+  built = runs.build_model(cfg, info, tiny_store())
+  built.save_weights(config_lib.run_paths(run)["final"])
+  return run, serving.export_run(run, str(base / "serving" / "1"), checkpoint="final"), built
+
+
 @pytest.fixture(scope="module")
 def long_run(tmp_path_factory):
   """A youtube_dnn run (no id embedding) over the tiny store whose dataset.json says
   max_seq_len = 120 (matching requests: max(100, 120) = 120), weights saved, not trained."""
   import dataclasses
-  import tf_keras as keras
-  from tfrec import config as config_lib
-  from conftest import tiny_info, tiny_store
+  from conftest import tiny_info
   base = tmp_path_factory.mktemp("long")
-  data, run = str(base / "ds"), str(base / "run")
-  info = dataclasses.replace(tiny_info(), max_seq_len=120)
-  info.save(data)
-  tiny_store().save(data)
-  cfg = config_lib.RunConfig(
-      data=config_lib.DataConfig(data_dir=data, max_seq_len=5),
-      model=config_lib.ModelConfig("youtube_dnn", dict(dim=4, mlp_units=[4],
-                                                       item_features=["category", "visual"])),
-      train=config_lib.TrainConfig(run_dir=run))
-  cfg.save()
-  keras.utils.set_random_seed(5)
-  model = runs.build_model(cfg, info, tiny_store())
-  model.save_weights(config_lib.run_paths(run)["final"])
-  path = serving.export_run(run, str(base / "serving" / "1"), checkpoint="final")
+  run, path, _ = _saved_run(base, "youtube_dnn", dict(dim=4, mlp_units=[4],
+                                                      item_features=["category", "visual"]),
+                            dataclasses.replace(tiny_info(), max_seq_len=120), seed=5)
   return run, path, base
 
 
@@ -307,23 +313,11 @@ def test_recall_against_the_exact_top_k():
 def test_a_profile_reading_query_tower_takes_user_features_in_the_request(tmp_path):
   """DSSM's query tower reads the user's profile: `retrieve` takes user_features, answers the
   argsort of the model's scores for that profile, and refuses ids outside a vocabulary."""
-  import tf_keras as keras
-  from tfrec import config as config_lib
   from conftest import tiny_info, tiny_store
-  data, run = str(tmp_path / "ds"), str(tmp_path / "run")
   info = tiny_info()
-  info.save(data)
-  tiny_store().save(data)
-  cfg = config_lib.RunConfig(
-      data=config_lib.DataConfig(data_dir=data, max_seq_len=5),
-      model=config_lib.ModelConfig("dssm", dict(dim=4, tower_units=[4],
-                                                item_features=["category", "visual"])),
-      train=config_lib.TrainConfig(run_dir=run))
-  cfg.save()
-  keras.utils.set_random_seed(3)
-  model = runs.build_model(cfg, info, tiny_store())
-  model.save_weights(config_lib.run_paths(run)["final"])
-  path = serving.export_run(run, str(tmp_path / "serving" / "1"), checkpoint="final")
+  _, path, model = _saved_run(tmp_path, "dssm", dict(dim=4, tower_units=[4],
+                                                     item_features=["category", "visual"]),
+                              info, seed=3)
   f = tf.saved_model.load(path).signatures["retrieve"]
   index = tiny_store().item_ids(domain=1)
   seq = np.array([6, 7])

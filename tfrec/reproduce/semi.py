@@ -334,13 +334,7 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
   lines += _claims(results, ci, groups)
   selected = [r for r in exp.rows(["table1", "table2", "fig3", "fig4", "diag"])
               if r.name in results]
-  if any(results[r.name][0].get("lr_grid") is not None for r in selected):
-    lines += tables.selection_section(selected, results)
-  lines += tables.timings_section(timings)
-  notes = stem + ".notes.md"
-  if os.path.exists(notes):
-    with open(notes) as f:
-      lines += ["## Analysis", "", f.read().strip(), ""]
+  lines += tables.closing_sections(selected, results, timings, stem)
   return report.atomic_write_text(out_md, "\n".join(lines) + "\n")
 
 

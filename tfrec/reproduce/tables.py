@@ -7,6 +7,7 @@ evaluation arrays (`harness.save_arrays`).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -132,3 +133,18 @@ def timings_section(timings: Mapping[str, float]) -> List[str]:
   return ["## Run times (this invocation)", "",
           report.markdown_table(["run", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()]),
           ""]
+
+
+def closing_sections(rows: Sequence[harness.Row], results: Results,
+                     timings: Mapping[str, float], stem: str) -> List[str]:
+  """What ends every results file: the model selection (when rows chose a learning rate), the
+  run times and the hand-written analysis of `<stem>.notes.md` (when it exists)."""
+  lines: List[str] = []
+  if any(results[r.name][0].get("lr_grid") is not None for r in rows):
+    lines += selection_section(rows, results)
+  lines += timings_section(timings)
+  notes = stem + ".notes.md"
+  if os.path.exists(notes):
+    with open(notes) as f:
+      lines += ["## Analysis", "", f.read().strip(), ""]
+  return lines

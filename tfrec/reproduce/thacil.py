@@ -251,11 +251,5 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
   if all(f"topk_precision@{ks[0]}" in results[r.name][0]["metrics"] for r in rows):
     lines += _fig4(rows, results, ci, ks, fig_dir, fig_base)
   lines += tables.claims_section(tables.claim_rows(CLAIMS, results, ci, METRICS, _LABEL))
-  if any(results[r.name][0].get("lr_grid") is not None for r in rows):
-    lines += tables.selection_section(rows, results)
-  lines += tables.timings_section(timings)
-  notes = stem + ".notes.md"
-  if os.path.exists(notes):
-    with open(notes) as f:
-      lines += ["## Analysis", "", f.read().strip(), ""]
+  lines += tables.closing_sections(rows, results, timings, stem)
   return report.atomic_write_text(out_md, "\n".join(lines) + "\n")
