@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec import config as config_lib
+from tfrec.data import schema
 from tfrec.data.info import DatasetInfo
 from tfrec.data.item_store import ItemStore
 from tfrec.data.pipeline import Reader, ReadOptions
@@ -104,6 +105,8 @@ def reader(cfg: config_lib.RunConfig, split: str, training: bool,
   if kind == "matching":  # the mixed-domain behaviour sequence, newest kept
     max_lens = {f: d.max_seq_len for f in ("seq_item_ids", "seq_domain_ids", "seq_timestamps",
                                            "seq_subsidiary")}
+  fields = {f.name for f in schema.KINDS[kind].fields}  # dual_pair: no sequence at all
+  max_lens = {name: n for name, n in max_lens.items() if name in fields}
   opts = ReadOptions(max_lens=max_lens, shuffle_buffer=d.shuffle_buffer if training else 0,
                      seed=cfg.train.seed, deterministic=True, on_bad_record=d.on_bad_record,
                      verify_checksums=d.verify_checksums, with_provenance=with_provenance)

@@ -1,4 +1,4 @@
-"""Ranking models, retrieval models (two towers on matching records) and the CCL pre-training model, one file per paper model or baseline, composed from `tfrec.layers`.
+"""Ranking models, retrieval models (two towers on matching records) and the pre-training models (CCL, DUAL), one file per paper model or baseline, composed from `tfrec.layers`.
 
 `registry.build(name, **kwargs)` builds a model by its registered name (`--model=NAME`).
 """
@@ -12,6 +12,7 @@ from tfrec.models.ccl import CCL
 from tfrec.models.comirec import ComiRecSA
 from tfrec.models.din import DIN
 from tfrec.models.dssm import DSSM
+from tfrec.models.dual import DUAL
 from tfrec.models.gru4rec import GRU4Rec
 from tfrec.models.lstm import LSTMRanker
 from tfrec.models.mf import MF
@@ -22,6 +23,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ATRank", "BPR", "BST", "CCL", "ComiRecSA", "DIN", "DSSM", "GRU4Rec", "LSTMRanker", "MF",
+__all__ = ["ATRank", "BPR", "BST", "CCL", "ComiRecSA", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
            "NCF", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]

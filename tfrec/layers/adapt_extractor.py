@@ -1,0 +1,148 @@
+"""ADAPT's feature extractor (§III-A): an item's visual feature v and textual feature t, the two
+parts DUAL pre-trains (eq. 5-8) and ADEN sums with the time-block embedding (§III-C).
+
+  v = E_v v^                  the store's visual vector projected by one matrix E_v shared by
+                              both domains (no bias: "v = E_v v^")
+  t = eq. 2-4 over the title  a storytelling (target-domain) item: self-attentive pooling of its
+                              title's word embeddings (`SelfAttentivePooling`); a product
+                              (source-domain) item: their average ("the title of the product is
+                              composed by keywords")
+
+Word embeddings are trained and shared by both domains. A token id above the vocabulary (a word
+unseen in training, e.g. in the title of an item added at serving time) looks up one default
+embedding, as the paper does; a title without a word gives t = 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.data import schema
+from tfrec.layers._utils import clone_initializer
+from tfrec.layers.attentive_pooling import SelfAttentivePooling
+from tfrec.layers.pooling import SequencePooling
+
+PARTS = ("visual", "title")
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class ContentExtractor(keras.layers.Layer):
+  """Item ids -> (v, t), each <float>[..., dim] (module docstring).
+
+  The store's visual, title and domain columns live in the layer as non-trainable weights
+  (`item_visual`, `item_title`, `item_domain`), filled by `set_item_features(store)` after the
+  layer is built (like `ItemEncoder`), so requests carry item ids only.
+
+  Args:
+    num_items: item ids in [0, num_items]; 0 = padding.
+    dim: d of v and t.
+    visual_dim: width of the store's visual vectors (needed with "visual").
+    num_tokens: title vocabulary [1, num_tokens] (needed with "title"); row num_tokens + 1 of
+      the word table is the default embedding of unseen words.
+    parts: which of "visual", "title" to extract (ADAPT Table VI: V, T or V+T).
+    embeddings_regularizer, kernel_regularizer: of the word table; of E_v and the pooling.
+
+  Call args:
+    ids: <int>[...] item ids (callers check their range).
+
+  Returns:
+    {"visual": <float>[..., dim], "title": <float>[..., dim]} for the chosen parts.
+  """
+
+  def __init__(self, num_items: int, dim: int, visual_dim: int = 0, num_tokens: int = 0,
+               parts: Tuple[str, ...] = PARTS, embeddings_regularizer: Any = None,
+               kernel_regularizer: Any = None, **kwargs):
+    super().__init__(**kwargs)
+    parts = tuple(parts)
+    if not parts or set(parts) - set(PARTS):
+      raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts}")
+    if "visual" in parts and visual_dim < 1:
+      raise ValueError("the 'visual' part needs visual_dim >= 1 (this dataset has no visual "
+                       "vectors: use parts=('title',))")
+    if "title" in parts and num_tokens < 1:
+      raise ValueError("the 'title' part needs num_tokens >= 1")
+    self.num_items, self.dim = int(num_items), int(dim)
+    self.visual_dim, self.num_tokens, self.parts = int(visual_dim), int(num_tokens), parts
+    self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self.projection = (keras.layers.Dense(self.dim, use_bias=False, name="visual_projection",
+                                          kernel_regularizer=self.kernel_regularizer)
+                       if "visual" in parts else None)
+    self.attentive = (SelfAttentivePooling(kernel_regularizer=self.kernel_regularizer,
+                                           name="title_attention")
+                      if "title" in parts else None)
+    self.average = SequencePooling("mean", name="title_average")
+
+  def build(self, input_shape: tf.TensorShape) -> None:
+    rows = self.num_items + 1
+    self.item_domain = self.add_weight("item_domain", shape=[rows], dtype=tf.int32,
+                                       initializer="zeros", trainable=False)
+    self.item_visual = self.item_title = self.word_embeddings = None
+    if "visual" in self.parts:
+      self.item_visual = self.add_weight("item_visual", shape=[rows, self.visual_dim],
+                                         initializer="zeros", trainable=False)
+      with tf.name_scope(self.projection.name):
+        self.projection.build(tf.TensorShape([None, self.visual_dim]))
+    if "title" in self.parts:
+      self.item_title = self.add_weight("item_title", shape=[rows, schema.MAX_TITLE_LEN],
+                                        dtype=tf.int32, initializer="zeros", trainable=False)
+      self.word_embeddings = self.add_weight(
+          "word_embeddings", shape=[self.num_tokens + 2, self.dim],
+          initializer=clone_initializer(keras.initializers.get("glorot_uniform")),
+          regularizer=self.embeddings_regularizer)
+      with tf.name_scope(self.attentive.name):
+        self.attentive.build(tf.TensorShape([None, schema.MAX_TITLE_LEN, self.dim]))
+    super().build(input_shape)
+
+  def set_item_features(self, store: Any) -> None:
+    """Copies the item store's domain, visual and title columns into the layer."""
+    if not self.built:
+      raise RuntimeError("build the ContentExtractor (call it once) before set_item_features")
+    if store.num_items != self.num_items:
+      raise ValueError(f"item store has {store.num_items} items, the extractor "
+                       f"{self.num_items}")
+    self.item_domain.assign(np.asarray(store.domain).astype(np.int32))
+    if self.item_visual is not None:
+      if store.visual_dim != self.visual_dim:
+        raise ValueError(f"item store visual_dim {store.visual_dim} != {self.visual_dim}")
+      self.item_visual.assign(np.asarray(store.visual, np.float32))
+    if self.item_title is not None:
+      self.item_title.assign(np.asarray(store.title).astype(np.int32))
+
+  def words(self, tokens: tf.Tensor) -> tf.Tensor:
+    """<float>[..., L, dim] word embeddings; an id above the vocabulary: the default row."""
+    tokens = tf.cast(tokens, tf.int32)
+    unseen = tf.fill(tf.shape(tokens), self.num_tokens + 1)
+    return tf.gather(self.word_embeddings, tf.where(tokens > self.num_tokens, unseen, tokens))
+
+  def call(self, ids: tf.Tensor, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    ids = tf.cast(ids, tf.int32)
+    out = {}
+    if self.item_visual is not None:
+      out["visual"] = self.projection(tf.gather(self.item_visual, ids))
+    if self.item_title is not None:
+      tokens = tf.gather(self.item_title, ids)                          # [..., L]
+      words, real = self.words(tokens), tokens > 0
+      shape = tf.shape(tokens)
+      flat_words = tf.reshape(words, [-1, schema.MAX_TITLE_LEN, self.dim])
+      flat_real = tf.reshape(real, [-1, schema.MAX_TITLE_LEN])
+      story = self.attentive(flat_words, flat_real)                     # eq. 2-4
+      product = self.average(flat_words, mask=flat_real)
+      is_story = tf.reshape(tf.gather(self.item_domain, ids), [-1, 1]) == schema.TARGET
+      out["title"] = tf.reshape(tf.where(is_story, story, product),
+                                tf.concat([shape[:-1], [self.dim]], axis=0))
+    return out
+
+  def compute_mask(self, inputs, mask=None):
+    return None
+
+  def get_config(self) -> Dict[str, Any]:
+    return {**super().get_config(), "num_items": self.num_items, "dim": self.dim,
+            "visual_dim": self.visual_dim, "num_tokens": self.num_tokens,
+            "parts": list(self.parts),
+            "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}
