@@ -377,3 +377,12 @@ def test_export_after_training_is_the_best_checkpoint_with_the_datasets_limits(s
   assert meta["checkpoint"] == "best"  # the weights evaluate reports, not the last step's
   assert meta["max_len"] == DatasetInfo.load(syn_dir).max_seq_len
   assert "rank" in tf.saved_model.load(export_dir).signatures
+
+
+def test_validation_steps_beyond_the_split_still_validate_every_epoch(syn_dir, tmp_path):
+  # Asking for more validation batches than the split holds ran Keras out of data after the
+  # first epoch, and later epochs silently skipped validation.
+  cfg = make_config(syn_dir, str(tmp_path / "run"), steps_per_epoch=2, epochs=3,
+                    validation_steps=10_000)
+  history = train_lib.train(cfg).history
+  assert len(history["val_loss"]) == 3 and np.isfinite(history["val_loss"]).all()

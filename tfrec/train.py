@@ -233,10 +233,18 @@ def train(cfg: config_lib.RunConfig,
       strategy=strategy, global_batch_size=t.batch_size, seed=t.seed,
       resumed=start_step > 0, batches=other_batches, reader=train_reader))
   train_ds = _distributed(strategy, train_reader, t.batch_size, True, skip_steps=start_step)
-  val_ds = None
+  val_ds, validation_steps = None, t.validation_steps
   if validate:
     val_reader = runs.reader(cfg, cfg.data.valid_split, training=False, info=info, kind=kind)
     val_ds = _distributed(strategy, val_reader, t.batch_size, False)
+    # More steps than the split holds would run Keras out of validation data after the first
+    # epoch, and every later epoch would silently skip validation (measured, tf_keras 2.21).
+    val_batches = max(1, math.ceil(math.ceil(val_reader.num_records / pipelines / per_replica)
+                                   / max(1, strategy.num_replicas_in_sync // pipelines)))
+    if validation_steps and validation_steps > val_batches:
+      logging.warning("--validation_steps=%d: the %s split holds %d batches; validating on "
+                      "those", validation_steps, cfg.data.valid_split, val_batches)
+      validation_steps = val_batches
   logging.info("strategy %s with %d replica(s), %d input pipeline(s); %d steps per epoch; "
                "losses %s", type(strategy).__name__, strategy.num_replicas_in_sync, pipelines,
                steps_per_epoch, model.loss_weights)
@@ -246,7 +254,7 @@ def train(cfg: config_lib.RunConfig,
   monitor = monitor_of(model_cls, validate)
   history = model.fit(
       train_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-      validation_steps=t.validation_steps, verbose=t.verbose,
+      validation_steps=validation_steps, verbose=t.verbose,
       callbacks=build_callbacks(cfg, strategy, monitor, extra_callbacks))
   final = _write_path(paths["final"], chief)
   model.save_weights(final)
