@@ -103,3 +103,34 @@ def test_domain_adversarial_is_binary_cross_entropy():
   want = -(z * np.log(p) + (1 - z) * np.log(1 - p))
   np.testing.assert_allclose(dual.domain_adversarial(tf.constant(logits), tf.constant(z)).numpy(),
                              want, rtol=1e-5)
+
+
+def test_content_extractor_pools_storytelling_titles_by_attention_and_products_by_average():
+  from tfrec.data import schema
+  from tfrec.data.item_store import ItemStore
+  from tfrec.layers.adapt_extractor import ContentExtractor
+  n = 5
+  title = np.zeros([n, schema.MAX_TITLE_LEN], np.int64)
+  title[1, :3] = [1, 2, 3]          # product (source domain)
+  title[2, :3] = [1, 2, 3]          # storytelling (target domain), the same words
+  title[3, :2] = [2, 9]             # storytelling with an unseen word (9 > num_tokens 4)
+  store = ItemStore(domain=np.r_[0, 0, 1, 1, 1], category=np.zeros(n, np.int64),
+                    tags=np.zeros([n, schema.MAX_TAGS]), title=title,
+                    visual=np.arange(n * 2, dtype=np.float32).reshape(n, 2), cold=np.zeros(n))
+  keras.utils.set_random_seed(4)
+  ext = ContentExtractor(4, 3, visual_dim=2, num_tokens=4)
+  ext(tf.constant([1]))
+  ext.set_item_features(store)
+  out = ext(tf.constant([[1, 2], [3, 4]]))
+  words = ext.word_embeddings.numpy()
+  np.testing.assert_allclose(out["title"].numpy()[0, 0], words[[1, 2, 3]].mean(0), rtol=1e-5)
+  story = ext.attentive(tf.constant(words[None, [1, 2, 3]]), tf.ones([1, 3], tf.bool))
+  np.testing.assert_allclose(out["title"].numpy()[0, 1], story.numpy()[0], rtol=1e-5)
+  unseen = ext.attentive(tf.constant(words[None, [2, 5]]), tf.ones([1, 2], tf.bool))
+  np.testing.assert_allclose(out["title"].numpy()[1, 0], unseen.numpy()[0], rtol=1e-5)
+  assert (out["title"].numpy()[1, 1] == 0).all()       # no title word: zeros
+  # One projection E_v for both domains, no bias.
+  np.testing.assert_allclose(out["visual"].numpy()[0],
+                             store.visual[[1, 2]] @ ext.projection.kernel.numpy(), rtol=1e-5)
+  with pytest.raises(ValueError, match="visual_dim"):
+    ContentExtractor(4, 3, parts=("visual",))
