@@ -77,3 +77,34 @@ def test_rows_whose_random_pair_is_their_own_story_weigh_nothing():
   np.testing.assert_allclose(losses["constraints_visual"].numpy()[[0, 2]], want[[0, 2]],
                              rtol=1e-5)
   assert set(model.get_config()) >= {"item_features", "margin", "grl_scale"}
+
+
+def test_aden_items_are_v_plus_t_and_adapt_starts_from_duals_extractor_only(syn_dir, tmp_path):
+  """`--init_from=<DUAL run> --init_layers=extractor`: ADEN's extractor holds DUAL's trained
+  values; its attention and head are fresh; DUAL's classifiers go nowhere."""
+  from tfrec import runs
+  from tfrec import train as train_lib
+  from tfrec import config as config_lib
+  from conftest import make_config
+  dual_run, aden_run = str(tmp_path / "dual"), str(tmp_path / "aden")
+  train_lib.train(make_config(syn_dir, dual_run, model="dual", steps_per_epoch=3,
+                              validation_steps=1, learning_rate=1e-2,
+                              model_kwargs=dict(dim=8, classifier_units=[4])))
+  cfg = make_config(syn_dir, aden_run, model="aden", steps_per_epoch=1, learning_rate=0.0,
+                    init_from=dual_run, init_layers="extractor",
+                    model_kwargs=dict(dim=8, num_heads=2, mlp_units=[4]))
+  train_lib.train(cfg)
+  dual, *_ = runs.restore_model(dual_run, config_lib.run_paths(dual_run)["best"])
+  aden, *_ = runs.restore_model(aden_run, config_lib.run_paths(aden_run)["final"])
+  def by_name(layer):  # names after the extractor's scope (ADEN builds it inside item_encoder)
+    return {v.name.split("extractor/")[-1]: v.numpy() for v in layer.trainable_variables}
+  d_vars, a_vars = by_name(dual.extractor), by_name(aden.extractor)
+  assert d_vars.keys() == a_vars.keys() and d_vars
+  for name, value in d_vars.items():  # learning rate 0: what init_from restored, unchanged
+    np.testing.assert_array_equal(a_vars[name], value, err_msg=name)
+  assert not any("classifier" in v.name for v in aden.variables)
+  # f = v + t: the item encoder is the sum of the extractor's parts.
+  ids = tf.constant([1, 7, 12])
+  parts = aden.extractor(ids)
+  np.testing.assert_allclose(aden.item_encoder(ids).numpy(),
+                             (parts["visual"] + parts["title"]).numpy(), rtol=1e-6)

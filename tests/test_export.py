@@ -32,7 +32,8 @@ NOW = 10 * HOUR
 NAMES = [n for n in registry.names("ranking")
          if registry.get(n).cls.__module__.startswith("tfrec.")
          and getattr(registry.get(n).cls, "EXPORTABLE", False)]
-EXTRA = {"bst": dict(num_heads=2), "cross_bst": dict(num_heads=2)}
+EXTRA = {"bst": dict(num_heads=2), "cross_bst": dict(num_heads=2),
+         "aden": dict(num_heads=2, num_tokens=9)}
 
 # One user: three source events, two target events (hours before NOW fall in different time
 # blocks), scored against every item.

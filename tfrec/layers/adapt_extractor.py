@@ -146,3 +146,72 @@ class ContentExtractor(keras.layers.Layer):
             "parts": list(self.parts),
             "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class ContentItemEncoder(keras.layers.Layer):
+  """ADEN's item encoder (ADAPT §III-C): f = v + t, the sum of a `ContentExtractor`'s parts
+  (the time-block embedding is added by the model). It offers what ranking models and serving
+  use of an item encoder (`ItemEncoder`): `call(ids)`, `encode_all()`, `lookup_table(table)`
+  and `set_item_features(store)`; the extractor is shared, so `--init_from=<DUAL run>` restores
+  it as the model's `extractor`.
+
+  Args:
+    extractor: the `ContentExtractor`.
+
+  Call args:
+    ids: <int>[...] item ids.
+
+  Returns:
+    <float>[..., dim].
+  """
+
+  def __init__(self, extractor: ContentExtractor, **kwargs):
+    super().__init__(**kwargs)
+    self.extractor = extractor
+    self.num_items, self.dim = extractor.num_items, extractor.dim
+    self._serving_table = None
+
+  def call(self, ids: tf.Tensor) -> tf.Tensor:
+    if self._serving_table is not None:
+      return tf.cast(tf.gather(self._serving_table, tf.cast(ids, tf.int32)), self.compute_dtype)
+    parts = self.extractor(ids)
+    return tf.cast(tf.add_n([parts[p] for p in self.extractor.parts]), self.compute_dtype)
+
+  def encode_all(self) -> tf.Tensor:
+    """<float>[num_items + 1, dim] every item's f (row 0: padding)."""
+    return self(tf.range(self.num_items + 1, dtype=tf.int32))
+
+  def lookup_table(self, table: tf.Variable):
+    """Inside, `call` gathers rows of `table` (serving; as `ItemEncoder.lookup_table`)."""
+    return _TableScope(self, table)
+
+  def set_item_features(self, store: Any) -> None:
+    self.extractor.set_item_features(store)
+
+  def compute_mask(self, inputs, mask=None):
+    return None
+
+  def get_config(self) -> Dict[str, Any]:
+    return {**super().get_config(),
+            "extractor": keras.layers.serialize(self.extractor)}
+
+  @classmethod
+  def from_config(cls, config: Dict[str, Any]) -> "ContentItemEncoder":
+    config = dict(config)
+    config["extractor"] = keras.layers.deserialize(config["extractor"])
+    return cls(**config)
+
+
+class _TableScope:
+  """The context of `ContentItemEncoder.lookup_table`."""
+
+  def __init__(self, layer: ContentItemEncoder, table: tf.Variable):
+    self.layer, self.table = layer, table
+
+  def __enter__(self):
+    object.__setattr__(self.layer, "_serving_table", self.table)
+
+  def __exit__(self, *exc):
+    object.__setattr__(self.layer, "_serving_table", None)
+    return False

@@ -4,6 +4,7 @@
 """
 
 from tfrec.models import registry
+from tfrec.models.aden import ADEN
 from tfrec.models.atrank import ATRank
 from tfrec.models.base import RankingModel
 from tfrec.models.bpr import BPR
@@ -23,6 +24,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ATRank", "BPR", "BST", "CCL", "ComiRecSA", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
+__all__ = ["ADEN", "ATRank", "BPR", "BST", "CCL", "ComiRecSA", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
            "NCF", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]
