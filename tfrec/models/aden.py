@@ -74,17 +74,12 @@ class ADEN(RankingModel):
       user[f"{d}_history"], user[f"{d}_mask"] = self.domain_sequence(features, d)
     return user
 
-  def candidates(self, candidate_ids: tf.Tensor) -> tf.Tensor:
-    """f of the target storytelling: v + t + the time-block embedding of block 0."""
-    x = self.item_encoder(candidate_ids)
-    return x + tf.cast(self.time_blocks.embeddings[0], x.dtype)
-
   def score(self, user: Dict[str, tf.Tensor], candidate_ids: tf.Tensor,
             training: Optional[bool] = None) -> tf.Tensor:
-    cand = self.candidates(candidate_ids)
-    parts = [getattr(self, f"{d}_attention")(cand, user[f"{d}_history"], user[f"{d}_mask"],
-                                             training=training) for d in self.domains]
-    return self.logits(parts + [cand], training=training)
+    """f of the target (v + t + block 0's time embedding) attends over each domain (eq. 9)."""
+    return self.target_attention_logits(
+        user, candidate_ids, lambda d: getattr(self, f"{d}_attention"), "history",
+        training=training)
 
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), "item_features": list(self.content_features),

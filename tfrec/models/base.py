@@ -247,5 +247,18 @@ class RankingModel(core.Model):
   def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RankingModel":
     return cls(**config)
 
+  def target_attention_logits(self, user: Dict[str, tf.Tensor], candidate_ids: tf.Tensor,
+                              attention: Any, key: str,
+                              training: Optional[bool] = None) -> tf.Tensor:
+    """<float32>[batch, n] logits of [u_d for each domain; candidate]: the candidate (its item
+    encoding + the time-block embedding of block 0, the request time) attends over each
+    domain's sequence `user["<d>_<key>"]` (mask `user["<d>_mask"]`) through `attention(d)`
+    (SEMI §3.4 with key "inter", ADAPT eq. 9-10 with key "history"). Needs `use_time_blocks`.
+    """
+    x = self.item_encoder(candidate_ids)
+    cand = x + tf.cast(self.time_blocks.embeddings[0], x.dtype)
+    parts = [attention(d)(cand, user[f"{d}_{key}"], user[f"{d}_mask"], training=training)
+             for d in self.domains]
+    return self.logits(parts + [cand], training=training)
 
 __all__ = ["RankingModel", "DOMAINS", "sequence_input"]

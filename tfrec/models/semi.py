@@ -94,17 +94,11 @@ class SEMI(RankingModel):
       user[f"{d}_inter"], user[f"{d}_mask"] = rep, mask
     return user
 
-  def candidates(self, candidate_ids: tf.Tensor) -> tf.Tensor:
-    """v_t^in = item features + the time-block embedding of block 0 (the request time)."""
-    x = self.item_encoder(candidate_ids)
-    return x + tf.cast(self.time_blocks.embeddings[0], x.dtype)
-
   def score(self, user: Dict[str, tf.Tensor], candidate_ids: tf.Tensor,
             training: Optional[bool] = None) -> tf.Tensor:
-    cand = self.candidates(candidate_ids)
-    parts = [self._target_attention(d)(cand, user[f"{d}_inter"], user[f"{d}_mask"],
-                                         training=training) for d in self.domains]
-    return self.logits(parts + [cand], training=training)
+    """v_t^in = item features + block 0's time embedding attends over each domain (§3.4)."""
+    return self.target_attention_logits(user, candidate_ids, self._target_attention, "inter",
+                                        training=training)
 
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), "num_heads": self.num_heads, "ff_dim": self.ff_dim,
