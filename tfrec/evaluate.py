@@ -1,6 +1,7 @@
 """`python -m tfrec.evaluate --flagfile=configs/<paper>/<variant>.flags`: offline evaluation of a
 trained run on ranking splits, written as JSON and markdown (`tfrec.evaluation` says what is
-measured and how)."""
+measured and how). A run with ADAPT's feature extractor (dual, aden) is also evaluated on
+storytelling-to-product matching (`--dual_matching`, Table VII) and answers `--nearest_to`."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ def define_flags() -> None:
   flags.DEFINE_list("topk", [], "THACIL §4.4 / Fig. 4 on ranking runs: precision, recall, "
                     "F-score and NDCG of each user's top-K impressions of the split at these "
                     "K (e.g. 10,20,30; empty: none).")
+  flags.DEFINE_bool("dual_matching", False, "ADAPT Table VII on a run with a feature extractor "
+                    "(dual, aden): the dual_pair split's products as queries, the storytelling "
+                    "items mounting them as ground truth, AUC@500, HR@5, NDCG@5 by Euclidean "
+                    "distance of the extractor's features (--splits: dual_pair splits).")
+  flags.DEFINE_list("nearest_to", [], "Product ids: print each one's 5 nearest storytelling "
+                    "items in the run's extractor feature space (dual, aden runs).")
   flags.DEFINE_enum("negative_pool", "auto", list(POOLS), "Negatives come from target items: "
                     "auto (the cold ones for a split named *cold*, else the non-cold ones), "
                     "warm, cold or all.")
@@ -108,6 +115,33 @@ def _evaluate_retrieval(fl) -> None:
     print(f"tfrec.evaluate: wrote {paths[0]} and {paths[1]}", flush=True)
 
 
+def _evaluate_matching(fl) -> None:
+  """--dual_matching / --nearest_to on a run with ADAPT's extractor."""
+  from tfrec import runs
+  from tfrec.evaluation import dual_matching
+  model, cfg, info, store = runs.restore_model(
+      fl.run_dir, runs.checkpoint_path(fl.run_dir, fl.checkpoint), data_dir=fl.data_dir)
+  extractor = dual_matching.extractor_of(model)
+  for product, stories in dual_matching.nearest_stories(
+      extractor, store, [int(x) for x in fl.nearest_to]):
+    print(f"product {product}: " + ", ".join(f"storytelling {s} (distance {d:.3f})"
+                                             for s, d in stories))
+  if not fl.dual_matching:
+    return
+  for split in _splits(fl):
+    reader = runs.reader(cfg, split, training=False, info=info, kind="dual_pair")
+    result = dual_matching.evaluate(extractor, store, dual_matching.pairs_of_split(reader))
+    result.update(split=split, run_dir=fl.run_dir, checkpoint=fl.checkpoint,
+                  model=cfg.model.name)
+    paths = [output_path(t, fl.run_dir, f"dual_matching_{split}", fl.checkpoint,
+                         "dual_matching", "", ext)
+             for t, ext in ((fl.output_json, "json"), (fl.output_md, "md"))]
+    title = f"Storytelling-to-product matching: {cfg.model.name}, dual_pair split {split}"
+    write_result(result, *paths, markdown=lambda r: dual_matching.to_markdown(r, title))
+    print(dual_matching.to_markdown(result, title))
+    print(f"tfrec.evaluate: wrote {paths[0]} and {paths[1]}", flush=True)
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -116,6 +150,9 @@ def main(argv: Sequence[str]) -> None:
     sys.exit("tfrec.evaluate: missing --run_dir (the run directory written by tfrec.train; "
              "or pass the training --flagfile)")
   try:
+    if fl.dual_matching or fl.nearest_to:
+      _evaluate_matching(fl)
+      return
     if _is_retrieval_run(fl.run_dir):
       _evaluate_retrieval(fl)
       return
