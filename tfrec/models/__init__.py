@@ -10,6 +10,7 @@ from tfrec.models.base import RankingModel
 from tfrec.models.bpr import BPR
 from tfrec.models.bst import BST
 from tfrec.models.ccl import CCL
+from tfrec.models.cmf import CMF
 from tfrec.models.comirec import ComiRecSA
 from tfrec.models.din import DIN
 from tfrec.models.dssm import DSSM
@@ -24,6 +25,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ADEN", "ATRank", "BPR", "BST", "CCL", "ComiRecSA", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
+__all__ = ["ADEN", "ATRank", "BPR", "BST", "CCL", "CMF", "ComiRecSA", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
            "NCF", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]

@@ -1,0 +1,85 @@
+"""CMF: collective matrix factorisation (Singh & Gordon, KDD 2008), ADAPT's Table IV cross-domain
+baseline: "factorizes matrix in different domains jointly, which transfers knowledge by sharing
+user latent factors" (§IV-A).
+
+One user factor p_u serves both domains:
+  target   the labelled impressions (storytelling): BCE of <p_u, x_i>, as MF (`mf.py`)
+  source   the user's product history as implicit positives: at every real position of the
+           source sequence the product against one product drawn uniformly from the source
+           domain, BCE of <p_u, x_p> (1) and <p_u, x_neg> (0), averaged over the positions
+           (a user without product history contributes 0)
+Loss = bce + source_weight-scaled "source" (the core's named losses; `--loss_weights=source=w`
+also sets it). Item representations come from the shared item encoder, so products and
+storytelling items live in one space. Negatives are drawn from the training step's seed
+(`layers.step_random`), from a fixed seed outside training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.data import schema
+from tfrec.layers import step_random
+from tfrec.models import registry
+from tfrec.models.mf import MF
+
+_VALIDATION_SEED = (20080824, 1)  # negatives outside training: the same every pass
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class CMF(MF):
+  """MF with the user factor shared by the source domain's implicit feedback (module docstring).
+
+  Args:
+    **kwargs: `MF` (num_users, l2, item_features, dim ...). The source history length is the
+      run's `max_seq_len`.
+
+  Losses: "bce" (target impressions) and "source" (the product history).
+  """
+
+  LOSSES = ("bce", "source")
+
+  def __init__(self, num_items: int, **kwargs):
+    kwargs.setdefault("domains", ("source", "target"))
+    super().__init__(num_items, **kwargs)
+    self._products = None  # the source-domain item ids, set by build_and_fill
+
+  def build_and_fill(self, item_store: Any) -> "CMF":
+    super().build_and_fill(item_store)
+    products = item_store.item_ids(domain=schema.SOURCE)
+    if not len(products):
+      raise ValueError("CMF needs source-domain (product) items in the item store")
+    self._products = tf.constant(np.asarray(products, np.int64))
+    return self
+
+  def compute_losses(self, batch: Dict[str, tf.Tensor],
+                     training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    state = self.encode_user(batch, training=training)
+    logits = self.score(state, tf.cast(batch["item_id"], tf.int64)[:, None],
+                        training=training)[:, 0]
+    bce = self.task(batch["label"], logits)
+    user = state["user"]                                                   # [b, d]
+    seq = tf.cast(batch["source_item_ids"], tf.int64)                      # [b, L]
+    mask = tf.cast(batch["source_mask"], tf.float32)
+    seed = step_random.step_seed() if training else None
+    seed = tf.constant(_VALIDATION_SEED, tf.int64) if seed is None else seed
+    pick = tf.random.stateless_uniform(tf.shape(seq), seed, minval=0,
+                                       maxval=tf.shape(self._products, out_type=tf.int64)[0],
+                                       dtype=tf.int64)
+    negatives = tf.gather(self._products, pick)
+    u = tf.cast(user, tf.float32)[:, None, :]
+    pos = tf.reduce_sum(u * tf.cast(self.item_encoder(seq), tf.float32), axis=-1)
+    neg = tf.reduce_sum(u * tf.cast(self.item_encoder(negatives), tf.float32), axis=-1)
+    per_position = tf.nn.softplus(-pos) + tf.nn.softplus(neg)              # BCE, labels 1 / 0
+    source = tf.reduce_sum(per_position * mask, axis=1) / tf.maximum(
+        tf.reduce_sum(mask, axis=1), 1.0)
+    return {"bce": bce, "source": source}
+
+
+registry.register("cmf", CMF, "CMF: MF whose user factor also fits the source-domain (product) "
+                  "history, shared user factors across domains (ADAPT Table IV)",
+                  item_features=("visual", "category"))
