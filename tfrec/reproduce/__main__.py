@@ -129,8 +129,12 @@ def run_sweep(paper, scale) -> None:
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_synthetic_sweep_{field}.md")
   command = (f"python -m tfrec.reproduce --paper={FLAGS.paper} --scale={scale.name} "
              f"--seeds={FLAGS.seeds} --sweep={FLAGS.sweep}"
-             + "".join(f' --claims="{c}"' for c in FLAGS.claims))
-  path = sweep.write_report(out, FLAGS.paper, field, values, preset, FLAGS.seeds, points,
+             + "".join(f' --claims="{c}"' for c in FLAGS.claims)
+             + (f" --lr_grid={','.join(FLAGS.lr_grid)}"
+                if tuple(float(x) for x in FLAGS.lr_grid) != harness.DEFAULT_LR_GRID else ""))
+  overrides = dict(getattr(scale, "world_overrides", ()))
+  world = f"`{preset}`" + "".join(f", {k} = {v}" for k, v in overrides.items())
+  path = sweep.write_report(out, FLAGS.paper, field, values, world, FLAGS.seeds, points,
                             paper.METRICS, command)
   print(f"tfrec.reproduce: wrote {path}")
 

@@ -151,12 +151,13 @@ def write_report(path: str, paper: str, field: str, values: Sequence[Any], prese
                  metrics: Sequence[str], command: str = "") -> str:
   """The sweep's markdown report and one regime-map PNG per (claim, metric) beside it."""
   stem = os.path.splitext(path)[0]
-  lines = [f"# {paper.upper()} claims across `{field}` (synthetic preset `{preset}`)", ""]
+  lines = [f"# {paper.upper()} claims across `{field}` (synthetic preset {preset})", ""]
   if command:
     lines += [f"Command: `{command}`", ""]
   lines += [f"Knob `{field}` = {', '.join(str(v) for v in values)}; {seeds} seeds per row; every "
-            "run selects its epochs (early stopping) and learning rate on `valid`. Difference = "
-            "mean over seeds of row a minus row b; its 95% interval is the paired bootstrap "
+            "run selects its epochs (early stopping) on `valid`, and its learning rate on "
+            "`valid` from the grid of `--lr_grid` (one rate: fixed). Difference = mean over "
+            "seeds of row a minus row b; its 95% interval is the paired bootstrap "
             "over users; p is the one-sided Welch t-test over seeds; a claim **holds** only "
             "when p < 0.05, otherwise **same direction, not significant** when the mean "
             "difference has the paper's sign, else **does not hold**.", ""]
@@ -174,6 +175,10 @@ def write_report(path: str, paper: str, field: str, values: Sequence[Any], prese
                           xlabel=field, ylabel=f"{metric.upper()} difference (a - b)",
                           title=f"{text}: regime map over {field}")
     lines += [f"![{text}, {metric}]({os.path.basename(png)})", ""]
+  notes = stem + ".notes.md"
+  if os.path.exists(notes):
+    with open(notes) as f:
+      lines += ["## Analysis", "", f.read().strip(), ""]
   report.atomic_write_text(path, "\n".join(lines))
   return path
 
