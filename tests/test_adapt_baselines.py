@@ -33,3 +33,21 @@ def test_cmf_source_loss_by_hand_and_the_user_factor_learns_from_both_domains():
     source = tf.reduce_mean(model.compute_losses(f, training=False)["source"])
   grad = tape.gradient(source, model.user_embedding.trainable_variables[0])
   assert np.abs(tf.convert_to_tensor(grad).numpy()).sum() > 0
+
+
+def test_pinet_transfers_the_other_domains_state_through_a_gate():
+  model = build("pinet")
+  f = as_tf(make_features(seed=4))
+  g = dict(f)
+  other = as_tf(make_features(seed=5))
+  for k in ("source_item_ids", "source_timestamps", "source_mask"):
+    g[k] = other[k]
+  a, b = model.encode_user(f), model.encode_user(g)
+  # The storytelling GRU reads its own domain only; what the product domain transfers moves.
+  np.testing.assert_allclose(a["target"].numpy(), b["target"].numpy(), rtol=1e-6)
+  assert np.abs(a["target_from_source"].numpy() - b["target_from_source"].numpy()).max() > 1e-6
+  # h^{p->s} = g * tanh(W_t h^p + b_t) with g = sigmoid(W_g [h^s; h^p] + b_g).
+  gate = model.target_gate(tf.concat([a["target"], a["source"]], -1)).numpy()
+  assert ((gate > 0) & (gate < 1)).all()
+  np.testing.assert_allclose(a["target_from_source"].numpy(),
+                             gate * model.target_from_source(a["source"]).numpy(), rtol=1e-5)

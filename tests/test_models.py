@@ -35,7 +35,8 @@ EXTRA = {"bst": dict(num_heads=2, ff_dim=DIM), "cross_bst": dict(num_heads=2, ff
          "semi_product": dict(num_heads=2, ff_dim=DIM), "thacil": dict(num_heads=2, block_size=2),
          "mf": dict(num_users=NUM_USERS), "bpr": dict(num_users=NUM_USERS),
          "ncf": dict(num_users=NUM_USERS), "atrank": dict(num_heads=2, ff_dim=DIM),
-         "aden": dict(num_heads=2, num_tokens=9), "cmf": dict(num_users=NUM_USERS)}
+         "aden": dict(num_heads=2, num_tokens=9), "cmf": dict(num_users=NUM_USERS),
+         "pinet": dict(gru_units=6)}
 # Built-in ranking models (test modules may register their own).
 NAMES = [n for n in registry.names("ranking")
          if registry.get(n).cls.__module__.startswith("tfrec.")]
@@ -375,6 +376,8 @@ NON_DEFAULT = {
                            item_combine="sum", mlp_units=(5,), dropout=0.2),
     "atrank": dict(num_heads=4, ff_dim=3, l2=1e-3, use_time_blocks=True, num_time_blocks=4,
                    mlp_units=(6, 4), dropout=0.2),
+    "pinet": dict(gru_units=5, item_features=("id", "visual"), mlp_units=(6, 4),
+                  dropout=0.2, use_time_blocks=True, num_time_blocks=4),
     "cmf": dict(num_users=7, l2=1e-3, item_features=("category",), item_combine="sum",
                 dropout=0.2, domains=("target", "source")),
     "aden": dict(num_heads=4, num_tokens=9, item_features=("title",), mlp_units=(6, 4),

@@ -19,6 +19,7 @@ from tfrec.models.gru4rec import GRU4Rec
 from tfrec.models.lstm import LSTMRanker
 from tfrec.models.mf import MF
 from tfrec.models.ncf import NCF
+from tfrec.models.pinet import PiNet
 from tfrec.models.sasrec import SASRec
 from tfrec.models.semi import SEMI
 from tfrec.models.thacil import THACIL
@@ -26,5 +27,5 @@ from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
 __all__ = ["ADEN", "ATRank", "BPR", "BST", "CCL", "CMF", "ComiRecSA", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
-           "NCF", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
+           "NCF", "PiNet", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]
