@@ -274,8 +274,10 @@ def test_every_config_parses_and_names_a_registered_model(monkeypatch):
     cfg = tfrec_flags.run_config(fl)
     assert cfg.model.name in registry.names(), path
     # The model takes every model flag the config sets (a misplaced flag is a TypeError).
-    registry.build(cfg.model.name, num_items=10, num_categories=4, visual_dim=3,
-                   **cfg.model.kwargs)
+    sizes = dict(num_items=10, num_categories=4, visual_dim=3)
+    if "num_tokens" in registry.accepted_args(registry.get(cfg.model.name).cls):
+      sizes["num_tokens"] = 5  # title features (ADAPT's extractor)
+    registry.build(cfg.model.name, **sizes, **cfg.model.kwargs)
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if not p.endswith("base.flags")],
