@@ -388,3 +388,17 @@ def test_validation_steps_beyond_the_split_still_validate_every_epoch(syn_dir, t
                     validation_steps=10_000)
   history = train_lib.train(cfg).history
   assert len(history["val_loss"]) == 3 and np.isfinite(history["val_loss"]).all()
+
+
+def test_weight_decay_selects_adamw_whose_decay_is_decoupled_from_the_gradient():
+  t = config_lib.TrainConfig(run_dir="r", learning_rate=0.1, weight_decay=0.01)
+  opt = train_lib.make_optimizer(t)
+  assert isinstance(opt, keras.optimizers.AdamW)
+  assert isinstance(train_lib.make_optimizer(config_lib.TrainConfig(run_dir="r")),
+                    keras.optimizers.Adam)
+  w = tf.Variable([1.0, -2.0])
+  opt.apply_gradients([(tf.zeros(2), w)])  # no gradient: only the decay moves the weights
+  np.testing.assert_allclose(w.numpy(), np.array([1.0, -2.0]) * (1 - 0.1 * 0.01), rtol=1e-6)
+  fl = _fresh_flags()
+  fl(["prog", "--data_dir=d", "--run_dir=r", "--model=dual", "--weight_decay=0.01"])
+  assert tfrec_flags.run_config(fl).train.weight_decay == 0.01

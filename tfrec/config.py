@@ -97,6 +97,8 @@ class TrainConfig:
     loss_weights: weight per named loss of the model (missing names: 1).
     clip_norm: clip the gradients to this global norm before each update (THACIL's public
       code: 5); 0: no clipping.
+    weight_decay: > 0: AdamW with this decoupled weight decay (ADAPT §IV-B: AdamW, 0.01)
+      instead of Adam.
     verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
   """
 
@@ -122,6 +124,7 @@ class TrainConfig:
   allow_test_validation: bool = False
   loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
   clip_norm: float = 0.0
+  weight_decay: float = 0.0
   verbose: int = 1
 
 

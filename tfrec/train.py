@@ -174,7 +174,11 @@ def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps:
 
 
 def make_optimizer(t: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
-  """Adam at `t.learning_rate`, clipping gradients to the global norm `t.clip_norm` if > 0."""
+  """Adam at `t.learning_rate` (AdamW with `t.weight_decay` when > 0: ADAPT §IV-B), clipping
+  gradients to the global norm `t.clip_norm` if > 0."""
+  if t.weight_decay > 0:
+    return keras.optimizers.AdamW(t.learning_rate, weight_decay=t.weight_decay,
+                                  global_clipnorm=t.clip_norm or None)
   return keras.optimizers.Adam(t.learning_rate, global_clipnorm=t.clip_norm or None)
 
 
