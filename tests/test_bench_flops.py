@@ -223,3 +223,4 @@ def test_bench_train_also_trains_more_models_on_the_same_tensors(train):
   assert any(line.strip().startswith("thacil") for line in text.splitlines())
   assert any(line.strip().startswith("bst") for line in text.splitlines())
   assert "ours thacil / ours bst:" in text and "each model default" in text
+  assert "per instance (ADAPT Table V): thacil train" in text and "inference" in text

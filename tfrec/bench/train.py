@@ -39,7 +39,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -96,6 +96,7 @@ class Entry:
   dataset: tf.data.Dataset
   flops: flops_lib.FlopCount
   seconds: List[float] = dataclasses.field(default_factory=list)  # per timed step
+  inference: Optional[flops_lib.FlopCount] = None  # model(x, training=False) on one batch
 
   @property
   def step(self) -> float:
@@ -276,6 +277,10 @@ def report(entries: List[Entry], matmul: Dict[str, List[float]]) -> str:
     lines.append(f"  {e.name:<13}{FLAGS.batch / e.step:>11,.0f}{e.step * 1e3:>9,.0f}"
                  f"{f'{q1 * 1e3:,.0f}-{q3 * 1e3:,.0f}':>14}{gflop:>12.2f}"
                  f"{gflop / e.step:>9.1f}{gflop / e.step / peak:>7.1%}")
+  lines.append("  per instance (ADAPT Table V): " + "; ".join(
+      f"{e.name} train {e.flops.total / FLAGS.batch / 1e6:,.2f} MFLOP"
+      + (f", inference {e.inference.total / FLAGS.batch / 1e6:,.2f} MFLOP"
+         if e.inference is not None else "") for e in entries))
   for dtype, seconds in matmul.items():
     q1, _, q3 = quartiles([mm_gflop / t for t in seconds])
     lines.append(f"  matmul {FLAGS.matmul_size}x{FLAGS.matmul_size} {dtype}: "
@@ -330,8 +335,11 @@ def main(argv) -> None:
   entries = []
   for name in names:
     model = ours(name, store)
+    first = _tensors(batches[0])[0]
     entries.append(Entry(name, model, repeated(batches),
-                         flops_lib.train_step_flops(model, _tensors(batches[0]))))
+                         flops_lib.train_step_flops(model, _tensors(batches[0])),
+                         inference=flops_lib.function_flops(
+                             lambda x, m=model: m(x, training=False), first)))
   if FLAGS.vs == "deepctr":
     dc_batches = [deepctr_inputs(*b) for b in batches]
     model = deepctr_bst(FLAGS.items, dropout=FLAGS.dropout or 0.0)
