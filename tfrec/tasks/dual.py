@@ -17,6 +17,7 @@ share an item with it. Eq. 6 is the binary cross-entropy of the domain classifie
 from __future__ import annotations
 
 import tensorflow as tf
+import tf_keras as keras
 
 MARGIN = 1.0  # mu of eq. 5 (ADAPT §III-B)
 STORYTELLING, PRODUCT = 0, 1  # eq. 6's domain labels z
@@ -57,3 +58,26 @@ def domain_adversarial(logits: tf.Tensor, domains: tf.Tensor) -> tf.Tensor:
   domain labels (0 storytelling, 1 product). <float32>[...] of `logits`' shape."""
   return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(domains, tf.float32),
                                                  logits=tf.cast(logits, tf.float32))
+
+
+@keras.utils.register_keras_serializable(package="tfrec")
+class DomainAdversarial(keras.layers.Layer):
+  """Eq. 6 as a task: per-example BCE of a domain classifier, and its accuracy as a metric
+  ("<name>_accuracy": DUAL works when it falls toward chance, 0.5 on balanced domains).
+
+  Call args:
+    logits: <float>[batch] the classifier's logits (behind a `GradientReversal`).
+    domains: <int>[batch] 0 storytelling, 1 product.
+
+  Returns:
+    <float32>[batch].
+  """
+
+  def __init__(self, name: str = "domain_adversarial", **kwargs):
+    kwargs.setdefault("dtype", "float32")
+    super().__init__(name=name, **kwargs)
+    self.accuracy = keras.metrics.BinaryAccuracy(f"{name}_accuracy", threshold=0.0)
+
+  def call(self, logits: tf.Tensor, domains: tf.Tensor) -> tf.Tensor:
+    self.accuracy.update_state(tf.cast(domains, tf.float32), tf.cast(logits, tf.float32))
+    return domain_adversarial(logits, domains)
