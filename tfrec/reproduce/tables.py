@@ -148,3 +148,10 @@ def closing_sections(rows: Sequence[harness.Row], results: Results,
     with open(notes) as f:
       lines += ["## Analysis", "", f.read().strip(), ""]
   return lines
+
+
+def compute_minutes(results: Results) -> float:
+  """Minutes of training and evaluation the reported runs took when they ran (cached runs
+  included; the learning-rate grid's other rates not)."""
+  return sum(float(r.get("train_seconds") or 0) + float(r.get("eval_seconds") or 0)
+             for runs in results.values() for r in runs) / 60
