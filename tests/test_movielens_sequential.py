@@ -118,6 +118,20 @@ def test_written_view_validates(tmp_path, raw):
   assert "SASRec Table II" in open(tmp_path / "stats.md").read()
 
 
+def test_seen_items_hold_each_records_whole_history(tmp_path, raw):
+  from tfrec.data import seen_items
+  config = seq.SequentialConfig(min_count=3, max_len=2)  # sequences cut, histories not
+  view = seq.prepare(raw, config)
+  seq.convert_sequential(raw, str(tmp_path), config, num_shards=2, verbose=False)
+  for split, hold_out in (("test", 0), ("valid", 1), ("train", 2)):
+    seen = seen_items.load(str(tmp_path), split)
+    recs = _recs(view, split)
+    assert sorted(seen) == sorted(recs)
+    for u, items in seen.items():
+      assert items.tolist() == SEQS[u][:len(SEQS[u]) - 1 - hold_out]
+  assert seen_items.load(str(tmp_path), "test")[0].tolist() == [1, 2, 4]  # its sequence: [2, 4]
+
+
 def test_bad_raw_line_names_file_line_and_field(tmp_path):
   bad = RATINGS[:5] + [(2, B, 9, 20)] + RATINGS[6:]
   d = write_grouplens(tmp_path / "bad", bad, MOVIES, USERS)

@@ -63,6 +63,43 @@ def test_full_protocol_matches_a_brute_force_ranking(tiny_run, syn_dir):
   assert result["metrics"]["recall@20"] == result["metrics"]["hr@20"]
 
 
+def test_seen_items_are_excluded_beyond_the_sequence(tiny_run, tmp_path):
+  from tfrec.data import seen_items
+  model, cfg, info, store = runs.restore_model(tiny_run, "best")
+  pool, _ = negative_pool(store, "test")
+  reader = runs.reader(cfg, "test", training=False, info=info, kind="matching")
+  batch = next(iter(reader.dataset(100_000)))
+  users = np.unique(batch["user_id"].numpy())
+  extra = {int(u): pool[(int(u) + np.arange(3)) % len(pool)] for u in users}  # 3 older items
+  path = seen_items.write(str(tmp_path), "test", extra.items())
+  seen = seen_items.load(str(tmp_path), "test")
+  assert path.endswith("seen_items/test.npz") and sorted(seen) == users.tolist()
+  result = retrieval.evaluate_retrieval(model, reader, pool, "full", ks=(5, 20), seen=seen)
+  assert "whole history" in result["protocol"]["description"]
+  q = model(batch, training=False).numpy()
+  items = model.encode_items(np.arange(model.num_items + 1)).numpy()
+  ranks = []
+  for r in range(len(q)):
+    pos = int(batch["positive_item_id"][r])
+    hist = set(batch["seq_item_ids"].numpy()[r][batch["seq_mask"].numpy()[r]].tolist())
+    hist |= set(extra[int(batch["user_id"][r])].tolist())
+    s = items @ q[r]
+    ranks.append(sum(s[c] >= s[pos] for c in pool.tolist() if c not in hist and c != pos))
+  assert result["metrics"]["hr@20"] == pytest.approx(np.mean(np.array(ranks) < 20))
+  sampled = retrieval.evaluate_retrieval(model, reader, pool, "sasrec", seen=seen,
+                                         max_examples=20)
+  assert "whole history" in sampled["protocol"]["description"]
+  with pytest.raises(ValueError, match="no seen items"):
+    retrieval.evaluate_retrieval(model, reader, pool, "full", seen={})
+  with pytest.raises(ValueError, match="given twice"):
+    seen_items.write(str(tmp_path), "x", [(1, [2]), (1, [3])])
+  np.savez(seen_items.path(str(tmp_path), "bad"), users=np.array([1]), indptr=np.array([0, 5]),
+           items=np.array([1]))
+  with pytest.raises(ValueError, match="bad.npz: indptr"):
+    seen_items.load(str(tmp_path), "bad")
+  assert seen_items.load(str(tmp_path), "missing") is None
+
+
 def test_full_protocol_ranks_by_the_planted_oracle_too(tiny_run):
   from tfrec.datasets.synthetic.oracle import SyntheticOracle
   model, cfg, info, store = runs.restore_model(tiny_run, "best")

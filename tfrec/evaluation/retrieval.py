@@ -8,6 +8,9 @@ each example's positive item ranked against
            popularity; SASRec: 100 random), negatives drawn per example from
            `default_rng([seed, i])` (i = the example's index in the split), never an item of
            the behaviour sequence or the positive.
+Where the dataset has `seen_items/<split>.npz` (`tfrec.data.seen_items`: leave-one-out views
+such as MovieLens' sequential one), both exclude the user's whole history before the positive,
+not only the (possibly cut) behaviour sequence; the result's description says which.
 
 Metrics at each K: HR@K (the positive in the top K), Recall@K (with one positive per example,
 equal to HR@K) and NDCG@K (1 / log2(rank + 2) inside the top K). A candidate scored equal to the
@@ -34,6 +37,7 @@ import tensorflow as tf
 
 from tfrec import metrics, runs
 from tfrec import config as config_lib
+from tfrec.data import seen_items
 from tfrec.data.pipeline import Reader
 from tfrec.datasets.synthetic.oracle import OracleUnavailable, ranking_oracle_for
 from tfrec.evaluation.sampled import batches, negative_pool, sample_users
@@ -79,7 +83,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
                        ks: Sequence[int] = (10, 50), popularity: Optional[np.ndarray] = None,
                        seed: int = 0, batch_size: int = 512, max_examples: int = 0,
                        pool_description: str = "the given pool",
-                       oracle: Any = None) -> Dict[str, Any]:
+                       oracle: Any = None,
+                       seen: Optional[Dict[int, np.ndarray]] = None) -> Dict[str, Any]:
   """HR/Recall/NDCG@K of a retrieval model on one matching split (module docstring).
 
   Args:
@@ -95,6 +100,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
       (`sampled.sample_users`; 0: every example).
     oracle: a `SyntheticOracle` of the dataset, or None: rank the same candidates by its
       planted scores too (module docstring).
+    seen: {user: <int>[k] items} (`tfrec.data.seen_items.load`): exclude each record's whole
+      history instead of its behaviour sequence (a user missing from it: an error).
 
   Raises:
     ValueError: an unknown protocol, or a pool too small for it.
@@ -127,6 +134,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
     b = len(index)
     positives = batch["positive_item_id"].numpy().astype(np.int64)
     history = np.where(batch["seq_mask"].numpy(), batch[_SEQ].numpy(), 0).astype(np.int64)
+    if seen is not None:
+      history = _seen_history(seen, batch["user_id"].numpy(), history)
     if proto is None:
       query = encode(batch).numpy()  # [b, d], or [b, K, d] for multi-interest models
       scores = (query @ table.T if query.ndim == 2
@@ -137,10 +146,10 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
       cands = np.empty((b, 1 + proto.num_negatives), np.int64)
       for r in range(b):
         rng = np.random.default_rng([seed, int(index[r])])
-        seen = np.concatenate([history[r][history[r] > 0], positives[r:r + 1]])
+        excluded = np.concatenate([history[r][history[r] > 0], positives[r:r + 1]])
         cands[r, 0] = positives[r]
         cands[r, 1:] = metrics.sample_negatives(
-            rng, pool, seen, proto, None if popularity is None else popularity[pool])
+            rng, pool, excluded, proto, None if popularity is None else popularity[pool])
       s = score(batch, tf.constant(cands)).numpy()
       ranks.append(metrics.rank_of_positive(s[:, 0], s[:, 1:]))
     users.append(batch["user_id"].numpy())
@@ -154,9 +163,12 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
   if not ranks:
     raise ValueError("no examples to evaluate (empty split or max_examples)")
   ranks = np.concatenate(ranks)
+  excluded = ("the user's whole history before the positive (seen_items) excluded"
+              if seen is not None else "the user's behaviour sequence excluded")
   description = (f"full: the positive against every item of the pool ({pool_description}, "
-                 f"{len(pool)} items), the user's behaviour sequence excluded"
-                 if proto is None else proto.describe() + f"; pool: {pool_description}")
+                 f"{len(pool)} items), {excluded}"
+                 if proto is None else
+                 proto.describe() + f"; pool: {pool_description}; {excluded}")
   return {"format": FORMAT,
           "protocol": {"name": protocol, "ks": list(ks), "description": description,
                        "seed": seed, "ties": "a candidate scored equal to the positive ranks "
@@ -191,6 +203,25 @@ def _oracle_result(oracle: Any, ranks: Sequence[np.ndarray], note: str,
                              "the request's session (synthetic ceiling)"}}
 
 
+def _seen_history(seen: Dict[int, np.ndarray], users: np.ndarray,
+                  sequence: np.ndarray) -> np.ndarray:
+  """<int64>[b, L'] each row's seen items and behaviour sequence, 0-padded.
+
+  Raises:
+    ValueError: a user without seen items (the file belongs to another dataset build).
+  """
+  rows = []
+  for u, s in zip(users.tolist(), sequence):
+    if int(u) not in seen:
+      raise ValueError(f"user {u} has a record but no seen items: seen_items/ does not belong "
+                       "to this split (rebuild the dataset)")
+    rows.append(np.concatenate([seen[int(u)], s[s > 0]]))
+  out = np.zeros([len(rows), max(1, max(len(r) for r in rows))], np.int64)
+  for i, r in enumerate(rows):
+    out[i, :len(r)] = r
+  return out
+
+
 def train_popularity(cfg: config_lib.RunConfig, num_items: int, info=None) -> np.ndarray:
   """<float64>[num_items + 1] positives per item in the run's matching train split."""
   counts = np.zeros(num_items + 1, np.float64)
@@ -212,9 +243,10 @@ def evaluate_retrieval_run(run_dir: str, split: str = "test", protocol: str = FU
                 if protocol != FULL and metrics.PROTOCOLS.get(protocol) is not None
                 and metrics.PROTOCOLS[protocol].num_popular else None)
   oracle, why = ranking_oracle_for(info, store)
+  seen = seen_items.load(cfg.data.data_dir, split)
   result = evaluate_retrieval(model, reader, ids, protocol, ks, popularity, seed, batch_size,
                               max_examples, pool_description=f"{desc} (--negative_pool={pool})",
-                              oracle=oracle)
+                              oracle=oracle, seen=seen)
   if oracle is None:
     result["oracle"] = {"available": False, "why": why}
   return {"split": split, "run_dir": run_dir,

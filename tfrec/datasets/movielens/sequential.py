@@ -25,6 +25,9 @@ Records (one `matching` record per user and split, shard = user id % num_shards)
          holds the validation item).
   A sequence longer than `max_len` keeps its newest `max_len` items (the paper's maxlen = 200
   on ML-1M): the cut is made here, explicitly, since the contract refuses a longer sequence.
+  The whole history before each split's positive goes to `seen_items/<split>.npz`
+  (`tfrec.data.seen_items`), so evaluation excludes every item the user rated, as the paper's
+  (its test also excludes the validation item, which the paper's code may draw as a negative).
   Fields: seq_item_ids [L], seq_domain_ids [L] (all 1, target), seq_timestamps [L],
   seq_subsidiary [L, 2] = [1.0 viewing, stars], timestamp = the positive's time, user_id = the
   raw file row of the user (0-based), user_features / scenario_id as the two-domain view
@@ -50,7 +53,7 @@ from typing import Dict, Iterator, List, Tuple
 import numpy as np
 
 import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
-from tfrec.data import schema
+from tfrec.data import schema, seen_items
 from tfrec.data.info import DatasetInfo
 from tfrec.datasets import _convert
 from tfrec.data.item_store import ItemStore
@@ -249,7 +252,8 @@ def statistics(view: SequentialView, seconds: float = 0.0) -> str:
 
 
 def write(view: SequentialView, out_dir: str, num_shards: int = 4) -> None:
-  """Writes matching/{train,valid,test}, items.npz, vocab.json, dataset.json (staged, atomic:
+  """Writes matching/{train,valid,test}, seen_items/{train,valid,test}.npz (each record's whole
+  history, `tfrec.data.seen_items`), items.npz, vocab.json, dataset.json (staged, atomic:
   dataset.json lands last)."""
   with _convert.staged(out_dir, view.store, view.info) as stage:
     with open(os.path.join(stage, "vocab.json"), "w") as f:
@@ -258,6 +262,8 @@ def write(view: SequentialView, out_dir: str, num_shards: int = 4) -> None:
       with ShardedWriter(stage, "matching", split, num_shards, info=view.info) as w:
         for rec in records(view, split):
           w.write(rec, shard=int(rec["user_id"]) % num_shards)
+      seen_items.write(stage, split, ((u, view.item[view.starts[u]:pos])
+                                      for u, _, pos in positions(view, split)))
 
 
 def convert_sequential(raw: RawMovieLens, out_dir: str,
