@@ -43,10 +43,30 @@ def block_weights(layer):
 
 
 def np_attention_block(w, query, value, key_mask, num_heads, use_residual=True,
-                       use_layer_norm=True, eps=1.001e-5):
-  """SEMI eq. 2-3, head by head, + W^O, post-norm residuals and a ReLU feed-forward network."""
+                       use_layer_norm=True, eps=1.001e-5, norm_order="post"):
+  """SEMI eq. 2-3, head by head, + W^O, residuals and a ReLU feed-forward network; layer norms
+  after each residual ("post"), before each sublayer ("pre": SASRec §III-B's
+  x + Dropout(g(LN(x))), keys and values normalised too), or as SASRec's code ("sasrec": only
+  the query normalised, the residual from the normalised input)."""
   head_dim = w["query_kernel"].shape[1] // num_heads
   bias = lambda n: w.get(f"{n}_bias", 0.0)  # noqa: E731
+  if norm_order != "post":
+    ln = lambda x, n: np_layer_norm(x, w[f"{n}_norm/gamma"], w[f"{n}_norm/beta"], eps)  # noqa
+    q_in = ln(query, "attention")
+    kv = ln(value, "attention") if norm_order == "pre" else value
+    q = q_in @ w["query_kernel"] + bias("query")
+    k, v = kv @ w["key_kernel"] + bias("key"), kv @ w["value_kernel"] + bias("value")
+    heads = []
+    for i in range(num_heads):
+      cols = slice(i * head_dim, (i + 1) * head_dim)
+      logits = q[..., cols] @ np.swapaxes(k[..., cols], -1, -2) / np.sqrt(head_dim)
+      heads.append(np_softmax_masked(logits, key_mask[:, None, :]) @ v[..., cols])
+    attended = np.concatenate(heads, axis=-1) @ w["output_kernel"] + bias("output")
+    x = (query if norm_order == "pre" else q_in) + attended
+    x_in = ln(x, "ff")
+    hidden = np.maximum(x_in @ w["ff_hidden/kernel"] + w["ff_hidden/bias"], 0.0)
+    y = hidden @ w["ff_output/kernel"] + w["ff_output/bias"]
+    return (x if norm_order == "pre" else x_in) + y
   q = query @ w["query_kernel"] + bias("query")
   k = value @ w["key_kernel"] + bias("key")
   v = value @ w["value_kernel"] + bias("value")
@@ -141,6 +161,32 @@ def test_attention_matches_numpy_eq2_3(use_residual, use_layer_norm, ff_dim):
   want = np_attention_block(block_weights(layer), query, value, key_mask, 2, use_residual,
                             use_layer_norm)
   np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm_order", ["pre", "sasrec"])
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_attention_pre_norm_orders_match_numpy(norm_order, self_attention):
+  rng = np.random.default_rng(1)
+  query = normal(rng, 3, 4, 6)
+  value = query if self_attention else normal(rng, 3, 5, 6)
+  key_mask = random_mask(rng, 3, value.shape[1], all_padded_row=False)
+  layer = MultiHeadAttentionBlock(num_heads=2, ff_dim=5, norm_order=norm_order)
+  call = lambda: (layer(query, key_mask=key_mask) if self_attention  # noqa: E731
+                  else layer(query, value, key_mask=key_mask)).numpy()
+  call()
+  layer.set_weights([normal(rng, *w.shape) for w in layer.get_weights()])
+  want = np_attention_block(block_weights(layer), query, value, key_mask, 2,
+                            norm_order=norm_order)
+  np.testing.assert_allclose(call(), want, rtol=1e-4, atol=1e-4)
+  # The orders differ (the test would pass for any order otherwise).
+  other = np_attention_block(block_weights(layer), query, value, key_mask, 2,
+                             norm_order="sasrec" if norm_order == "pre" else "pre")
+  assert np.abs(call() - other).max() > 1e-2
+
+
+def test_attention_unknown_norm_order_is_refused():
+  with pytest.raises(ValueError, match="norm_order"):
+    MultiHeadAttentionBlock(norm_order="middle")
 
 
 def test_attention_head_dim_and_shapes():
@@ -388,7 +434,7 @@ CASES = {
         kwargs=dict(num_heads=2, head_dim=3, ff_dim=5, dropout=0.1, attention_dropout=0.2,
                     use_layer_norm=False, use_residual=False, activation="gelu", use_bias=False,
                     kernel_initializer="he_normal", kernel_regularizer="l2",
-                    layer_norm_epsilon=1e-3),
+                    layer_norm_epsilon=1e-3, norm_order="pre"),
         inputs=dict(query=_SEQ[:, :2], value=_SEQ, query_mask=_MASK[:, :2], key_mask=_MASK),
         masked=dict(query="query_mask", value="key_mask"),
         call=lambda l, query, value, query_mask, key_mask: l(

@@ -62,8 +62,10 @@ def test_gru4rec_query_is_the_gru_state_after_the_last_real_item():
   np.testing.assert_allclose(m(f).numpy(), expect, rtol=1e-5, atol=1e-6)
 
 
-def test_sasrec_is_causal_and_its_query_is_the_newest_position():
-  m = build("sasrec", num_blocks=2, num_heads=1)
+@pytest.mark.parametrize("norm_order", ["sasrec", "pre", "post"])
+def test_sasrec_is_causal_and_its_query_is_the_newest_position(norm_order):
+  m = build("sasrec", num_blocks=2, num_heads=1, norm_order=norm_order)
+  assert (m.final_norm is None) == (norm_order == "post")  # pre-norm stacks end with a norm
   a, b = feats([[1, 2, 3, 0]]), feats([[1, 2, 9, 0]])
   ha, _, _ = m.sequence_outputs(a)
   hb, _, _ = m.sequence_outputs(b)
@@ -90,6 +92,31 @@ def test_sasrec_bce_objective_by_hand():
     assert loss[row] == pytest.approx(np.mean(terms), rel=1e-5)
     # Validation scores the held-out position only: the record's positive after the newest.
     assert held_out[row] == pytest.approx(terms[-1], rel=1e-5)
+
+
+def test_sasrec_training_negatives_are_redrawn_off_the_users_items():
+  m = build("sasrec")
+  ids = tf.constant([[1, 2, 3, 4], [5, 6, 7, 8]], tf.int64)
+  positive = tf.constant([[9], [10]], tf.int64)
+  seeds = [tf.constant([3, k], tf.int64) for k in range(4)]
+  neg = m._negatives(ids, positive, seeds).numpy()
+  # By hand: draw 0, then each entry still in its row's items is replaced from the next draw.
+  draws = [tf.random.stateless_uniform([2, 4], s, minval=1, maxval=NUM_ITEMS + 1,
+                                       dtype=tf.int64).numpy() for s in seeds]
+  known = np.concatenate([ids.numpy(), positive.numpy()], axis=1)
+  want = draws[0]
+  for d in draws[1:]:
+    hit = np.array([[x in known[r] for x in want[r]] for r in range(2)])
+    want = np.where(hit, d, want)
+  np.testing.assert_array_equal(neg, want)
+  # Half the catalogue known: the hit rate falls from about 1/2 to about 1/16 with 3 redraws.
+  half = NUM_ITEMS // 2  # items 1..half - 1 in the sequence, `half` the positive
+  wide = tf.constant(np.tile(np.arange(1, half), (400, 1)), tf.int64)
+  pos = tf.fill([400, 1], tf.constant(half, tf.int64))
+  share = lambda n: np.isin(n, np.arange(1, half + 1)).mean()  # noqa: E731
+  once = share(m._negatives(wide, pos, seeds[:1]).numpy())
+  redrawn = share(m._negatives(wide, pos, seeds).numpy())
+  assert once > 0.4 and redrawn < 0.15, (once, redrawn)
 
 
 def test_comirec_scores_by_the_best_interest_and_trains_the_closest_one():

@@ -57,6 +57,9 @@ def _build_in_scope(layer: keras.layers.Layer, shape: tf.TensorShape) -> None:
     layer.build(shape)
 
 
+NORM_ORDERS = ("post", "pre", "sasrec")
+
+
 @keras.utils.register_keras_serializable(package="tfrec")
 class MultiHeadAttentionBlock(keras.layers.Layer):
   """Transformer block of SEMI §3.2.2 (eq. 2-3) with a position-wise feed-forward network.
@@ -68,9 +71,17 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
     X      = LayerNorm(Q + Dropout(A))                                    (residual + norm)
     Y      = LayerNorm(X + Dropout(FFN(X))),  FFN(x) = act(x W_1 + b_1) W_2 + b_2
 
-  Norm order: post-norm (residual add, then layer norm) as in the original transformer [31] that
-  §3.2.2 follows and in BST (whose block SEMI's baseline shares, App. A.2); the paper says no
-  more.
+  Norm order (`norm_order`):
+    "post"    the above: residual add, then layer norm, as in the original transformer [31] that
+              §3.2.2 follows and in BST (whose block SEMI's baseline shares, App. A.2); the
+              paper says no more. The default.
+    "pre"     SASRec's g(x) = x + Dropout(g(LayerNorm(x))) (Kang & McAuley, ICDM 2018, §III-B):
+                X = Q + Dropout(A(LN(Q), LN(K), LN(V))),  Y = X + Dropout(FFN(LN(X)))
+              (in self-attention K = V = Q, so all three are normalised once).
+    "sasrec"  the SASRec reference code (kang205/SASRec, pmixer/SASRec.pytorch), which produced
+              the paper's figures: only the query is normalised and the residual starts from it,
+                Q~ = LN(Q),  X = Q~ + Dropout(A(Q~, K, V)),  X~ = LN(X),  Y = X~ + Dropout(FFN(X~)).
+    Pre-norm stacks need a layer norm after their last block (the model's, not this layer's).
   The output projection W^O maps the concatenated heads back to the query width so that the
   residual can be added; SEMI's eq. 2 omits it, Vaswani et al. have it.
 
@@ -86,7 +97,8 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
     ff_dim: hidden width of the feed-forward network; None: dim; 0: no feed-forward sublayer.
     dropout: rate applied to each sublayer's output before the residual add.
     attention_dropout: rate applied to the attention weights.
-    use_layer_norm: apply layer normalisation after each residual add.
+    use_layer_norm: apply layer normalisation (where: `norm_order`).
+    norm_order: "post", "pre" or "sasrec" (above).
     use_residual: add the sublayer input to its output (False with ff_dim=0 and no layer
       norm gives the bare multi-head attention of ADAPT eq. 9-10 plus W^O).
     activation: activation of the feed-forward hidden layer.
@@ -125,8 +137,11 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
                kernel_initializer: Any = "glorot_uniform",
                kernel_regularizer: Any = None,
                layer_norm_epsilon: float = 1.001e-5,
+               norm_order: str = "post",
                **kwargs):
     super().__init__(**kwargs)
+    if norm_order not in NORM_ORDERS:
+      raise ValueError(f"norm_order must be one of {NORM_ORDERS}, got {norm_order!r}")
     if num_heads < 1:
       raise ValueError(f"num_heads must be >= 1, got {num_heads}")
     if head_dim is not None and head_dim < 1:
@@ -148,6 +163,7 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
     self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
     self.layer_norm_epsilon = layer_norm_epsilon
+    self.norm_order = norm_order
     self._output_dropout = Dropout(dropout)
     self._weights_dropout = Dropout(attention_dropout)
 
@@ -206,11 +222,15 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
 
   def _sublayer(self, x: tf.Tensor, y: tf.Tensor, norm: Optional[keras.layers.Layer],
                 training: Optional[bool]) -> tf.Tensor:
-    """Dropout(y), residual add, then (post-)norm."""
+    """Dropout(y), residual add from x, then the norm when post-norm (x is already normalised
+    in the pre-norm orders)."""
     y = self._output_dropout(y, training=training)
     if self.use_residual:
       y = x + y
-    return norm(y) if norm is not None else y
+    return norm(y) if norm is not None and self.norm_order == "post" else y
+
+  def _pre_norm(self, x: tf.Tensor, norm: Optional[keras.layers.Layer]) -> tf.Tensor:
+    return norm(x) if norm is not None and self.norm_order != "post" else x
 
   def call(self,
            query: tf.Tensor,
@@ -221,7 +241,8 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
            attention_mask: Optional[tf.Tensor] = None,
            training: Optional[bool] = None,
            return_attention_scores: bool = False):
-    if value is None:
+    self_attention = value is None
+    if self_attention:
       if key is not None:
         raise ValueError("pass `value` together with `key` (self-attention takes neither)")
       value = query
@@ -232,6 +253,17 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
     for name, t in (("key", key), ("value", value)):
       if t.shape[-1] is not None and t.shape[-1] != self._dim:
         raise ValueError(f"{name} width {t.shape[-1]} differs from the query width {self._dim}")
+    residual = query  # what the attention sublayer's residual adds (`norm_order`)
+    if self.norm_order != "post" and self._attention_norm is not None:
+      normed = self._attention_norm(query)
+      if self.norm_order == "pre":
+        if self_attention:
+          key = value = normed
+        else:
+          key, value = self._attention_norm(key), self._attention_norm(value)
+      else:  # "sasrec": keys and values as given, the residual from the normalised query
+        residual = normed
+      query = normed
     q = self._project(query, "query")
     k = self._project(key, "key")
     v = self._project(value, "value")
@@ -260,9 +292,11 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
     if self.use_bias:
       attended = tf.nn.bias_add(attended, self._biases["output"])
     attended = tf.reshape(attended, [shape[0], shape[1], self._dim])
-    x = self._sublayer(query, attended, self._attention_norm, training)
+    x = self._sublayer(residual, attended, self._attention_norm, training)
     if self._ff_hidden is not None:
-      x = self._sublayer(x, self._ff_output(self._ff_hidden(x)), self._ff_norm, training)
+      normed = self._pre_norm(x, self._ff_norm)
+      x = self._sublayer(normed if self.norm_order == "sasrec" else x,
+                         self._ff_output(self._ff_hidden(normed)), self._ff_norm, training)
     if query_mask is not None:
       x *= tf.cast(query_mask, x.dtype)[..., None]
     if return_attention_scores:
@@ -283,5 +317,6 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
         use_bias=self.use_bias,
         kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-        layer_norm_epsilon=self.layer_norm_epsilon)
+        layer_norm_epsilon=self.layer_norm_epsilon,
+        norm_order=self.norm_order)
     return config

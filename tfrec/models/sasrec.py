@@ -21,9 +21,19 @@ one negative from a fixed seed. The other positions are the training sequence's 
 which a model has trained on; averaged in, they made the validation loss fall with the training
 loss, so early stopping never stopped (measured on ML-1M: 83-86 of 200 epochs, valid loss still
 falling).
-Differences from the paper, stated: the attention blocks are tfrec's post-norm
-`MultiHeadAttentionBlock` (the paper normalises before attention), and positions count back from
-the newest item (the paper left-pads to a fixed length, which gives the same positions).
+Blocks (`norm_order`, `tfrec.layers.attention.MultiHeadAttentionBlock`): "sasrec" (the default)
+is the paper's reference code, which produced its figures: Q~ = LN(H), H' = Q~ + Dropout(A(Q~, H,
+H)), then the same around the feed-forward network, and a layer norm after the last block;
+"pre" is the paper's text, g(x) = x + Dropout(g(LayerNorm(x))), also with the final norm; "post"
+(tfrec's other models, and SASRec here before 2026-11-28) normalises after each residual add, no
+final norm. Dropout as the code: on the input embedding, the attention weights and each
+sublayer's output (the code's extra dropout inside the feed-forward network is not applied).
+Training negatives are redrawn, up to `_NEGATIVE_REDRAWS` times, while they hit the record's
+sequence or positive (the code draws "random_neq" outside the user's training items; the ones
+older than the kept max_seq_len are not known to the model here); a negative that still hits
+after the redraws is kept (probability about (L/N)^(1 + redraws), under 1e-5 on ML-1M).
+Positions count back from the newest item (the paper left-pads to a fixed length, which gives the
+same positions).
 """
 
 from __future__ import annotations
@@ -35,12 +45,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.layers import step_random
-from tfrec.layers.attention import MultiHeadAttentionBlock
+from tfrec.layers.attention import NORM_ORDERS, MultiHeadAttentionBlock
 from tfrec.models import registry
 from tfrec.models.retrieval import SEQ, RetrievalModel
 
 OBJECTIVES = ("bce", "softmax")
 _VALIDATION_SEED = (20181118, 0)  # negatives of a validation pass: the same every epoch
+_NEGATIVE_REDRAWS = 3
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -57,16 +68,24 @@ class SASRec(RetrievalModel):
   LOSSES = ("next_item",)
 
   def __init__(self, num_items: int, num_blocks: int = 2, num_heads: int = 1,
-               objective: str = "bce", **kwargs):
+               objective: str = "bce", norm_order: str = "sasrec", **kwargs):
     super().__init__(num_items, **kwargs)
     if objective not in OBJECTIVES:
       raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if norm_order not in NORM_ORDERS:
+      raise ValueError(f"norm_order must be one of {NORM_ORDERS}, got {norm_order!r}")
     self.num_blocks, self.num_heads, self.objective = int(num_blocks), int(num_heads), objective
+    self.norm_order = norm_order
     self.positions = keras.layers.Embedding(self.max_seq_len, self.dim, name="positions")
     self.input_dropout = step_random.Dropout(self.dropout)
     self.blocks = [MultiHeadAttentionBlock(num_heads=self.num_heads, ff_dim=self.dim,
-                                           dropout=self.dropout, name=f"block_{i}")
+                                           dropout=self.dropout,
+                                           attention_dropout=(self.dropout if norm_order != "post"
+                                                              else 0.0),
+                                           norm_order=norm_order, name=f"block_{i}")
                    for i in range(self.num_blocks)]
+    self.final_norm = (None if norm_order == "post" else
+                       keras.layers.LayerNormalization(epsilon=1.001e-5, name="final_norm"))
 
   def sequence_outputs(self, features: Dict[str, tf.Tensor],
                        training: Optional[bool] = None):
@@ -81,6 +100,8 @@ class SASRec(RetrievalModel):
     causal = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)[None]
     for block in self.blocks:
       x = block(x, query_mask=mask, attention_mask=causal, training=training)
+    if self.final_norm is not None:
+      x = self.final_norm(x) * tf.cast(mask, x.dtype)[..., None]
     return tf.cast(x, tf.float32), mask, length
 
   def encode_query(self, features: Dict[str, tf.Tensor],
@@ -99,9 +120,11 @@ class SASRec(RetrievalModel):
     positive = tf.cast(batch["positive_item_id"], tf.int64)[:, None]
     nxt = tf.where(last, positive, nxt)  # ...and after the newest one, the record's positive
     seed = step_random.step_seed() if training else None
-    seed = tf.constant(_VALIDATION_SEED, tf.int64) if seed is None else seed
-    neg = tf.random.stateless_uniform(tf.shape(ids), seed, minval=1, maxval=self.num_items + 1,
-                                      dtype=tf.int64)
+    if seed is None:  # validation: one fixed draw
+      neg = self._negatives(ids, positive, [tf.constant(_VALIDATION_SEED, tf.int64)])
+    else:
+      neg = self._negatives(ids, positive, [seed] + [step_random.step_seed()
+                                                     for _ in range(_NEGATIVE_REDRAWS)])
     pos_logit = tf.reduce_sum(h * self.encode_items(nxt), axis=-1)
     neg_logit = tf.reduce_sum(h * self.encode_items(neg), axis=-1)
     per_position = tf.nn.softplus(-pos_logit) + tf.nn.softplus(neg_logit)
@@ -111,9 +134,21 @@ class SASRec(RetrievalModel):
         tf.reduce_sum(weight, axis=1), 1.0)
     return {"next_item": loss}
 
+  def _negatives(self, ids: tf.Tensor, positive: tf.Tensor, seeds) -> tf.Tensor:
+    """<int64>[b, L] uniform item ids in [1, num_items] from `seeds[0]`; each redrawn from
+    `seeds[1]`, `seeds[2]`, ... while it is an item of its row's sequence or its positive."""
+    known = tf.concat([ids, positive], axis=1)  # [b, L + 1], padding 0 never drawn
+    draw = lambda s: tf.random.stateless_uniform(  # noqa: E731
+        tf.shape(ids), s, minval=1, maxval=self.num_items + 1, dtype=tf.int64)
+    neg = draw(seeds[0])
+    for s in seeds[1:]:
+      hit = tf.reduce_any(neg[:, :, None] == known[:, None, :], axis=-1)
+      neg = tf.where(hit, draw(s), neg)
+    return neg
+
   def get_config(self):
     return {**super().get_config(), "num_blocks": self.num_blocks, "num_heads": self.num_heads,
-            "objective": self.objective}
+            "objective": self.objective, "norm_order": self.norm_order}
 
 
 registry.register("sasrec", SASRec, "SASRec: causal self-attention, every position predicts "
