@@ -36,7 +36,7 @@ EXTRA = {"bst": dict(num_heads=2, ff_dim=DIM), "cross_bst": dict(num_heads=2, ff
          "mf": dict(num_users=NUM_USERS), "bpr": dict(num_users=NUM_USERS),
          "ncf": dict(num_users=NUM_USERS), "atrank": dict(num_heads=2, ff_dim=DIM),
          "aden": dict(num_heads=2, num_tokens=9), "cmf": dict(num_users=NUM_USERS),
-         "pinet": dict(gru_units=6)}
+         "pinet": dict(gru_units=6), "conet": dict(num_users=NUM_USERS)}
 # Built-in ranking models (test modules may register their own).
 NAMES = [n for n in registry.names("ranking")
          if registry.get(n).cls.__module__.startswith("tfrec.")]
@@ -327,7 +327,10 @@ def test_empty_histories_give_finite_logits_and_gradients(name, models):
   labels = tf.constant([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
   with tf.GradientTape() as tape:
     logits = model(features, training=False)
-    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
+    # Every named loss (DIEN's auxiliary loss, CMF's and CoNet's source loss...), so that each
+    # weight gets a gradient from the loss that trains it.
+    losses = model.compute_losses({**features, "label": labels}, training=False)
+    loss = tf.add_n([tf.reduce_mean(x) for x in losses.values()])
   assert logits.dtype == tf.float32 and logits.shape == (6,)
   assert np.isfinite(logits.numpy()).all()
   grads = tape.gradient(loss, model.trainable_variables)
@@ -382,6 +385,10 @@ NON_DEFAULT = {
                 dropout=0.2, domains=("target", "source")),
     "aden": dict(num_heads=4, num_tokens=9, item_features=("title",), mlp_units=(6, 4),
                  dropout=0.2, domains=("target",), num_time_blocks=4),
+    "conet": dict(num_users=7, l2=1e-3, item_features=("category",), item_combine="sum",
+                  dropout=0.2, domains=("target", "source"), mlp_units=(6, 4), cross_layers=1),
+    "dien": dict(item_features=("id", "visual"), domains=("source", "target"), mlp_units=(6, 4),
+                 dropout=0.2, use_time_blocks=True, num_time_blocks=4),
 }
 
 

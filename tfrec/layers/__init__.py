@@ -8,6 +8,7 @@ real item; padded positions never influence a result and all-padded rows give fi
 """
 
 from tfrec.layers.attention import MultiHeadAttentionBlock, masked_softmax
+from tfrec.layers.augru import AUGRU
 from tfrec.layers.attentive_pooling import SelfAttentivePooling
 from tfrec.layers.gradient_reversal import GradientReversal, reverse_gradient
 from tfrec.layers.mlp import MLP
@@ -17,6 +18,7 @@ from tfrec.layers.time_block import TimeBlockEmbedding, time_block_index
 from tfrec.layers.user_embedding import UserEmbedding, check_user_ids
 
 __all__ = [
+    "AUGRU",
     "GradientReversal",
     "MLP",
     "MultiHeadAttentionBlock",

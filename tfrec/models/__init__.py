@@ -12,6 +12,8 @@ from tfrec.models.bst import BST
 from tfrec.models.ccl import CCL
 from tfrec.models.cmf import CMF
 from tfrec.models.comirec import ComiRecSA
+from tfrec.models.conet import CoNet
+from tfrec.models.dien import DIEN
 from tfrec.models.din import DIN
 from tfrec.models.dssm import DSSM
 from tfrec.models.dual import DUAL
@@ -26,6 +28,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ADEN", "ATRank", "BPR", "BST", "CCL", "CMF", "ComiRecSA", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
+__all__ = ["ADEN", "ATRank", "BPR", "BST", "CCL", "CMF", "CoNet", "ComiRecSA", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
            "NCF", "PiNet", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]
