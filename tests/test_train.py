@@ -254,6 +254,7 @@ def test_seeded_deterministic_runs_give_identical_weights(syn_dir, tmp_path):
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.flags"),
                                       recursive=True)
                  if os.sep + "reproduce" + os.sep not in p)
+INCLUDES = ("base.flags", "common.flags")  # settings other flagfiles include; no --model
 
 
 def _fresh_flags():
@@ -267,7 +268,7 @@ def test_every_config_parses_and_names_a_registered_model(monkeypatch):
   monkeypatch.chdir(REPO)  # flagfiles include each other by repository-relative paths
   assert len(CONFIGS) >= 5
   for path in CONFIGS:
-    if os.path.basename(path) == "base.flags":
+    if os.path.basename(path) in INCLUDES:
       continue
     fl = _fresh_flags()
     fl(["prog", f"--flagfile={path}"])
@@ -280,7 +281,16 @@ def test_every_config_parses_and_names_a_registered_model(monkeypatch):
     registry.build(cfg.model.name, **sizes, **cfg.model.kwargs)
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.endswith("base.flags")],
+# ADAPT's Table IV rows of models that other flagfiles already run (same model code, other
+# settings): their two steps are `slow`; the parse test above builds each with its settings and
+# tests/test_reproduce_adapt.py checks what they resolve to. Keeps the default suite in budget.
+SETTINGS_ONLY = {os.path.join(REPO, "configs", "adapt", f"{n}.flags")
+                 for n in ("mf", "ncf", "youtubenet", "din", "bst", "cross_bst", "thacil")}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)
+                                  if p in SETTINGS_ONLY else p
+                                  for p in CONFIGS if os.path.basename(p) not in INCLUDES],
                          ids=lambda p: os.path.relpath(p, REPO))
 def test_every_config_runs_as_is_for_two_steps(syn_dir, tmp_path, monkeypatch, path):
   """Each flagfile as written (model sizes included), with only the data, the output
