@@ -184,9 +184,15 @@ def test_weighted_metrics_are_the_metrics_of_the_replicated_users():
                                for u, c in counts.items()])
   assert bootstrap.weighted_metric(arr, "hr@3", counts) == pytest.approx(
       np.mean(arr["ranks"][rep_ranked] < 3), rel=1e-12)
+  # NDCG@K: each drawn ranked positive's gain 1 / log2(rank + 2) (0 from rank K on), by hand.
+  ranks = arr["ranks"][rep_ranked]
+  assert bootstrap.weighted_metric(arr, "ndcg@3", counts) == pytest.approx(
+      np.mean([1.0 / math.log2(r + 2) if r < 3 else 0.0 for r in ranks]), rel=1e-12)
   ones = {int(u): 1 for u in np.unique(arr["user_ids"])}
   assert bootstrap.weighted_metric(arr, "auc", ones) == pytest.approx(
       metrics.auc(arr["labels"], arr["logits"]), rel=1e-12)
+  assert bootstrap.weighted_metric(arr, "ndcg@5", ones) == pytest.approx(
+      np.mean([1.0 / math.log2(r + 2) if r < 5 else 0.0 for r in arr["ranks"]]), rel=1e-12)
 
 
 def test_per_user_metrics_weigh_each_resampled_user_by_its_count():
@@ -203,6 +209,13 @@ def test_per_user_metrics_weigh_each_resampled_user_by_its_count():
   ones = {int(u): 1 for u in np.unique(arr["user_ids"])}
   assert bootstrap.weighted_metric(arr, "gauc", ones) == pytest.approx(
       metrics.gauc(arr["user_ids"], arr["labels"], arr["logits"], "samples")["gauc"], rel=1e-12)
+  # ADAPT eq. 12 ("mean"): the drawn users' AUCs, each once per draw, whatever its examples.
+  assert bootstrap.weighted_metric(arr, "gauc_mean", counts) == pytest.approx(
+      np.mean([auc_of[u] for u in kept]), rel=1e-12)
+  for reduction in ("mean", "positives"):
+    assert bootstrap.weighted_metric(arr, f"gauc_{reduction}", ones) == pytest.approx(
+        metrics.gauc(arr["user_ids"], arr["labels"], arr["logits"], reduction)["gauc"],
+        rel=1e-12)
   # Top-K impression metrics: the plain mean of the drawn users' values, once per draw.
   top = metrics.user_topk(arr["user_ids"], arr["labels"], arr["logits"], (2,))
   ndcg_of = dict(zip(top.users.tolist(), top.values["ndcg"][0]))

@@ -1,4 +1,4 @@
-"""`python -m tfrec.reproduce --paper=semi --dataset=synthetic|movielens [--seeds=5] [--scale=cpu]`
+"""`python -m tfrec.reproduce --paper=semi|thacil|adapt --dataset=synthetic|movielens [--seeds=5] [--scale=cpu]`
 
 Chooses each row's learning rate from `--lr_grid` on the valid split (seed 0), trains every row
 of the paper's tables and figures that tfrec has `--seeds` times with early stopping on the
@@ -23,20 +23,22 @@ from absl import flags
 from absl import logging
 
 from tfrec import cli
+from tfrec.reproduce import adapt
 from tfrec.reproduce import harness
 from tfrec.reproduce import semi
 from tfrec.reproduce import sweep
 from tfrec.reproduce import thacil
 
-PAPERS = {"semi": semi, "thacil": thacil}
+PAPERS = {"semi": semi, "thacil": thacil, "adapt": adapt}
 DATASET_DIRS = {"movielens": "data/ml1m", "microvideo": "data/microvideo"}
 
 flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
 flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens", "microvideo"],
                   "synthetic: the planted generator (generated when missing); movielens: "
                   "MovieLens-1M as two domains (python -m tfrec.datasets.movielens --out DIR; "
-                  "semi); microvideo: THACIL's MicroVideo-1.7M (python -m "
-                  "tfrec.datasets.microvideo --raw DIR --out DIR; thacil).")
+                  "semi, adapt; thacil: data/ml1m_thacil); microvideo: THACIL's "
+                  "MicroVideo-1.7M (python -m tfrec.datasets.microvideo --raw DIR --out DIR; "
+                  "thacil).")
 flags.DEFINE_integer("seeds", harness.DEFAULT_SEEDS, "Seeds per row (0 .. seeds-1).")
 flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: the scaled-down variant for 2 CPU "
                   "cores; paper: the paper's sizes (A.1).")
@@ -46,7 +48,8 @@ flags.DEFINE_string("work_dir", None, "Run directories (default: runs/reproduce/
                     "<paper>_<dataset>_<scale>).")
 flags.DEFINE_string("results_dir", "docs/results", "Where the results file and figures go.")
 flags.DEFINE_list("parts", [], "Subset of the paper's parts (default: all): semi "
-                  f"{', '.join(semi.PARTS)}; thacil {', '.join(thacil.PARTS)}.")
+                  f"{', '.join(semi.PARTS)}; thacil {', '.join(thacil.PARTS)}; adapt "
+                  f"{', '.join(adapt.PARTS)}.")
 flags.DEFINE_multi_string("extra_flags", [], "A flag appended to every ranking row's (repeat "
                           "for several), e.g. --extra_flags=--epochs=2 on a larger dataset.")
 flags.DEFINE_integer("max_eval_examples", 0, "Evaluate all examples of users of the test split "
@@ -76,6 +79,14 @@ def dataset_dir(paper, dataset: str, scale) -> str:
   if dataset == "synthetic":
     return f"data/reproduce/syn-{world_name(scale)}"
   return getattr(paper, "DATA_DIRS", {}).get(dataset, DATASET_DIRS[dataset])
+
+
+def experiments(paper, scale, dataset: str):
+  """The paper's rows on `dataset` (a paper whose rows depend on the dataset takes it)."""
+  import inspect
+  if "dataset" in inspect.signature(paper.experiments).parameters:
+    return paper.experiments(scale, dataset=dataset)
+  return paper.experiments(scale)
 
 
 def prepare_dataset(paper, dataset: str, data_dir: str, scale) -> str:
@@ -118,7 +129,7 @@ def run_sweep(paper, scale) -> None:
   preset = scale.synthetic_preset
   field, values = sweep.parse(FLAGS.sweep, preset)
   claims = sweep.chosen_claims(paper.CLAIMS, FLAGS.claims)
-  by_name = {r.name: r for r in paper.experiments(scale).rows(paper.PARTS)}
+  by_name = {r.name: r for r in experiments(paper, scale, "synthetic").rows(paper.PARTS)}
   rows = [by_name[n] for n in dict.fromkeys(x for c in claims for x in (c.a, c.b))]
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_sweep_{field}_{scale.name}"
   data_base = FLAGS.data_dir or "data/reproduce/sweep"
@@ -158,7 +169,7 @@ def main(argv: Sequence[str]) -> None:
   dataset_text = prepare_dataset(paper, FLAGS.dataset, data_dir, scale)
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_{FLAGS.dataset}_{scale.name}"
   settings = _settings(paper, data_dir, work_dir, scale)
-  exp = paper.experiments(scale)
+  exp = experiments(paper, scale, FLAGS.dataset)
   rows = exp.rows(parts)
   logging.info("reproducing %d rows x %d seeds of %s on %s", len(rows), FLAGS.seeds,
                FLAGS.paper, data_dir)
@@ -175,10 +186,14 @@ def main(argv: Sequence[str]) -> None:
       + [f"--lr_grid={','.join(FLAGS.lr_grid)}"] * (settings.lr_grid != harness.DEFAULT_LR_GRID))
   # Every row's per-example arrays: the bootstrap CIs (all rows) and Fig. 5.
   arrays = {row.name: [runner.arrays(row, s) for s in range(FLAGS.seeds)] for row in rows}
+  # What a paper reports beyond its ranking rows (ADAPT's Table VII matching), run and cached
+  # through the same runner.
+  extra = ({"extra": paper.extra_results(runner, exp, parts, FLAGS.seeds)}
+           if hasattr(paper, "extra_results") else {})
   path = paper.write_report(results, exp, scale, FLAGS.dataset, dataset_text, out,
                             time.time() - start, command, runner.timings,
                             extra_flags=settings.extra_flags,
-                            max_eval_examples=FLAGS.max_eval_examples, arrays=arrays)
+                            max_eval_examples=FLAGS.max_eval_examples, arrays=arrays, **extra)
   print(f"tfrec.reproduce: wrote {path}")
 
 

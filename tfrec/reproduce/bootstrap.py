@@ -26,10 +26,12 @@ example), the percentile interval needs only the resamples.
 The weighted AUC sorts each run's examples by logit once; for a resample it sums the weights of
 positives and negatives per tie group and counts, per positive, the negatives scored below it
 plus half the tied ones (ties count 1/2, as `tfrec.metrics.auc`). With every weight 1 it is the
-plain AUC. HR@K is the weighted mean of hits (rank < K) over the ranked positives. Per-user
+plain AUC. HR@K is the weighted mean of hits (rank < K) over the ranked positives, NDCG@K
+the weighted mean of 1 / log2(rank + 2) (0 from rank K on) over them. Per-user
 metrics are means over users, so a resample weighs each user's value by the user's count:
 "gauc" (each user's AUC, further weighted by the user's examples: the "samples" reduction of
-`tfrec.metrics.gauc`, users with one class left out) and "topk_<metric>@K" (THACIL §4.4's
+`tfrec.metrics.gauc`, users with one class left out; "gauc_mean" / "gauc_positives": the
+"mean" reduction, ADAPT eq. 12, and the "positives" one) and "topk_<metric>@K" (THACIL §4.4's
 precision, recall, f_score or ndcg of the user's top-K impressions, `tfrec.metrics.topk`,
 users without a click left out; plain mean). A resample on
 which a metric is undefined (one class only, no ranked positive: tiny splits) makes that CI
@@ -90,12 +92,14 @@ class _Run:
     self._arrays = {"user_ids": uid, "labels": labels, "logits": logits}
     self._users = users
     self._per_user: Dict[str, tuple] = {}
-    self.hits = self.ranked = None
+    self.hits = self.gains = self.ranked = None
     if k is not None and "rows" in arrays and "ranks" in arrays:
       rows = np.asarray(arrays["rows"], np.int64)
       ranked_users = user_index[rows]
-      self.hits = np.bincount(ranked_users, weights=(np.asarray(arrays["ranks"]) < k),
-                              minlength=len(users))
+      ranks = np.asarray(arrays["ranks"], np.float64)
+      self.hits = np.bincount(ranked_users, weights=(ranks < k), minlength=len(users))
+      self.gains = np.bincount(ranked_users, weights=np.where(ranks < k, 1.0 / np.log2(
+          ranks + 2.0), 0.0), minlength=len(users))
       self.ranked = np.bincount(ranked_users, minlength=len(users)).astype(np.float64)
 
   def auc(self, counts: np.ndarray) -> np.ndarray:
@@ -124,19 +128,24 @@ class _Run:
     with np.errstate(invalid="ignore", divide="ignore"):
       return np.where(den > 0, (w @ values) / np.where(den > 0, den, 1.0), np.nan)
 
-  def hit_rate(self, counts: np.ndarray) -> np.ndarray:
+  def hit_rate(self, counts: np.ndarray, ndcg: bool = False) -> np.ndarray:
+    """<float64>[B] weighted HR@K (NDCG@K with `ndcg`) for user counts <[B, U]>."""
     if self.hits is None:
       raise ValueError("no ranked positives in these arrays (rows, ranks) for HR@K")
     n = counts @ self.ranked
+    got = counts @ (self.gains if ndcg else self.hits)
     with np.errstate(invalid="ignore", divide="ignore"):
-      return np.where(n > 0, (counts @ self.hits) / np.where(n > 0, n, 1.0), np.nan)
+      return np.where(n > 0, got / np.where(n > 0, n, 1.0), np.nan)
 
 
 TOPK_PREFIX = "topk_"
 
 
+GAUC_METRICS = {"gauc": "samples", "gauc_mean": "mean", "gauc_positives": "positives"}
+
+
 def is_per_user(metric: str) -> bool:
-  return metric == "gauc" or metric.startswith(TOPK_PREFIX)
+  return metric in GAUC_METRICS or metric.startswith(TOPK_PREFIX)
 
 
 def _per_user_values(arrays: Mapping[str, np.ndarray], users: np.ndarray, metric: str):
@@ -144,15 +153,17 @@ def _per_user_values(arrays: Mapping[str, np.ndarray], users: np.ndarray, metric
   without a value, or absent from the arrays, weighs 0)."""
   from tfrec import metrics
   values, weights = np.zeros(len(users)), np.zeros(len(users))
-  if metric == "gauc":
+  if metric in GAUC_METRICS:  # the reductions of `tfrec.metrics.gauc`
     per = metrics.per_user_auc(arrays["user_ids"], arrays["labels"], arrays["logits"])
     ok = np.isfinite(per["auc"])
     at = np.searchsorted(users, per["users"][ok])
-    values[at], weights[at] = per["auc"][ok], per["examples"][ok]
+    weight = {"samples": per["examples"], "positives": per["positives"],
+              "mean": np.ones(len(per["users"]))}[GAUC_METRICS[metric]]
+    values[at], weights[at] = per["auc"][ok], weight[ok]
     return values, weights
   name, sep, k = metric[len(TOPK_PREFIX):].partition("@")
   if not sep or name not in metrics.topk.METRICS or not k.isdigit():
-    raise ValueError(f"unknown per-user metric {metric!r}: gauc or topk_<"
+    raise ValueError(f"unknown per-user metric {metric!r}: {' | '.join(GAUC_METRICS)} or topk_<"
                      f"{'|'.join(metrics.topk.METRICS)}>@K")
   per = metrics.user_topk(arrays["user_ids"], arrays["labels"], arrays["logits"], (int(k),))
   at = np.searchsorted(users, per.users)
@@ -162,16 +173,18 @@ def _per_user_values(arrays: Mapping[str, np.ndarray], users: np.ndarray, metric
 
 def weighted_metric(arrays: Mapping[str, np.ndarray], metric: str, user_counts: Mapping[int, int]
                     ) -> float:
-  """`metric` ("auc", "hr@K", "gauc" or "topk_<metric>@K") of one run's arrays with each
-  user's examples weighted by `user_counts[user]` (users absent: weight 0). What one bootstrap
-  resample computes."""
+  """`metric` ("auc", "hr@K", "ndcg@K", "gauc[_mean|_positives]" or "topk_<metric>@K") of one
+  run's arrays with each user's examples weighted by `user_counts[user]` (users absent: weight
+  0). What one bootstrap resample computes."""
   users = np.unique(np.asarray(arrays["user_ids"], np.int64))
-  k = int(metric.split("@")[1]) if metric.startswith("hr@") else None
-  run = _Run(arrays, users, k)
+  ranked = metric.startswith(("hr@", "ndcg@"))
+  run = _Run(arrays, users, int(metric.split("@")[1]) if ranked else None)
   counts = np.array([[user_counts.get(int(u), 0) for u in users]], np.float64)
   if is_per_user(metric):
     return float(run.per_user(metric, counts)[0])
-  return float((run.auc if metric == "auc" else run.hit_rate)(counts)[0])
+  if ranked:
+    return float(run.hit_rate(counts, ndcg=metric.startswith("ndcg@"))[0])
+  return float(run.auc(counts)[0])
 
 
 class UserBootstrap:
@@ -200,13 +213,13 @@ class UserBootstrap:
   def _mean(self, name: str, metric: str, counts: np.ndarray) -> np.ndarray:
     if metric == "auc":
       per_seed = [r.auc(counts) for r in self._runs[name]]
-    elif metric == f"hr@{self.k}":
-      per_seed = [r.hit_rate(counts) for r in self._runs[name]]
+    elif metric in (f"hr@{self.k}", f"ndcg@{self.k}"):
+      per_seed = [r.hit_rate(counts, ndcg=metric.startswith("ndcg")) for r in self._runs[name]]
     elif is_per_user(metric):
       per_seed = [r.per_user(metric, counts) for r in self._runs[name]]
     else:
-      raise ValueError(f"unknown metric {metric!r}: auc, hr@{self.k}, gauc or "
-                       "topk_<metric>@K")
+      raise ValueError(f"unknown metric {metric!r}: auc, hr@{self.k}, ndcg@{self.k}, "
+                       f"{', '.join(GAUC_METRICS)} or topk_<metric>@K")
     return np.mean(per_seed, axis=0)
 
   def _counts(self, idx: np.ndarray) -> np.ndarray:

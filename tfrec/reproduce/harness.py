@@ -126,6 +126,8 @@ class Settings:
       (row, seed) is evaluated on the same examples against the same negatives, so rows pair.
     lr_grid: learning rates tried on seed 0 of each row (empty: the flagfile's rate).
     topk_ks: K of the top-K impression metrics (THACIL §4.4; empty: none).
+    gauc_reduction: how GAUC averages the users' AUCs (`tfrec.metrics.gauc`): "samples"
+      (weighted by each user's examples, SEMI's and THACIL's) or "mean" (ADAPT eq. 12).
   """
 
   data_dir: str
@@ -140,6 +142,7 @@ class Settings:
   eval_seed: int = 0
   lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID
   topk_ks: Tuple[int, ...] = ()
+  gauc_reduction: str = "samples"
 
 
 def parse_config(argv: Sequence[str]) -> config_lib.RunConfig:
@@ -350,6 +353,8 @@ class Runner:
                self.s.data_dir, "ranking", self.s.eval_split))}
     if self.s.topk_ks:  # absent when unused: keys of runs cached before it stay valid
       out["topk_ks"] = [int(k) for k in self.s.topk_ks]
+    if self.s.gauc_reduction != "samples":  # (the same)
+      out["gauc_reduction"] = self.s.gauc_reduction
     return out
 
   def run(self, row: Row, seed: int) -> Dict[str, Any]:
@@ -386,7 +391,8 @@ class Runner:
     result = evaluate_lib.evaluate_split(loaded, self.s.eval_split, protocol=self.s.protocol,
                                          seed=self.s.eval_seed, keep_arrays=True,
                                          max_examples=self.s.max_eval_examples,
-                                         topk_ks=self.s.topk_ks)
+                                         topk_ks=self.s.topk_ks,
+                                         gauc_reduction=self.s.gauc_reduction)
     save_arrays(os.path.join(run_dir, ARRAYS_FILE), result["arrays"])
     return result
 

@@ -34,7 +34,12 @@ class Intervals:
   """The bootstrap CIs of a report (`bootstrap.UserBootstrap`), computed on demand and kept;
   "n/a" where a row's arrays are missing."""
 
-  def __init__(self, results: Results, arrays: Optional[Arrays]):
+  def __init__(self, results: Results, arrays: Optional[Arrays], gauc_reduction: str = "samples"):
+    """`gauc_reduction`: the reduction the results' "gauc" was computed with (the bootstrap
+    recomputes "gauc" with it: `bootstrap.GAUC_METRICS`)."""
+    self._gauc = "gauc" if gauc_reduction == "samples" else f"gauc_{gauc_reduction}"
+    if self._gauc not in bootstrap.GAUC_METRICS:
+      raise ValueError(f"unknown GAUC reduction {gauc_reduction!r}")
     arrays = {n: a for n, a in (arrays or {}).items() if n in results and a}
     k = int(next(iter(results.values()))[0]["k"])
     self.boot = bootstrap.UserBootstrap(arrays, k) if arrays else None
@@ -46,7 +51,7 @@ class Intervals:
       return None
     key = ("row", name, metric)
     if key not in self._cache:
-      self._cache[key] = self.boot.row(name, metric)
+      self._cache[key] = self.boot.row(name, self._gauc if metric == "gauc" else metric)
     return self._cache[key]
 
   def difference(self, a: str, b: str, metric: str) -> Optional[bootstrap.Interval]:
@@ -54,7 +59,7 @@ class Intervals:
       return None
     key = ("diff", a, b, metric)
     if key not in self._cache:
-      self._cache[key] = self.boot.difference(a, b, metric)
+      self._cache[key] = self.boot.difference(a, b, self._gauc if metric == "gauc" else metric)
     return self._cache[key]
 
   def text(self, name: str, metric: str) -> str:
