@@ -1,7 +1,8 @@
 """`python -m tfrec.evaluate --flagfile=configs/<paper>/<variant>.flags`: offline evaluation of a
 trained run on ranking splits, written as JSON and markdown (`tfrec.evaluation` says what is
 measured and how). A run with ADAPT's feature extractor (dual, aden) is also evaluated on
-storytelling-to-product matching (`--dual_matching`, Table VII) and answers `--nearest_to`."""
+storytelling-to-product matching (`--dual_matching`, Table VII) and answers `--nearest_to`; a
+run whose model exposes its attention draws Fig. 6's case study (`--attention_examples=N`)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ def define_flags() -> None:
                     "distance of the extractor's features (--splits: dual_pair splits).")
   flags.DEFINE_list("nearest_to", [], "Product ids: print each one's 5 nearest storytelling "
                     "items in the run's extractor feature space (dual, aden runs).")
+  flags.DEFINE_integer("attention_examples", 0, "ADAPT Fig. 6 on a run whose model exposes "
+                       "its attention (aden): the first N impressions of each split as "
+                       "TensorBoard heat maps and tables under <run_dir>/logs/attention/<split> "
+                       "(tfrec.evaluation.attention), printed too; no metrics are computed.")
   flags.DEFINE_enum("negative_pool", "auto", list(POOLS), "Negatives come from target items: "
                     "auto (the cold ones for a split named *cold*, else the non-cold ones), "
                     "warm, cold or all.")
@@ -142,6 +147,31 @@ def _evaluate_matching(fl) -> None:
     print(f"tfrec.evaluate: wrote {paths[0]} and {paths[1]}", flush=True)
 
 
+def _attention_case_studies(fl) -> None:
+  """--attention_examples: Fig. 6's heat maps of the first N impressions of each split."""
+  import os
+  from tfrec import runs
+  from tfrec.evaluation import attention
+  if fl.attention_examples < 0:
+    raise ValueError(f"--attention_examples={fl.attention_examples}: a count >= 0")
+  run = load_run(fl.run_dir, fl.checkpoint, data_dir=fl.data_dir)
+  if not attention.supports(run.model):
+    raise ValueError(f"--attention_examples: a {run.cfg.model.name} run does not expose its "
+                     "attention weights (aden runs do: ADAPT Fig. 6)")
+  for split in _splits(fl):
+    reader = runs.reader(run.cfg, split, training=False, info=run.info)
+    batch = next(iter(reader.dataset(fl.attention_examples)), None)
+    if batch is None:
+      raise ValueError(f"split {split!r} of {run.cfg.data.data_dir} has no impressions")
+    studies = attention.case_studies(run.model, batch, run.store, fl.attention_examples)
+    for i, study in enumerate(studies):
+      print(f"### {split} example {i}\n\n{attention.to_markdown(study)}")
+    logdir = attention.write_summaries(os.path.join(fl.run_dir, "logs", "attention", split),
+                                       split, studies)
+    print(f"tfrec.evaluate: wrote {len(studies)} attention heat maps to {logdir} "
+          f"(tensorboard --logdir {os.path.join(fl.run_dir, 'logs')})", flush=True)
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -152,6 +182,9 @@ def main(argv: Sequence[str]) -> None:
   try:
     if fl.dual_matching or fl.nearest_to:
       _evaluate_matching(fl)
+      return
+    if fl.attention_examples:
+      _attention_case_studies(fl)
       return
     if _is_retrieval_run(fl.run_dir):
       _evaluate_retrieval(fl)

@@ -52,9 +52,13 @@ class TargetAttention(keras.layers.Layer):
     keys: <float32>[batch, seq, dim] behaviour sequence (keys = values).
     mask: <bool>[batch, seq], True = real item. None: every position is real.
     training: dropout switch.
+    return_attention_scores: also return the weights over the sequence.
 
   Returns:
-    <float32>[batch, dim] (or <float32>[batch, num_targets, dim], following `query`).
+    <float32>[batch, dim] (or <float32>[batch, num_targets, dim], following `query`); with
+    `return_attention_scores` also the weights <float32>[batch, heads, seq] (or [batch, heads,
+    num_targets, seq]; "din" mode: heads = 1, the activation unit's scores as they weigh the
+    sum), 0 at padded positions and for a row without real items.
   """
 
   def __init__(self,
@@ -98,14 +102,17 @@ class TargetAttention(keras.layers.Layer):
                           name="activation_unit")
 
   def call(self, query: tf.Tensor, keys: tf.Tensor, mask: Optional[tf.Tensor] = None,
-           training: Optional[bool] = None) -> tf.Tensor:
+           training: Optional[bool] = None, return_attention_scores: bool = False):
     single = query.shape.rank == 2
     q = query[:, None, :] if single else query  # [batch, targets, dim]
     if mask is None:
       mask = tf.ones(tf.shape(keys)[:2], tf.bool)
     mask = tf.cast(mask, tf.bool)
     if self.mode == "dot":
-      out = self._block(q, keys, key_mask=mask, training=training)
+      out = self._block(q, keys, key_mask=mask, training=training,
+                        return_attention_scores=return_attention_scores)
+      if return_attention_scores:
+        out, weights = out  # weights: [batch, heads, targets, seq]
     else:
       q4 = q[:, :, None, :]                 # [batch, targets, 1, dim]
       k4 = keys[:, None, :, :]              # [batch, 1, seq, dim]
@@ -120,9 +127,13 @@ class TargetAttention(keras.layers.Layer):
         weights = tf.where(key_mask, scores, tf.zeros_like(scores))
       values = tf.where(mask[..., None], keys, tf.zeros_like(keys))
       out = tf.einsum("bts,bsd->btd", weights, values)
+      weights = weights[:, None]  # one "head"
     has_items = tf.reduce_any(mask, axis=-1)[:, None, None]
     out = tf.where(has_items, out, tf.zeros_like(out))
-    return out[:, 0, :] if single else out
+    if not return_attention_scores:
+      return out[:, 0, :] if single else out
+    weights *= tf.cast(has_items[..., None], weights.dtype)
+    return (out[:, 0, :], weights[:, :, 0, :]) if single else (out, weights)
 
   def compute_mask(self, inputs, mask=None):
     return None

@@ -81,6 +81,21 @@ class ADEN(RankingModel):
         user, candidate_ids, lambda d: getattr(self, f"{d}_attention"), "history",
         training=training)
 
+  def attention_weights(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """ADAPT Fig. 6's case study: domain -> <float32>[batch, heads, seq] the weights of the
+    labelled item's attention (eq. 9) over the domain's history, positions as in
+    `<domain>_item_ids`; 0 at padding and for a domain without history (inference mode)."""
+    user = self.encode_user(features, training=False)
+    x = self.item_encoder(features["item_id"][:, None])
+    cand = x + tf.cast(self.time_blocks.embeddings[0], x.dtype)  # as `score`
+    out = {}
+    for d in self.domains:
+      _, weights = getattr(self, f"{d}_attention")(cand, user[f"{d}_history"],
+                                                   user[f"{d}_mask"], training=False,
+                                                   return_attention_scores=True)
+      out[d] = weights[:, :, 0, :]
+    return out
+
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), "item_features": list(self.content_features),
             "num_heads": self.num_heads, "num_tokens": self.num_tokens,
