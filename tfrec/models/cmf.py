@@ -64,22 +64,34 @@ class CMF(MF):
     bce = self.task(batch["label"], logits)
     user = state["user"]                                                   # [b, d]
     seq = tf.cast(batch["source_item_ids"], tf.int64)                      # [b, L]
-    mask = tf.cast(batch["source_mask"], tf.float32)
+    negatives = self.source_negatives(seq, training)
+    u = tf.cast(user, tf.float32)[:, None, :]
+    pos = tf.reduce_sum(u * tf.cast(self.item_encoder(seq), tf.float32), axis=-1)
+    neg = tf.reduce_sum(u * tf.cast(self.item_encoder(negatives), tf.float32), axis=-1)
+    return {"bce": bce, "source": implicit_loss(pos, neg, batch["source_mask"])}
+
+  def source_negatives(self, seq: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
+    """<int64>[b, L] products drawn uniformly from the store's source domain, one per position
+    of `seq`, from the training step's seed (`layers.step_random`), a fixed seed outside
+    training (validation compares runs on the same negatives)."""
     seed = step_random.step_seed() if training else None
     seed = tf.constant(_VALIDATION_SEED, tf.int64) if seed is None else seed
     pick = tf.random.stateless_uniform(tf.shape(seq), seed, minval=0,
                                        maxval=tf.shape(self._products, out_type=tf.int64)[0],
                                        dtype=tf.int64)
-    negatives = tf.gather(self._products, pick)
-    u = tf.cast(user, tf.float32)[:, None, :]
-    pos = tf.reduce_sum(u * tf.cast(self.item_encoder(seq), tf.float32), axis=-1)
-    neg = tf.reduce_sum(u * tf.cast(self.item_encoder(negatives), tf.float32), axis=-1)
-    per_position = tf.nn.softplus(-pos) + tf.nn.softplus(neg)              # BCE, labels 1 / 0
-    source = tf.reduce_sum(per_position * mask, axis=1) / tf.maximum(
-        tf.reduce_sum(mask, axis=1), 1.0)
-    return {"bce": bce, "source": source}
+    return tf.gather(self._products, pick)
 
 
 registry.register("cmf", CMF, "CMF: MF whose user factor also fits the source-domain (product) "
                   "history, shared user factors across domains (ADAPT Table IV)",
                   item_features=("visual", "category"))
+
+
+def implicit_loss(pos: tf.Tensor, neg: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """<float32>[b] the source loss: BCE of each real position's positive logit (label 1) and of
+  its sampled negative's (label 0), <float>[b, L] each, averaged over the real positions
+  (`mask` <bool>[b, L]); 0 for a row without any."""
+  mask = tf.cast(mask, tf.float32)
+  per_position = tf.nn.softplus(-pos) + tf.nn.softplus(neg)
+  return tf.reduce_sum(per_position * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1),
+                                                                 1.0)

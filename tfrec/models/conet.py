@@ -61,7 +61,7 @@ import tf_keras as keras
 
 from tfrec.layers import step_random
 from tfrec.models import registry
-from tfrec.models.cmf import _VALIDATION_SEED, CMF
+from tfrec.models.cmf import CMF, implicit_loss
 
 _HEADS = ("target", "source", "both")
 
@@ -219,22 +219,13 @@ class CoNet(CMF):
     item = tf.cast(batch["item_id"], tf.int64)[:, None]                        # [b, 1]
     bce = self.task(batch["label"], self.score(state, item, training=training)[:, 0])
     seq = tf.cast(batch["source_item_ids"], tf.int64)                         # [b, L]
-    mask = tf.cast(batch["source_mask"], tf.float32)
-    seed = step_random.step_seed() if training else None
-    seed = tf.constant(_VALIDATION_SEED, tf.int64) if seed is None else seed
-    pick = tf.random.stateless_uniform(tf.shape(seq), seed, minval=0,
-                                       maxval=tf.shape(self._products, out_type=tf.int64)[0],
-                                       dtype=tf.int64)
-    negatives = tf.gather(self._products, pick)
+    negatives = self.source_negatives(seq, training)
     products = self.item_encoder(tf.concat([seq, negatives], axis=1))          # [b, 2L, d]
     logits = self.towers(self.pair(state["user"], self.candidates(item)),
                          self.pair(state["user"], products),
                          heads="source", training=training)["source"]         # [b, 2L]
     pos, neg = tf.split(logits, 2, axis=1)
-    per_position = tf.nn.softplus(-pos) + tf.nn.softplus(neg)                 # BCE, labels 1 / 0
-    source = tf.reduce_sum(per_position * mask, axis=1) / tf.maximum(
-        tf.reduce_sum(mask, axis=1), 1.0)
-    return {"bce": bce, "source": source}
+    return {"bce": bce, "source": implicit_loss(pos, neg, batch["source_mask"])}
 
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), "cross_layers": self.cross_layers}
