@@ -16,7 +16,7 @@ import tf_keras as keras  # noqa: E402
 
 from tfrec.data.item_store import ItemStore  # noqa: E402
 from tfrec.layers.item_encoder import ItemEncoder, check_item_ids  # noqa: E402
-from tfrec.models import BST, DIN, YouTubeNet, registry  # noqa: E402
+from tfrec.models import BST, DIN, RankingModel, YouTubeNet, registry  # noqa: E402
 
 DIM = 8
 SEQ = 5
@@ -36,10 +36,13 @@ EXTRA = {"bst": dict(num_heads=2, ff_dim=DIM), "cross_bst": dict(num_heads=2, ff
          "mf": dict(num_users=NUM_USERS), "bpr": dict(num_users=NUM_USERS),
          "ncf": dict(num_users=NUM_USERS), "atrank": dict(num_heads=2, ff_dim=DIM),
          "aden": dict(num_heads=2, num_tokens=9), "cmf": dict(num_users=NUM_USERS),
-         "pinet": dict(gru_units=6), "conet": dict(num_users=NUM_USERS)}
+         "pinet": dict(gru_units=6), "conet": dict(num_users=NUM_USERS),
+         "minet": dict(item_attention_units=DIM, interest_attention_units=4),
+         "bert4sessrec": dict(num_heads=2, ff_dim=DIM)}
 # Built-in ranking models (test modules may register their own).
 NAMES = [n for n in registry.names("ranking")
-         if registry.get(n).cls.__module__.startswith("tfrec.")]
+         if registry.get(n).cls.__module__.startswith("tfrec.")
+         and issubclass(registry.get(n).cls, RankingModel)]  # not pre-training on ranking records
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -389,6 +392,12 @@ NON_DEFAULT = {
                   dropout=0.2, domains=("target", "source"), mlp_units=(6, 4), cross_layers=1),
     "dien": dict(item_features=("id", "visual"), domains=("source", "target"), mlp_units=(6, 4),
                  dropout=0.2, use_time_blocks=True, num_time_blocks=4),
+    "bert4sessrec": dict(item_features=("id", "visual"), domains=("source", "target"),
+                         mlp_units=(6, 4), dropout=0.2, use_time_blocks=True, num_time_blocks=4,
+                         num_blocks=1, num_heads=4, ff_dim=3),
+    "minet": dict(item_attention_units=5, interest_attention_units=3, transfer_dim=2,
+                  item_features=("id", "visual"), domains=("source", "target"),
+                  mlp_units=(6, 4), dropout=0.2, use_time_blocks=True, num_time_blocks=4),
 }
 
 

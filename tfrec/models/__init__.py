@@ -7,6 +7,7 @@ from tfrec.models import registry
 from tfrec.models.aden import ADEN
 from tfrec.models.atrank import ATRank
 from tfrec.models.base import RankingModel
+from tfrec.models.bert4sessrec import BERT4SessRec, BERT4SessRecPretrain
 from tfrec.models.bpr import BPR
 from tfrec.models.bst import BST
 from tfrec.models.ccl import CCL
@@ -20,6 +21,7 @@ from tfrec.models.dual import DUAL
 from tfrec.models.gru4rec import GRU4Rec
 from tfrec.models.lstm import LSTMRanker
 from tfrec.models.mf import MF
+from tfrec.models.minet import MiNet
 from tfrec.models.ncf import NCF
 from tfrec.models.pinet import PiNet
 from tfrec.models.sasrec import SASRec
@@ -28,6 +30,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ADEN", "ATRank", "BPR", "BST", "CCL", "CMF", "CoNet", "ComiRecSA", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF",
+__all__ = ["ADEN", "ATRank", "BERT4SessRec", "BERT4SessRecPretrain", "BPR", "BST", "CCL", "CMF", "CoNet", "ComiRecSA", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF", "MiNet",
            "NCF", "PiNet", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]

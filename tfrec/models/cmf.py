@@ -71,20 +71,25 @@ class CMF(MF):
     return {"bce": bce, "source": implicit_loss(pos, neg, batch["source_mask"])}
 
   def source_negatives(self, seq: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
-    """<int64>[b, L] products drawn uniformly from the store's source domain, one per position
-    of `seq`, from the training step's seed (`layers.step_random`), a fixed seed outside
-    training (validation compares runs on the same negatives)."""
-    seed = step_random.step_seed() if training else None
-    seed = tf.constant(_VALIDATION_SEED, tf.int64) if seed is None else seed
-    pick = tf.random.stateless_uniform(tf.shape(seq), seed, minval=0,
-                                       maxval=tf.shape(self._products, out_type=tf.int64)[0],
-                                       dtype=tf.int64)
-    return tf.gather(self._products, pick)
+    """`draw_products` from the store's source domain."""
+    return draw_products(self._products, seq, training)
 
 
 registry.register("cmf", CMF, "CMF: MF whose user factor also fits the source-domain (product) "
                   "history, shared user factors across domains (ADAPT Table IV)",
                   item_features=("visual", "category"))
+
+
+def draw_products(products: tf.Tensor, seq: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
+  """<int64>[b, L] ids drawn uniformly from `products` <int64>[P], one per position of `seq`
+  <[b, L]>, from the training step's seed (`layers.step_random`), a fixed seed outside training
+  (validation compares runs, CMF, CoNet and MiNet, on the same negatives)."""
+  seed = step_random.step_seed() if training else None
+  seed = tf.constant(_VALIDATION_SEED, tf.int64) if seed is None else seed
+  pick = tf.random.stateless_uniform(tf.shape(seq), seed, minval=0,
+                                     maxval=tf.shape(products, out_type=tf.int64)[0],
+                                     dtype=tf.int64)
+  return tf.gather(products, pick)
 
 
 def implicit_loss(pos: tf.Tensor, neg: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
