@@ -68,13 +68,15 @@ def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
   assert dict(exp.fig4)[semi.SCALES["cpu"].default_mlen] is semi_w
   rows = exp.rows(["table1", "table2", "fig3", "fig4"])
   assert len({r.name for r in rows}) == len(rows)  # every run once
-  # 5 (table 1) + 5 more (table 2) + 3 other K + 3 other MLEN
-  assert len(rows) == 5 + 5 + 3 + 3
+  # 9 (table 1) + 5 more (table 2) + 3 other K + 3 other MLEN
+  assert [r.name for _, r in exp.table1] == ["DIN", "DIEN", "BST", "YouTubeNet", "BERT4SessRec",
+                                             "THACIL", "MiNet", "Cross-BST", "SEMI w. CCL"]
+  assert len(rows) == 9 + 5 + 3 + 3
   assert len(exp.rows(["diag"])) == 6 and len(exp.rows(["table2", "diag"])) == 6 + 3
   pretrain = {r.pretrain.name for r in rows if r.pretrain}
   assert pretrain == {"CCL K=256 MLEN=10", "CCL K=64 MLEN=10", "CCL K=128 MLEN=10",
                       "CCL K=512 MLEN=10", "CCL K=256 MLEN=1", "CCL K=256 MLEN=5",
-                      "CCL K=256 MLEN=20"}
+                      "CCL K=256 MLEN=20", "BERT4SessRec pre-training"}
   normalised = [r for r in exp.rows(["diag"]) if r.pretrain and "normalised" in r.name]
   assert {r.pretrain.name for r in normalised} == {"CCL K=256 MLEN=10 normalised"}
   assert all("--model_args=normalize=true" in r.pretrain.flags for r in normalised)
@@ -102,6 +104,12 @@ def test_every_row_validates_on_valid_with_early_stopping(scale, syn_dir):
       overlay = os.path.join(REPO, sc.pretrain_flagfile) if sc.pretrain_flagfile else ""
       pcfg = harness.parse_config(runner._argv(0, os.path.join(REPO, p.flagfile), p.flags,
                                                overlay, "x"))
+      if row.name == "BERT4SessRec":  # masked-item pre-training, the row's encoder sizes
+        assert pcfg.model.name == "bert4sessrec_pretrain" and harness.validates(pcfg)
+        assert pcfg.data.valid_split == "valid" and cfg.train.init_layers
+        if scale == "cpu":
+          assert pcfg.model.kwargs["dim"] == 32 and pcfg.train.epochs == 3
+        continue
       assert pcfg.model.name == "ccl" and not harness.validates(pcfg)
       assert pcfg.model.kwargs["queue_size"] == int(p.name.split("K=")[1].split()[0])
 
