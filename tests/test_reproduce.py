@@ -125,7 +125,8 @@ def fake(name, seed, auc, hr):
 
 def test_results_file_from_known_numbers(tmp_path):
   exp = semi.experiments(semi.SCALES["cpu"])
-  base = {"DIN": 0.60, "BST": 0.62, "YouTubeNet": 0.58, "Cross-BST": 0.64,
+  base = {"DIN": 0.60, "BST": 0.62, "YouTubeNet": 0.58, "Cross-BST": 0.64, "DIEN": 0.605,
+          "BERT4SessRec": 0.615, "THACIL": 0.59, "MiNet": 0.63,
           "SEMI-Product w/o CCL": 0.55, "SEMI-Micro-Video w/o CCL": 0.61, "SEMI w/o CCL": 0.66,
           "SEMI-Product w. CCL": 0.54, "SEMI-Micro-Video w. CCL": 0.60, "SEMI w. CCL": 0.67}
   for k in (64, 128, 512):

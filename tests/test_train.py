@@ -285,7 +285,12 @@ def test_every_config_parses_and_names_a_registered_model(monkeypatch):
 # settings): their two steps are `slow`; the parse test above builds each with its settings and
 # tests/test_reproduce_adapt.py checks what they resolve to. Keeps the default suite in budget.
 SETTINGS_ONLY = {os.path.join(REPO, "configs", "adapt", f"{n}.flags")
-                 for n in ("mf", "ncf", "youtubenet", "din", "bst", "cross_bst", "thacil")}
+                 for n in ("mf", "ncf", "youtubenet", "din", "bst", "cross_bst", "thacil")} | {
+    # SEMI Table 1's DIEN and THACIL rows: the same models' flagfiles under configs/adapt and
+    # configs/thacil run; MiNet's flagfile trains in tests/test_minet.py.
+    os.path.join(REPO, "configs", *p) for p in (("baselines", "dien.flags"),
+                                                ("baselines", "thacil.flags"),
+                                                ("semi", "minet.flags"))}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)
