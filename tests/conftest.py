@@ -100,6 +100,23 @@ def make_config(data_dir, run_dir, model="youtubenet", model_kwargs=None, **trai
       train=config_lib.TrainConfig(run_dir=run_dir, **defaults))
 
 
+SHORT_RUN = ("--steps_per_epoch=2", "--epochs=1", "--validation_steps=1", "--batch_size=64",
+             "--verbose=0")
+
+
+def flagfile_config(path, data_dir, run_dir, *extra):
+  """The `RunConfig` of a repository flagfile as written, on `data_dir` for two short steps
+  (`SHORT_RUN`); `extra` flags last. Run from the repository root (flagfiles include each other
+  by repository-relative paths)."""
+  from absl import flags
+  from tfrec import flags as tfrec_flags
+  fl = flags.FlagValues()
+  tfrec_flags.define_flags(fl)
+  fl(["prog", f"--flagfile={path}", f"--data_dir={data_dir}", f"--run_dir={run_dir}",
+      *SHORT_RUN, *extra])
+  return tfrec_flags.run_config(fl)
+
+
 def run_two_replica_script(name):
   """Runs tests/<name> in a fresh process (logical CPUs are set before TensorFlow starts) and
   returns the JSON it prints on its last "RESULT " line."""

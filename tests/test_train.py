@@ -19,7 +19,7 @@ from tfrec.data.tfrecord_io import Manifest
 from tfrec.models import registry
 from tfrec.models.youtubenet import YouTubeNet
 
-from conftest import make_config  # noqa: E402  (shared with test_ccl)
+from conftest import flagfile_config, make_config  # noqa: E402  (shared with other tests)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -287,10 +287,9 @@ def test_every_config_parses_and_names_a_registered_model(monkeypatch):
 SETTINGS_ONLY = {os.path.join(REPO, "configs", "adapt", f"{n}.flags")
                  for n in ("mf", "ncf", "youtubenet", "din", "bst", "cross_bst", "thacil")} | {
     # SEMI Table 1's DIEN and THACIL rows: the same models' flagfiles under configs/adapt and
-    # configs/thacil run; MiNet's flagfile trains in tests/test_minet.py.
+    # configs/thacil run.
     os.path.join(REPO, "configs", *p) for p in (("baselines", "dien.flags"),
-                                                ("baselines", "thacil.flags"),
-                                                ("semi", "minet.flags"))}
+                                                ("baselines", "thacil.flags"))}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)
@@ -301,19 +300,20 @@ def test_every_config_runs_as_is_for_two_steps(syn_dir, tmp_path, monkeypatch, p
   """Each flagfile as written (model sizes included), with only the data, the output
   directories and the length shortened."""
   monkeypatch.chdir(REPO)
-  fl = _fresh_flags()
   text = open(path).read()
   extra = [f"--export_dir={tmp_path}/e/1"] if "--export_dir" in text else []
   if "--model=ccl" in text:  # the tiny data's ccl_pair split; a dictionary it can fill fast
     extra += ["--train_split=train", "--model_args=queue_size=128"]
   if "--init_from" in text:  # the pre-training run it names is covered by tests/test_ccl.py
     extra += ["--init_from="]
-  fl(["prog", f"--flagfile={path}", f"--data_dir={syn_dir}", f"--run_dir={tmp_path}/r",
-      "--steps_per_epoch=2", "--epochs=1", "--validation_steps=1", "--batch_size=64",
-      "--verbose=0"] + extra)
-  cfg = tfrec_flags.run_config(fl)
+  cfg = flagfile_config(path, syn_dir, f"{tmp_path}/r", *extra)
   result = train_lib.train(cfg)
   assert result.steps == 2 and np.isfinite(result.history["loss"]).all()
+  # Every named loss of the model (CMF's and MiNet's source, DIEN's auxiliary...) is logged
+  # and finite, weighted as the flagfile says.
+  losses = registry.get(cfg.model.name).cls.LOSSES
+  for name in losses if len(losses) > 1 else ():
+    assert np.isfinite(result.history[f"{name}_loss"]).all(), name
   if cfg.train.export_dir:
     assert tf.saved_model.load(cfg.train.export_dir).signatures["rank"] is not None
 
