@@ -42,13 +42,16 @@ def get(name: str) -> Entry:
 
 
 def record_kind(name: str) -> str:
-  """The record kind model `name` trains on: "ranking" (a `RankingModel`: it scores
-  (user, candidate) pairs) or another kind such as "ccl_pair" for pre-training models."""
+  """The record kind model `name` trains on: "ranking" (every `RankingModel`, which scores
+  (user, candidate) pairs, and pre-training models that read the same records, such as
+  BERT4SessRec's), or another kind such as "ccl_pair" for CCL."""
   return getattr(get(name).cls, "RECORD_KIND", "ranking")
 
 
 def names(record_kind: Optional[str] = None) -> List[str]:
-  """Registered names, all or those of one record kind (`names("ranking")`: the rankers)."""
+  """Registered names, all or those of one record kind (`names("ranking")`: the rankers and
+  the pre-training models that train on ranking records; `issubclass(get(n).cls, RankingModel)`
+  tells them apart)."""
   _load_builtin()
   return sorted(n for n in _ENTRIES if record_kind is None
                 or getattr(_ENTRIES[n].cls, "RECORD_KIND", "ranking") == record_kind)
