@@ -13,8 +13,8 @@ import tfrec  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from test_models import (NUM_USERS, as_tf, build, logits_of, make_features, rows,  # noqa: E402
-                         small_store)
+from test_models import (NUM_USERS, as_tf, assert_loss_follows_the_step_seed,  # noqa: E402
+                         build, logits_of, make_features, rows, small_store)
 from tfrec.models import registry  # noqa: E402
 from tfrec.models.cmf import _VALIDATION_SEED  # noqa: E402
 from tfrec.models.conet import CoNet, CrossTowers  # noqa: E402
@@ -169,19 +169,9 @@ def test_source_loss_by_hand_and_which_losses_reach_which_weights():
 
 
 def test_training_negatives_follow_the_step_seed():
-  from tfrec.layers import step_random
-  model = conet()
   f = as_tf(make_features(seed=7))
   f["label"] = tf.zeros([6], tf.int64)
-
-  def source(step):
-    with step_random.training_step(seed=1, step=tf.constant(step)):
-      return model.compute_losses(f, training=True)["source"].numpy()
-
-  np.testing.assert_array_equal(source(3), source(3))
-  assert not np.allclose(source(3), source(4))
-  np.testing.assert_array_equal(model.compute_losses(f)["source"].numpy(),
-                                model.compute_losses(f)["source"].numpy())
+  assert_loss_follows_the_step_seed(conet(), f, "source")
 
 
 def test_scoring_contract():

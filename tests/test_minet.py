@@ -17,9 +17,8 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 import tfrec.models.minet  # noqa: E402,F401  (registers "minet")
-from test_models import (as_tf, build, logits_of, make_features, np_dense, rows,  # noqa: E402
-                         small_store)
-from tfrec.layers import step_random  # noqa: E402
+from test_models import (as_tf, assert_loss_follows_the_step_seed, build,  # noqa: E402
+                         logits_of, make_features, np_dense, rows, small_store)
 from tfrec.models import registry  # noqa: E402
 from tfrec.models.cmf import _VALIDATION_SEED  # noqa: E402
 from tfrec.models.minet import InterestLevelAttention, ItemLevelAttention, MiNet  # noqa: E402
@@ -244,18 +243,9 @@ def test_each_loss_reaches_its_head_and_both_reach_the_shared_item_encoder():
 
 
 def test_training_negatives_follow_the_step_seed():
-  model = minet()
   f = as_tf(make_features(seed=10))
   f["label"] = tf.zeros([6], tf.int64)
-
-  def source(step):
-    with step_random.training_step(seed=1, step=tf.constant(step)):
-      return model.compute_losses(f, training=True)["source"].numpy()
-
-  np.testing.assert_array_equal(source(3), source(3))
-  assert not np.allclose(source(3), source(4))
-  np.testing.assert_array_equal(model.compute_losses(f)["source"].numpy(),
-                                model.compute_losses(f)["source"].numpy())
+  assert_loss_follows_the_step_seed(minet(), f, "source")
 
 
 def test_scoring_contract_dropout_and_mixed_precision():

@@ -65,6 +65,21 @@ def build(name, seed=0, store=None, **kwargs):
   return registry.build(name, **args).build_and_fill(store or small_store())
 
 
+def assert_loss_follows_the_step_seed(model, features, loss):
+  """`loss` (a named loss of `model.compute_losses`) is the same for the same training step,
+  different for another step, and the same on every pass outside training (a fixed seed)."""
+  from tfrec.layers import step_random
+
+  def at(step):
+    with step_random.training_step(seed=1, step=tf.constant(step)):
+      return model.compute_losses(features, training=True)[loss].numpy()
+
+  np.testing.assert_array_equal(at(3), at(3))
+  assert not np.allclose(at(3), at(4))
+  np.testing.assert_array_equal(model.compute_losses(features)[loss].numpy(),
+                                model.compute_losses(features)[loss].numpy())
+
+
 def make_features(seed, batch=6):
   """Random histories in both domains, oldest first, right-padded with 0.
 

@@ -50,10 +50,7 @@ class CMF(MF):
 
   def build_and_fill(self, item_store: Any) -> "CMF":
     super().build_and_fill(item_store)
-    products = item_store.item_ids(domain=schema.SOURCE)
-    if not len(products):
-      raise ValueError("CMF needs source-domain (product) items in the item store")
-    self._products = tf.constant(np.asarray(products, np.int64))
+    self._products = source_products(item_store, "CMF")
     return self
 
   def compute_losses(self, batch: Dict[str, tf.Tensor],
@@ -78,6 +75,15 @@ class CMF(MF):
 registry.register("cmf", CMF, "CMF: MF whose user factor also fits the source-domain (product) "
                   "history, shared user factors across domains (ADAPT Table IV)",
                   item_features=("visual", "category"))
+
+
+def source_products(item_store: Any, model: str) -> tf.Tensor:
+  """<int64>[P] the store's source-domain (product) ids, which `draw_products` samples;
+  ValueError naming `model` when there are none."""
+  products = item_store.item_ids(domain=schema.SOURCE)
+  if not len(products):
+    raise ValueError(f"{model} needs source-domain (product) items in the item store")
+  return tf.constant(np.asarray(products, np.int64))
 
 
 def draw_products(products: tf.Tensor, seq: tf.Tensor, training: Optional[bool]) -> tf.Tensor:

@@ -65,17 +65,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.data import schema
 from tfrec.layers._utils import clone_initializer
 from tfrec.layers.attention import masked_softmax
 from tfrec.layers.mlp import MLP
 from tfrec.models import registry
 from tfrec.models.base import RankingModel
-from tfrec.models.cmf import draw_products, implicit_loss
+from tfrec.models.cmf import draw_products, implicit_loss, source_products
 
 INTERESTS = ("long_term", "target", "source")  # the order of the interest-level weights
 
@@ -276,10 +274,7 @@ class MiNet(RankingModel):
 
   def build_and_fill(self, item_store: Any) -> "MiNet":
     super().build_and_fill(item_store)
-    products = item_store.item_ids(domain=schema.SOURCE)
-    if not len(products):
-      raise ValueError("MiNet needs source-domain (product) items in the item store")
-    self._products = tf.constant(np.asarray(products, np.int64))
+    self._products = source_products(item_store, "MiNet")
     # The source head's weights exist from the start (checkpoints hold every weight).
     self.source_logits(tf.zeros([1, self.dim]), tf.zeros([1, 1, self.dim]))
     return self
