@@ -297,6 +297,49 @@ def test_a_changed_flag_reruns_exactly_the_runs_it_changes(syn_dir, tmp_path, mo
                      "semi_w_ccl/lr0.003/seed0"]
 
 
+def test_workers_share_the_runs_and_train_each_once(syn_dir, tmp_path, monkeypatch):
+  """Two workers on one work directory (threads here; processes with --workers): every run is
+  trained and evaluated exactly once, each worker trains its share, and the collecting worker
+  ends with the same results as a single process reading the cache."""
+  import threading
+  import time as time_lib
+  calls = []
+  _fake_train_and_evaluate(monkeypatch, calls)
+  fake_train = harness.train_lib.train
+
+  def slow_train(cfg, *args, **kwargs):  # long enough for the other worker to reach it
+    time_lib.sleep(0.3)
+    calls.append(("by", threading.current_thread().name, cfg.train.run_dir))
+    return fake_train(cfg, *args, **kwargs)
+
+  monkeypatch.setattr(harness.train_lib, "train", slow_train)
+  rows = [harness.Row(n, os.path.join(REPO, "configs/baselines/youtubenet.flags"),
+                      (f"--model_args=dropout={d}",)) for n, d in (("A", 0.0), ("B", 0.1))]
+  settings = harness.Settings(data_dir=syn_dir, work_dir=str(tmp_path / "work"), seeds=2,
+                              lr_grid=(1e-3, 3e-3))
+  helper = threading.Thread(name="worker1", target=lambda: harness.Runner(
+      settings, worker=(1, 2)).run_all(rows, own_only=True))
+  helper.start()
+  main_name, threading.current_thread().name = threading.current_thread().name, "worker0"
+  try:
+    out = harness.Runner(settings, worker=(0, 2)).run_all(rows)
+  finally:
+    threading.current_thread().name = main_name
+  helper.join()
+  trained = [d for what, *rest in calls if what == "train" for d in rest]
+  evaluated = [d for what, *rest in calls if what == "eval" for d in rest]
+  # 2 rows x 2 rates at seed 0, then seed 1 at each row's rate: 6 runs, each once.
+  assert len(trained) == len(set(trained)) == 6
+  assert len(evaluated) == len(set(evaluated)) == 4
+  by = {name for what, name, *_ in calls if what == "by"}
+  assert by == {"worker0", "worker1"}
+  calls.clear()
+  alone = harness.Runner(settings).run_all(rows)
+  assert alone == out and not [c for c in calls if c[0] in ("train", "eval")]
+  with pytest.raises(ValueError, match="worker index 2 outside 0..1"):
+    harness.Runner(settings, worker=(2, 2))
+
+
 def test_train_key_covers_the_resolved_config_and_the_data(syn_dir, tmp_path):
   flagfile = os.path.join(REPO, "configs/baselines/youtubenet.flags")
   base = [f"--flagfile={flagfile}", f"--data_dir={syn_dir}", "--seed=0"]

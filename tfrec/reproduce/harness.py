@@ -34,14 +34,16 @@ rewrites the report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from absl import flags as absl_flags
 from absl import logging
@@ -216,12 +218,37 @@ def train_key(cfg: config_lib.RunConfig, init_key: str = "") -> str:
 # ------------------------------------------------------------------ runs
 
 
-class Runner:
-  """Chooses learning rates, trains and evaluates rows seed by seed, caching each (row, seed)."""
+@contextlib.contextmanager
+def run_lock(run_dir: str, what: str) -> Iterator[None]:
+  """An exclusive lock on `<run_dir>.<what>.lock` (POSIX `flock`, held until the block ends or
+  the process dies): two reproduction processes sharing a work directory never train or
+  evaluate the same run at once; the second waits, then finds it cached."""
+  os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
+  with open(f"{run_dir.rstrip(os.sep)}.{what}.lock", "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
-  def __init__(self, settings: Settings):
+
+class Runner:
+  """Chooses learning rates, trains and evaluates rows seed by seed, caching each (row, seed).
+
+  Several processes may share one work directory (`python -m tfrec.reproduce --workers=N`):
+  each trains and evaluates a run under `run_lock`, and `worker` = (index, count) makes a
+  process start with its own share of the runs (`run_all`), so N processes on N cores train
+  N runs at a time and every one ends with the same cached results.
+  """
+
+  def __init__(self, settings: Settings, worker: Tuple[int, int] = (0, 1)):
+    index, count = worker
+    if not 0 <= index < count:
+      raise ValueError(f"worker index {index} outside 0..{count - 1}")
     self.s = settings
-    self.timings: Dict[str, float] = {}
+    self.worker = (int(index), int(count))
+    self.started = time.time()
+    self.timings: Dict[str, float] = {}  # runs trained since `started`, here or by a worker
     self._lr: Dict[str, Tuple[float, Dict[str, Optional[float]]]] = {}
 
   # -- training
@@ -242,6 +269,11 @@ class Runner:
     if validates(cfg) and (config_lib.is_reported_split(valid) or valid == self.s.eval_split):
       raise ValueError(f"{label}: validates on {valid!r}, a reported split; a reproduction "
                        "chooses epochs, checkpoints and learning rates on 'valid' only")
+    with run_lock(cfg.train.run_dir, "train"):
+      return self._train_locked(cfg, label, init_key, allow_divergence)
+
+  def _train_locked(self, cfg: config_lib.RunConfig, label: str, init_key: str,
+                    allow_divergence: bool) -> Dict[str, Any]:
     run_dir = cfg.train.run_dir
     key = train_key(cfg, init_key)
     path = os.path.join(run_dir, TRAIN_FILE)
@@ -250,6 +282,8 @@ class Runner:
       with open(path) as f:
         record = json.load(f)
       if record.get("key") == key and (record.get("diverged") or os.path.exists(final)):
+        if record.get("finished", 0.0) >= self.started:  # another worker's, this invocation
+          self.timings[label] = record.get("seconds", 0.0)
         return record
       logging.info("%s: the cached run's configuration differs; training again", label)
     if os.path.isdir(run_dir):  # changed, or interrupted: start again from scratch
@@ -269,7 +303,8 @@ class Runner:
       best = dict(result.best)
       record.update(best=best, history=history,
                     epochs_run=max((len(v) for v in history.values()), default=0))
-    self.timings[label] = record["seconds"] = time.time() - start
+    record["finished"] = time.time()
+    self.timings[label] = record["seconds"] = record["finished"] - start
     logging.info("trained %s in %.0f s", label, self.timings[label])
     report.atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True))
     return record
@@ -363,6 +398,12 @@ class Runner:
     lr, grid = self.choose_lr(row)
     record = self._train_row(row, seed, lr)
     run_dir = self.row_dir(row, seed, lr)
+    with run_lock(run_dir, "eval"):
+      return self._evaluate_cached(row, seed, lr, grid, record, run_dir)
+
+  def _evaluate_cached(self, row: Row, seed: int, lr: float,
+                       grid: Dict[str, Optional[float]], record: Dict[str, Any],
+                       run_dir: str) -> Dict[str, Any]:
     key = _sha256({"train_key": record["key"], "eval": self.eval_settings()})
     cached = os.path.join(run_dir, RESULT_FILE)
     if os.path.exists(cached):
@@ -402,11 +443,33 @@ class Runner:
     with np.load(os.path.join(self.row_dir(row, seed), ARRAYS_FILE)) as f:
       return dict(f)
 
-  def run_all(self, rows: Sequence[Row]) -> Dict[str, List[Dict[str, Any]]]:
-    """row name -> one summary per seed (seeds outermost, so every row has seed 0 first)."""
+  def run_all(self, rows: Sequence[Row], own_only: bool = False
+              ) -> Dict[str, List[Dict[str, Any]]]:
+    """row name -> one summary per seed (seeds outermost, so every row has seed 0 first).
+
+    With `worker` = (i, n), the process first takes every n-th task from the i-th on (tasks:
+    each row's seed-0 run at each rate of `lr_grid`, then each (row, seed)); then, unless
+    `own_only` (a helper process, which returns {}), it collects every (row, seed) in order,
+    waiting on the locks of runs other workers still hold.
+    """
+    index, count = self.worker
+    tasks: List[Tuple[Row, Optional[float], int]] = []
+    if self.s.lr_grid and count > 1:
+      tasks += [(row, lr, 0) for row in rows for lr in self.s.lr_grid]
+    tasks += [(row, None, seed) for seed in range(self.s.seeds) for row in rows]
+    if count > 1:
+      for row, lr, seed in tasks[index::count]:
+        logging.info("reproduce (worker %d of %d): %s, %sseed %d", index, count, row.name,
+                     "" if lr is None else f"lr {lr_name(lr)}, ", seed)
+        if lr is None:
+          self.run(row, seed)
+        else:
+          self._train_row(row, 0, lr, allow_divergence=len(self.s.lr_grid) > 1)
+    if own_only:
+      return {}
     out: Dict[str, List[Dict[str, Any]]] = {r.name: [] for r in rows}
-    for seed in range(self.s.seeds):
-      for row in rows:
+    for row, lr, seed in tasks:
+      if lr is None:
         logging.info("reproduce: %s, seed %d", row.name, seed)
         out[row.name].append(self.run(row, seed))
     return out
