@@ -5,9 +5,10 @@ import numpy as np
 
 
 def pair_features(n, seed, num_items, length):
-  """n pairs, each domain with 1..length real items (ids 1..num_items), hourly timestamps."""
+  """n pairs of distinct users (ids seed * 1000 + 0..n-1), each domain with 1..length real
+  items (ids 1..num_items), hourly timestamps."""
   rng = np.random.default_rng(seed)
-  f = {}
+  f = {"user_id": seed * 1000 + np.arange(n, dtype=np.int64)}
   for d in ("source", "target"):
     lens = rng.integers(1, length + 1, size=n)
     mask = np.arange(length)[None, :] < lens[:, None]

@@ -55,6 +55,8 @@ def test_select_pairs_hand_computed():
   np.testing.assert_array_equal(pairs[0]["source_timestamps"], [0, 1, 2, 3, 4, 5])
   np.testing.assert_array_equal(pairs[0]["target_timestamps"],
                                 [0, 2, 4, 6, 8, 10, 12, 14, 16, 18])
+  # The winning record's request time is kept: CCL's time reference (records 4, 1, 7).
+  assert [int(p["timestamp"][0]) for p in pairs] == [300, 90, 50]
   assert stats["records_in"] == 9
   assert stats["users_in"] == 4
   assert stats["records_kept_by_length"] == 6
@@ -67,9 +69,9 @@ def test_select_pairs_hand_computed():
 def test_select_pairs_output_follows_ccl_pair_contract():
   pairs, _ = ccl_select.select_pairs(hand_records(), mlen=10)
   for p in pairs:
-    assert set(p) == PAIR_FIELDS
+    assert set(p) == PAIR_FIELDS | {"timestamp"}  # the ranking record's request time
     check_record(schema.CCL_PAIR, p)  # raises on any contract break
-    for name in PAIR_FIELDS:
+    for name in PAIR_FIELDS | {"timestamp"}:
       assert np.asarray(p[name]).dtype == np.int64
 
 
@@ -78,6 +80,7 @@ def test_select_pairs_min_source_len_and_no_timestamp_ties():
   records = [rec(0, 5, 5, 10), rec(1, 5, 5, 10), rec(2, 4, 7, 10), rec(3, 4, 5, 10)]
   pairs, stats = ccl_select.select_pairs(records, mlen=10)
   assert [int(p["user_id"]) for p in pairs] == [4, 5]
+  assert all(set(p) == PAIR_FIELDS for p in pairs)  # no request time to keep
   assert [int(p["source_item_ids"][0]) for p in pairs] == [102, 101]
   # A higher source minimum leaves only record 2.
   pairs, stats = ccl_select.select_pairs(records, mlen=10, min_source_len=6)
@@ -137,18 +140,20 @@ def test_select_split_round_trip(tiny_dir):
   np.testing.assert_array_equal(out["source_timestamps"][0, :4], [0, 100, 200, 300])
   np.testing.assert_array_equal(out["target_item_ids"][:, :2], [[6, 7]] * 3)
   np.testing.assert_array_equal(out["target_timestamps"][:, :2], [[0, 50]] * 3)
+  np.testing.assert_array_equal(out["timestamp"], [10011, 10002, 10014])  # request times
   with open(os.path.join(tiny_dir, "ccl_pair", "pre.selection.json")) as f:
     saved = json.load(f)
   assert (saved["mlen"], saved["min_source_len"], saved["pairs_out"]) == (2, 3, 3)
   assert (saved["from_kind"], saved["from_split"], saved["out_split"]) == (
       "ranking", "train", "pre")
-  # Selecting again from the ccl_pair split (no timestamps): source >= 4 leaves user 1.
+  # Selecting again from the ccl_pair split: source >= 4 leaves user 1.
   stats = ccl_select.select_split(tiny_dir, "pre4", mlen=2, min_source_len=4,
                                   from_kind="ccl_pair", from_split="pre")
   assert (stats["records_in"], stats["pairs_out"]) == (3, 1)
   (only,) = decode_all(tiny_dir, "pre4")
   np.testing.assert_array_equal(only["user_id"], [1])
   np.testing.assert_array_equal(only["source_item_ids"], [2, 3, 4, 5])
+  np.testing.assert_array_equal(only["timestamp"], [10011])  # carried through
 
 
 def test_empty_selection_names_mlen_and_counts(tiny_dir):
@@ -207,3 +212,12 @@ def test_cli(tiny_dir, capsys):
   assert Manifest.load(tiny_dir, "ccl_pair", "pretrain_mlen2").num_records == 3
   printed = capsys.readouterr().out
   assert "pairs out (one per user)" in printed and "pretrain_mlen2" in printed
+
+
+def test_ccl_pair_request_time_is_optional_and_checked_against_the_histories():
+  pair = rec(0, 1, 2, 3)  # histories at times 0..1 and 0..4
+  check_record(schema.CCL_PAIR, pair)  # absent: counts back from the latest event
+  check_record(schema.CCL_PAIR, dict(pair, timestamp=np.int64(4)))
+  check_record(schema.CCL_PAIR, dict(pair, timestamp=np.int64(-1)))  # the default: absent
+  with pytest.raises(ValueError, match="target_timestamps: history later than the event"):
+    check_record(schema.CCL_PAIR, dict(pair, timestamp=np.int64(3)))

@@ -235,7 +235,8 @@ def train(cfg: config_lib.RunConfig,
 
   model.before_training(core.TrainingContext(
       strategy=strategy, global_batch_size=t.batch_size, seed=t.seed,
-      resumed=start_step > 0, batches=other_batches, reader=train_reader))
+      resumed=start_step > 0, batches=other_batches, reader=train_reader,
+      total_steps=t.epochs * steps_per_epoch))
   train_ds = _distributed(strategy, train_reader, t.batch_size, True, skip_steps=start_step)
   val_ds, validation_steps = None, t.validation_steps
   if validate:

@@ -408,8 +408,11 @@ def _contract_checks(kind: schema.RecordKind, info: DatasetInfo,
   for seq_name, ts_name in kind.before:
     seq = parsed[seq_name]
     last = tf.reduce_max(seq, axis=1)  # -> int64 min for empty rows
+    leak = last > parsed[ts_name]
+    if kind.field(ts_name).optional:  # absent: the default, nothing to leak past
+      leak = tf.logical_and(leak, parsed[ts_name] != kind.field(ts_name).default)
     add(seq_name, f"history later than the event's {ts_name} (future leaks into features)",
-        last > parsed[ts_name], last)
+        leak, last)
   return out
 
 

@@ -113,7 +113,8 @@ class RecordKind:
     nonempty_any: groups of sequence fields of which at least one must be non-empty
       (e.g. a ranking example needs some history in at least one domain, SEMI §4.1).
     before: pairs (sequence timestamp field, scalar timestamp field): every sequence
-      timestamp must be <= the scalar (histories may not leak the future).
+      timestamp must be <= the scalar (histories may not leak the future); not checked where
+      an optional scalar is absent.
   """
 
   name: str
@@ -189,8 +190,13 @@ CCL_PAIR = RecordKind(
     "ccl_pair",
     (Field("user_id", "int64", "scalar", id_space="user", low=0, doc="user id"),)
     + tuple(dataclasses.replace(f, min_len=1) for f in _seq_pair("source", "source-domain"))
-    + tuple(dataclasses.replace(f, min_len=1) for f in _seq_pair("target", "target-domain")),
+    + tuple(dataclasses.replace(f, min_len=1) for f in _seq_pair("target", "target-domain"))
+    + (Field("timestamp", "int64", "scalar", low=0, optional=True, default=-1,
+             doc="request time (s) of the ranking record the pair was selected from "
+                 "(`tfrec.datasets.ccl_select`): CCL's time blocks count back from it as "
+                 "SEMI's do (§3.2.3); absent (-1): from the pair's latest event"),),
     doc="a user's source- and target-domain sequences from one session (SEMI §3.3, eq. 5-6)",
+    before=(("source_timestamps", "timestamp"), ("target_timestamps", "timestamp")),
 )
 
 DUAL_PAIR = RecordKind(

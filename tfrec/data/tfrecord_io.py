@@ -131,6 +131,9 @@ def _check_cross_fields(kind: schema.RecordKind, out: Dict[str, np.ndarray]) -> 
     if all(out[name].size == 0 for name in group):
       raise ValueError(f"field {group[0]}: all of {list(group)} are empty")
   for seq_name, ts_name in kind.before:
+    ts = kind.field(ts_name)
+    if ts_name not in out or (ts.optional and out[ts_name][0] == ts.default):
+      continue  # an absent optional time: nothing to leak past
     if out[seq_name].size and out[seq_name].max() > out[ts_name][0]:
       raise ValueError(f"field {seq_name}: history later than the event's {ts_name} "
                        "(future leaks into the features)")

@@ -18,9 +18,13 @@ Interpretation (the paper's "larger than 10" and "Min. Len." disagree by one; we
     (mlen=0 selects the same records as mlen=1);
   * per user the kept record with the largest (len(source) + len(target)) / 2 wins; a tie goes
     to the larger `timestamp` (ranking records), then to the later record in input order
-    (shard order, then record order within a shard; `ccl_pair` records have no timestamp);
+    (shard order, then record order within a shard; a `ccl_pair` record has a timestamp
+    only when it was itself selected from a ranking record);
   * the pairs are written as kind `ccl_pair` (user_id and both domains' item ids and
-    timestamps, as stored: at most the contract's 50 per domain), ordered by user id.
+    timestamps, as stored: at most the contract's 50 per domain), ordered by user id, with the
+    ranking record's request time as `timestamp`: CCL counts its time blocks back from it,
+    as SEMI counts them back from the same request (§3.2.3), so block 0 means the same hour
+    before the request in pre-training and fine-tuning.
 
 The statistics (`stats`) give the counts and, per domain, the average length of the selected
 sequences, comparable with Table 5's "Avg. Length" and "#Instances".
@@ -40,7 +44,10 @@ from tfrec.data.errors import DataError
 
 SELECTION_SUFFIX = ".selection.json"
 FROM_KINDS = ("ranking", "ccl_pair")
-_PAIR_FIELDS = tuple(f.name for f in schema.CCL_PAIR.fields)
+_PAIR_FIELDS = tuple(f.name for f in schema.CCL_PAIR.fields if not f.optional)
+# Kept when the input record has it: a ranking record's request time is the pair's time
+# reference (CCL counts time blocks back from it, as SEMI does from the same record's).
+_OPTIONAL_PAIR_FIELDS = tuple(f.name for f in schema.CCL_PAIR.fields if f.optional)
 
 
 def default_out_split(mlen: int) -> str:
@@ -84,7 +91,9 @@ def select_pairs(records: Iterable[Mapping[str, Any]], mlen: int, min_source_len
   Returns:
     (pairs, stats): `pairs` are `ccl_pair` records ordered by user id, each
     {user_id: <int64>[], source_item_ids, source_timestamps, target_item_ids,
-    target_timestamps: <int64>[n]} and checked against `schema.CCL_PAIR`; `stats` has
+    target_timestamps: <int64>[n]} plus, when the record had it, `timestamp` <int64>[1] (a
+    ranking record's request time: CCL's time reference), checked against
+    `schema.CCL_PAIR`; `stats` has
     records_in, users_in, records_kept_by_length, users, pairs_out, avg_target_len,
     avg_source_len (over the pairs; 0.0 when none), mlen, min_source_len and the effective
     minima min_target_len_applied, min_source_len_applied.
@@ -111,7 +120,10 @@ def select_pairs(records: Iterable[Mapping[str, Any]], mlen: int, min_source_len
     key = (n_s + n_t, -1 if ts is None else int(np.asarray(ts).reshape(-1)[0]), index)
     if user not in best or key > best[user][0]:
       # Copies: a caller that reuses its buffers cannot change a kept record.
-      best[user] = (key, {name: np.array(_field(rec, name, index)) for name in _PAIR_FIELDS})
+      kept_fields = {name: np.array(_field(rec, name, index)) for name in _PAIR_FIELDS}
+      kept_fields.update({name: np.array(rec[name]) for name in _OPTIONAL_PAIR_FIELDS
+                          if rec.get(name) is not None})
+      best[user] = (key, kept_fields)
   pairs = []
   for user in sorted(best):
     key, rec = best[user]

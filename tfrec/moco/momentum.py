@@ -9,6 +9,7 @@ ONLY_FIRST_REPLICA writes it once.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator, List, Sequence, Tuple
 
 import tensorflow as tf
@@ -72,3 +73,31 @@ def momentum_update(pairs: Sequence[Pair], momentum: float) -> None:
   m = float(momentum)
   for q, k in pairs:
     k.assign(m * k + (1.0 - m) * tf.cast(q, k.dtype))
+
+
+def fit_momentum(total_steps: int, queue_size: int, batch_size: int) -> float:
+  """The momentum m of eq. 9 fitted to a run's length (`--model_args=momentum_rule=steps`).
+
+  The key encoders are an exponential average of the query encoders over tau = 1 / (1 - m)
+  steps. Two spans bound tau: the queue's, K / B steps (the age of its oldest key: keys written
+  over that span must come from nearly the same encoder, MoCo's consistency argument, so tau
+  >> K / B), and the run's, S steps (the key encoders must forget their initial weights,
+  m^S << 1, so tau << S). The rule takes their geometric mean,
+
+      tau = sqrt(S * K / B),   m = 1 - 1 / tau   (m = 0 when tau <= 1),
+
+  which keeps tau / (K / B) = S / tau: both margins equal. SEMI A.1 (K = 40 x 1024, B = 1024,
+  about 27,600 steps an epoch) gives tau ~ 1,050, m ~ 0.99905: the paper's 0.999. A run of 360
+  steps at K = 256, B = 64 gets tau = 38, m = 0.974, and keeps 0.974^360 ~ 1e-4 of its initial
+  key weights, where m = 0.999 would keep 70%.
+
+  Args:
+    total_steps: S, the optimizer steps of the pre-training run (> 0).
+    queue_size: K, keys per dictionary.
+    batch_size: B, keys enqueued per step (the global batch).
+  """
+  if total_steps < 1 or queue_size < 1 or batch_size < 1:
+    raise ValueError(f"fit_momentum needs positive steps, queue and batch sizes, got "
+                     f"{total_steps}, {queue_size}, {batch_size}")
+  tau = math.sqrt(total_steps * queue_size / batch_size)
+  return 0.0 if tau <= 1.0 else 1.0 - 1.0 / tau

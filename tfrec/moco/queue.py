@@ -9,7 +9,7 @@ gathered keys; the variables aggregate with ONLY_FIRST_REPLICA, so the write hap
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -48,19 +48,23 @@ class KeyQueue(keras.layers.Layer):
 
   Weights (non-trainable, ONLY_FIRST_REPLICA): `keys` <float32>[size, dim] (row i holds the key
   written at some step; the oldest row is overwritten first), `pointer` <int64>[] (the next row
-  to write) and `count` <int64>[] (keys ever written: `count >= size` means the queue is full).
+  to write) and `count` <int64>[] (keys ever written: `count >= size` means the queue is full);
+  with `with_ids`, also `ids` <int64>[size]: an id written beside each key (-1 = never
+  written), so a query can tell its own earlier keys from negatives (CCL's owner mask).
 
   Args:
     size: K, the number of keys (SEMI A.1: 40 x 1024).
     dim: key width.
+    with_ids: keep an int64 id per key (`enqueue(keys, ids)`).
   """
 
-  def __init__(self, size: int, dim: int, **kwargs):
+  def __init__(self, size: int, dim: int, with_ids: bool = False, **kwargs):
     super().__init__(**kwargs)
     if size < 1 or dim < 1:
       raise ValueError(f"KeyQueue needs size >= 1 and dim >= 1, got size={size}, dim={dim}")
     self.size = int(size)
     self.dim = int(dim)
+    self.with_ids = bool(with_ids)
 
   def build(self, input_shape=None):
     first = tf.VariableAggregation.ONLY_FIRST_REPLICA
@@ -70,19 +74,26 @@ class KeyQueue(keras.layers.Layer):
                                    trainable=False, aggregation=first)
     self.count = self.add_weight("count", shape=[], dtype=tf.int64, initializer="zeros",
                                  trainable=False, aggregation=first)
+    if self.with_ids:
+      self.ids = self.add_weight("ids", shape=[self.size], dtype=tf.int64,
+                                 initializer=keras.initializers.Constant(-1), trainable=False,
+                                 aggregation=first)
     super().build(input_shape)
 
   def call(self, inputs=None):
     """The current keys <float32>[size, dim]."""
     return tf.identity(self.keys)
 
-  def enqueue(self, keys: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  def enqueue(self, keys: tf.Tensor, ids: Optional[tf.Tensor] = None
+              ) -> Tuple[tf.Tensor, tf.Tensor]:
     """Writes the keys of every replica (replica order, then row order) over the oldest ones.
 
     Call once per step in a replica context. The global batch must fit in the queue.
 
     Args:
       keys: <float>[n, dim], this replica's keys.
+      ids: <int>[n] their ids; required exactly when the queue was made `with_ids` (then
+        `self.ids` holds them after the write, in the same rows).
 
     Returns:
       (<float32>[size, dim] the queue after the write, identical on every replica;
@@ -90,6 +101,9 @@ class KeyQueue(keras.layers.Layer):
     """
     if not self.built:
       self.build()
+    if (ids is None) == self.with_ids:
+      raise ValueError(f"{self.name}: enqueue takes ids exactly when the queue keeps them "
+                       f"(with_ids={self.with_ids})")
     keys = tf.cast(keys, tf.float32)
     gathered, offset = gather_replicas(keys)
     total = tf.shape(gathered, out_type=tf.int64)[0]
@@ -100,6 +114,9 @@ class KeyQueue(keras.layers.Layer):
     rows = (start + tf.range(total)) % self.size
     queue = tf.tensor_scatter_nd_update(self.keys.read_value(), rows[:, None], gathered)
     self.keys.assign(queue)
+    if self.with_ids:
+      all_ids, _ = gather_replicas(tf.cast(tf.reshape(ids, [-1]), tf.int64))
+      self.ids.assign(tf.tensor_scatter_nd_update(self.ids.read_value(), rows[:, None], all_ids))
     self.pointer.assign((start + total) % self.size)
     self.count.assign_add(total)
     local = tf.shape(keys, out_type=tf.int64)[0]
@@ -107,4 +124,5 @@ class KeyQueue(keras.layers.Layer):
     return queue, mine
 
   def get_config(self) -> Dict[str, Any]:
-    return {**super().get_config(), "size": self.size, "dim": self.dim}
+    return {**super().get_config(), "size": self.size, "dim": self.dim,
+            "with_ids": self.with_ids}

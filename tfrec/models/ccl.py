@@ -16,7 +16,21 @@ encoders start as copies of the query encoders (MoCo; Algorithm 1 line 1 draws b
 which the first momentum steps would only average away).
 
 Choices the paper leaves open, stated here:
-  * Time blocks count back from the pair's latest event (a ccl_pair has no request time).
+  * Time blocks count back from the pair's request time: a pair selected from a ranking record
+    (`tfrec.datasets.ccl_select`) keeps that record's `timestamp`, so block 0 is the hour
+    before the request in pre-training as in SEMI (§3.2.3), and the transferred time-block
+    table means the same thing in both; a pair without one (session pairs of the generators)
+    counts back from its latest event (`reference_time`).
+  * A pair's own earlier keys are not its negatives (`mask_own_keys`, default on): the queues
+    keep each key's user id, and a query's softmax leaves out every dictionary key of its own
+    user except the positive. Without it, a pair seen in an earlier epoch can sit in the
+    dictionary as a near-copy "negative" (the paper's K is 0.14% of its pairs, where this
+    rarely happens; at small scale it is common). `mask_own_keys=False` is eq. 5-6 as written.
+  * The momentum may be fitted to the run's length (`momentum_rule="steps"`,
+    `tfrec.moco.momentum.fit_momentum`: tau = 1 / (1 - m) = sqrt(S K / B), which gives the
+    paper's 0.999 at its sizes); "fixed" uses `momentum` as given.
+  * K must stay below the number of training pairs (an error at K >= pairs, a warning above
+    half of them): the dictionary should hold other pairs' keys.
   * Keys are encoded without dropout (`training=False`); queries with it.
   * The dictionaries are filled with K keys of random training pairs before the first step
     (Algorithm 1 lines 2-4, `fill_step`), in the core's `before_training` hook.
@@ -46,19 +60,44 @@ from tfrec.moco import momentum as momentum_lib
 from tfrec.moco.queue import KeyQueue
 from tfrec.tasks.contrastive import Contrastive, info_nce
 
+MOMENTUM_RULES = ("fixed", "steps")
+
+
+def check_queue_size(queue_size: int, pairs: int) -> None:
+  """K against the N training pairs: an error at K >= N (the dictionary would hold every pair,
+  each query's own stale keys among its negatives), a warning above N / 2.
+
+  Raises:
+    ValueError: K >= N.
+  """
+  advice = ("lower --model_args=queue_size (the paper's 40,960 keys are 0.14% of its 28.3M "
+            "pairs) or select more pairs")
+  if queue_size >= pairs:
+    raise ValueError(f"--model_args=queue_size={queue_size} is at least the {pairs} training "
+                     f"pairs: the dictionary would hold every pair; {advice}")
+  if 2 * queue_size > pairs:
+    logging.warning("CCL dictionary K=%d holds more than half of the %d training pairs: few "
+                    "distinct negatives per query; %s", queue_size, pairs, advice)
+
+
 # Micro-video (target) queries look up the product (source) dictionary (eq. 5) and back (eq. 6).
 _OTHER = {"target": "source", "source": "target"}
 
 
 def reference_time(features: Dict[str, tf.Tensor]) -> tf.Tensor:
-  """<int64>[batch]: each row's latest real event time over both domains."""
+  """<int64>[batch]: each row's time reference for the time blocks: its request time
+  `timestamp` where the record has one (>= 0; ranking records, pairs selected from them), else
+  its latest real event time over both domains."""
   times = []
   for d in ("source", "target"):
     mask = tf.cast(features[f"{d}_mask"], tf.bool)
     ts = tf.cast(features[f"{d}_timestamps"], tf.int64)
     times.append(tf.where(mask, ts, tf.int64.min))
-  latest = tf.reduce_max(tf.concat(times, axis=1), axis=1)
-  return tf.maximum(latest, 0)
+  latest = tf.maximum(tf.reduce_max(tf.concat(times, axis=1), axis=1), 0)
+  if "timestamp" not in features:
+    return latest
+  request = tf.cast(tf.reshape(features["timestamp"], [-1]), tf.int64)
+  return tf.where(request >= 0, request, latest)
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -74,8 +113,12 @@ class CCL(core.Model):
       num_time_blocks: as SEMI's (`RankingModel`); they must match the SEMI run that will
       initialise from this one.
     num_heads, ff_dim: of both sequence encoders (A.1: 8, 128).
-    queue_size: K, keys per dictionary (A.1: 40 x 1024); >= the global batch size.
-    momentum: m of eq. 9 (A.1: 0.999).
+    queue_size: K, keys per dictionary (A.1: 40 x 1024); >= the global batch size and below
+      the number of training pairs.
+    momentum: m of eq. 9 (A.1: 0.999); with momentum_rule "steps", replaced before training.
+    momentum_rule: "fixed" (use `momentum`) or "steps" (fit m to the run's steps, the queue
+      and the batch: `tfrec.moco.momentum.fit_momentum`).
+    mask_own_keys: leave a query's own user's other keys out of its negatives.
     temperature: tau of eq. 5-6 (A.1: 0.7).
     normalize: L2-normalise q and k (not in the paper; MoCo does).
 
@@ -94,10 +137,13 @@ class CCL(core.Model):
                max_seq_len: int = schema.MAX_SEQ_LEN, num_heads: int = 8,
                ff_dim: Optional[int] = 128, dropout: float = 0.1, num_time_blocks: int = 168,
                queue_size: int = 40 * 1024, momentum: float = 0.999, temperature: float = 0.7,
-               normalize: bool = False, **kwargs):
+               normalize: bool = False, momentum_rule: str = "fixed",
+               mask_own_keys: bool = True, **kwargs):
     super().__init__(**kwargs)
     if not 0.0 <= momentum <= 1.0:
       raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    if momentum_rule not in MOMENTUM_RULES:
+      raise ValueError(f"momentum_rule={momentum_rule!r} must be one of {list(MOMENTUM_RULES)}")
     if temperature <= 0:
       raise ValueError(f"temperature must be > 0, got {temperature}")
     self.num_items, self.dim = int(num_items), int(dim)
@@ -108,6 +154,7 @@ class CCL(core.Model):
     self.dropout, self.num_time_blocks = float(dropout), int(num_time_blocks)
     self.queue_size, self.momentum = int(queue_size), float(momentum)
     self.temperature, self.normalize = float(temperature), bool(normalize)
+    self.momentum_rule, self.mask_own_keys = momentum_rule, bool(mask_own_keys)
     self.pool = SequencePooling("max", name="max_pool")  # g(.) of eq. 4
     for prefix in ("", "key_"):  # query encoders f_*, then key encoders z_*
       trainable = not prefix
@@ -120,8 +167,10 @@ class CCL(core.Model):
         setattr(self, f"{prefix}{d}_encoder", MultiHeadAttentionBlock(
             num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout,
             name=f"{prefix}{d}_encoder", trainable=trainable))
-    self.target_queue = KeyQueue(self.queue_size, dim, name="target_queue")  # D_vs
-    self.source_queue = KeyQueue(self.queue_size, dim, name="source_queue")  # D_ps
+    self.target_queue = KeyQueue(self.queue_size, dim, with_ids=self.mask_own_keys,
+                                 name="target_queue")  # D_vs
+    self.source_queue = KeyQueue(self.queue_size, dim, with_ids=self.mask_own_keys,
+                                 name="source_queue")  # D_ps
     self.tasks = {d: Contrastive(self.temperature, metric_name=f"top1_{d}", name=f"{d}_task")
                   for d in self.DOMAINS}  # d's queries against the other domain's keys
 
@@ -140,9 +189,7 @@ class CCL(core.Model):
     """q = g(f_d(seq)) (key=False) or k = g(z_d(seq)) (key=True): <float>[batch, dim] (eq. 4)."""
     items, times, *_ = self._layers(key)
     block = getattr(self, f"{'key_' if key else ''}{domain}_encoder")
-    feats = dict(features)
-    if "timestamp" not in feats:
-      feats["timestamp"] = reference_time(features)
+    feats = dict(features, timestamp=reference_time(features))
     x, mask = sequence_input(items, times, feats, domain)
     out = self.pool(block(x, query_mask=mask, training=training), mask=mask)
     return tf.math.l2_normalize(out, axis=-1) if self.normalize else out
@@ -163,6 +210,7 @@ class CCL(core.Model):
       feats[f"{d}_item_ids"] = tf.zeros([batch, self.max_seq_len], tf.int64)
       feats[f"{d}_timestamps"] = tf.zeros([batch, self.max_seq_len], tf.int64)
       feats[f"{d}_mask"] = tf.zeros([batch, self.max_seq_len], tf.bool)
+    feats["user_id"] = tf.zeros([batch], tf.int64)
     return feats
 
   def build_and_fill(self, item_store: Any) -> "CCL":
@@ -187,11 +235,20 @@ class CCL(core.Model):
 
   # ------------------------------------------------------------------ Algorithm 1
 
+  def _owners(self, features: Dict[str, tf.Tensor]) -> Optional[tf.Tensor]:
+    """<int64>[batch] the user ids written beside the keys (None without `mask_own_keys`)."""
+    if not self.mask_own_keys:
+      return None
+    if "user_id" not in features:
+      raise ValueError("mask_own_keys needs user_id in the batch (every ccl_pair record has "
+                       "it); or pass --model_args=mask_own_keys=false")
+    return tf.cast(tf.reshape(features["user_id"], [-1]), tf.int64)
+
   def fill_step(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Lines 2-4: enqueue the key-encoded batch without training; returns the keys written."""
-    keys = self.keys(features)
+    keys, owners = self.keys(features), self._owners(features)
     for d in self.DOMAINS:
-      self.queue(d).enqueue(keys[d])
+      self.queue(d).enqueue(keys[d], owners)
     return self.target_queue.count.read_value()
 
   def contrastive_losses(self, features: Dict[str, tf.Tensor],
@@ -201,12 +258,17 @@ class CCL(core.Model):
     Returns {"target": (loss, hits), "source": (loss, hits)}, each <float32>[batch]: "target"
     is eq. 5 (micro-video queries against the product dictionary D_ps), "source" eq. 6.
     """
-    keys = self.keys(features)
+    keys, owners = self.keys(features), self._owners(features)
     dictionaries, rows = {}, None
     for d in self.DOMAINS:
-      dictionaries[d], rows = self.queue(d).enqueue(keys[d])  # same rows: queues in lockstep
+      # Same rows and ids: the queues move in lockstep.
+      dictionaries[d], rows = self.queue(d).enqueue(keys[d], owners)
+    exclude = None
+    if owners is not None:  # the own user's keys other than the positive (info_nce keeps it)
+      exclude = tf.equal(owners[:, None], self.target_queue.ids.read_value()[None, :])
     queries = self(features, training=training)
-    return {d: self.tasks[d](queries[d], dictionaries[_OTHER[d]], rows) for d in self.DOMAINS}
+    return {d: self.tasks[d](queries[d], dictionaries[_OTHER[d]], rows, exclude)
+            for d in self.DOMAINS}
 
   def compute_losses(self, batch: Dict[str, tf.Tensor],
                      training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
@@ -222,12 +284,27 @@ class CCL(core.Model):
     """Lines 2-4: K keys of random training pairs (a stream of their own, `context.batches`)
     fill the dictionaries before the first step; a resumed run has them from its backup.
 
+    Also checks K against the training pairs and fits the momentum (`momentum_rule="steps"`)
+    to `context.total_steps`.
+
     Raises:
-      ValueError: a global batch larger than K (a step enqueues the whole global batch).
+      ValueError: a global batch larger than K (a step enqueues the whole global batch); K at
+        or above the number of training pairs; momentum_rule "steps" without a step count.
     """
     if context.global_batch_size > self.queue_size:
       raise ValueError(f"--batch_size={context.global_batch_size} exceeds --queue_size="
                        f"{self.queue_size}: a step enqueues the whole global batch")
+    pairs = getattr(context.reader, "num_records", None)
+    if pairs is not None:
+      check_queue_size(self.queue_size, int(pairs))
+    if self.momentum_rule == "steps":
+      if not context.total_steps:
+        raise ValueError("momentum_rule=steps needs the run's step count")
+      self.momentum = momentum_lib.fit_momentum(context.total_steps, self.queue_size,
+                                                context.global_batch_size)
+      logging.info("CCL momentum fitted to %d steps, K=%d, B=%d: m = %.5f (tau = %.0f steps)",
+                   context.total_steps, self.queue_size, context.global_batch_size,
+                   self.momentum, 1.0 / max(1e-12, 1.0 - self.momentum))
     if context.resumed:
       return
     steps = -(-self.queue_size // context.global_batch_size)
@@ -244,7 +321,8 @@ class CCL(core.Model):
                 max_seq_len=self.max_seq_len, num_heads=self.num_heads, ff_dim=self.ff_dim,
                 dropout=self.dropout, num_time_blocks=self.num_time_blocks,
                 queue_size=self.queue_size, momentum=self.momentum,
-                temperature=self.temperature, normalize=self.normalize)
+                temperature=self.temperature, normalize=self.normalize,
+                momentum_rule=self.momentum_rule, mask_own_keys=self.mask_own_keys)
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -256,4 +334,4 @@ registry.register("ccl", CCL, "CCL pre-training of SEMI's sequence encoders (§3
                   "ccl_pair records; SEMI loads it with --init_from")
 
 
-__all__ = ["CCL", "info_nce", "reference_time"]
+__all__ = ["CCL", "MOMENTUM_RULES", "check_queue_size", "info_nce", "reference_time"]

@@ -61,7 +61,9 @@ class TrainingContext:
     batches: seed -> iterator over distributed batches of the training split, shuffled with
       that seed, repeating (for a pre-pass that must not consume the training stream).
     reader: the training split's `tfrec.data.pipeline.Reader` (one pass over it on the host,
-      e.g. to count item popularity), or None.
+      e.g. to count item popularity; `reader.num_records` its size), or None.
+    total_steps: optimizer steps the run will take (epochs x steps per epoch; early stopping
+      may end it sooner), or None when unknown.
   """
 
   strategy: tf.distribute.Strategy
@@ -70,6 +72,7 @@ class TrainingContext:
   resumed: bool
   batches: Callable[[int], Iterator[Any]]
   reader: Any = None
+  total_steps: Optional[int] = None
 
 
 def global_rows(per_example: tf.Tensor) -> tf.Tensor:
