@@ -72,11 +72,18 @@ def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
   assert [r.name for _, r in exp.table1] == ["DIN", "DIEN", "BST", "YouTubeNet", "BERT4SessRec",
                                              "THACIL", "MiNet", "Cross-BST", "SEMI w. CCL"]
   assert len(rows) == 9 + 5 + 3 + 3
-  assert len(exp.rows(["diag"])) == 6 and len(exp.rows(["table2", "diag"])) == 6 + 3
+  assert len(exp.rows(["diag"])) == 8 and len(exp.rows(["table2", "diag"])) == 6 + 5
   pretrain = {r.pretrain.name for r in rows if r.pretrain}
   assert pretrain == {"CCL K=256 MLEN=10", "CCL K=64 MLEN=10", "CCL K=128 MLEN=10",
                       "CCL K=512 MLEN=10", "CCL K=256 MLEN=1", "CCL K=256 MLEN=5",
                       "CCL K=256 MLEN=20", "BERT4SessRec pre-training"}
+  # The paper's inputs (issue 15 item 2) on every row and pre-training (A.2: the baselines'
+  # inputs are SEMI's), the learnt-item setup only in the diagnostic rows.
+  for r in rows + exp.rows(["diag"]):
+    learnt = "learnt items" in r.name or r.name == "THACIL"  # THACIL: its own x = [f; c]
+    assert (semi.PAPER_INPUTS[0] in r.flags) == (not learnt), r.name
+    if r.pretrain:
+      assert (semi.PAPER_INPUTS[0] in r.pretrain.flags) == (not learnt), r.name
   normalised = [r for r in exp.rows(["diag"]) if r.pretrain and "normalised" in r.name]
   assert {r.pretrain.name for r in normalised} == {"CCL K=256 MLEN=10 normalised"}
   assert all("--model_args=normalize=true" in r.pretrain.flags for r in normalised)
@@ -99,6 +106,12 @@ def test_every_row_validates_on_valid_with_early_stopping(scale, syn_dir):
     assert cfg.train.early_stopping_patience == 2 and cfg.train.epochs >= 8, row.name
     if scale == "cpu":
       assert cfg.model.kwargs["dim"] == 32, row.name
+    if semi.PAPER_INPUTS[0] in row.flags:  # after the scale's overlay, merged per name
+      assert cfg.model.kwargs["item_features"] == ["pre_extracted"], row.name
+      assert cfg.model.kwargs["dim"] == sc.dim, row.name
+      if cfg.model.name.startswith("semi"):
+        assert cfg.model.kwargs["attention_dropout"] == 0.0, row.name
+        assert cfg.model.kwargs["dropout"] == 0.1, row.name
     if row.pretrain:
       p = row.pretrain
       overlay = os.path.join(REPO, sc.pretrain_flagfile) if sc.pretrain_flagfile else ""

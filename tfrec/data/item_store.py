@@ -22,9 +22,9 @@ from tfrec.data.errors import DataError
 STORE_FILE = "items.npz"
 STORE_MANIFEST = "items.manifest.json"
 
-_COLUMNS = ("domain", "category", "tags", "title", "visual", "cold", "kind")
-# Columns a store may lack (written before they existed) -> all zeros on load.
-_OPTIONAL_COLUMNS = ("kind",)
+_COLUMNS = ("domain", "category", "tags", "title", "visual", "cold", "kind", "pre_extracted")
+# Columns a store may lack (written before they existed) -> all zeros (0 wide) on load.
+_OPTIONAL_COLUMNS = ("kind", "pre_extracted")
 
 
 @dataclasses.dataclass
@@ -40,6 +40,8 @@ class ItemStore:
     cold: <int64>[num_items + 1], 1 = held out of training interactions.
     kind: <int64>[num_items + 1], item kind in [0, DatasetInfo.num_item_kinds], 0 = no kind;
       None (the default) = all zeros, which is also how an items.npz without it loads.
+    pre_extracted: <float32>[num_items + 1, P]: each item's frozen representation from its
+      domain's extractor (`tfrec.datasets.pre_extract`; SEMI §3.2.1); None = 0 wide (none).
   """
 
   domain: np.ndarray
@@ -49,6 +51,7 @@ class ItemStore:
   visual: np.ndarray
   cold: np.ndarray
   kind: Optional[np.ndarray] = None
+  pre_extracted: Optional[np.ndarray] = None
 
   def __post_init__(self):
     self.domain = np.asarray(self.domain, np.int64)
@@ -60,6 +63,8 @@ class ItemStore:
     n = len(self.domain)
     self.kind = (np.zeros(n, np.int64) if self.kind is None
                  else np.asarray(self.kind, np.int64))
+    self.pre_extracted = (np.zeros((n, 0), np.float32) if self.pre_extracted is None
+                          else np.asarray(self.pre_extracted, np.float32).reshape(n, -1))
     for name in _COLUMNS:
       if len(getattr(self, name)) != n:
         raise ValueError(f"item store column {name} has {len(getattr(self, name))} rows, "
@@ -73,6 +78,10 @@ class ItemStore:
   @property
   def visual_dim(self) -> int:
     return self.visual.shape[1]
+
+  @property
+  def pre_extracted_dim(self) -> int:
+    return self.pre_extracted.shape[1]
 
   def columns(self) -> Dict[str, np.ndarray]:
     return {name: getattr(self, name) for name in _COLUMNS}
@@ -120,7 +129,7 @@ class ItemStore:
           raise DataError(path, f"value {flat[i].tolist()} {word} allowed {bound}",
                           record=i + 1, field=name)
     if (np.any(self.domain[0] != 0) or np.any(self.category[0] != 0) or np.any(self.tags[0])
-        or self.kind[0] != 0):
+        or self.kind[0] != 0 or np.any(self.pre_extracted[0] != 0)):
       raise DataError(path, "row 0 must be the all-zero padding item", record=0)
 
   def save(self, directory: str) -> str:

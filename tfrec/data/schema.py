@@ -252,6 +252,10 @@ ITEM = RecordKind(
               doc="item kind / bucket, 1..num_item_kinds of dataset.json, 0 = no kind (M5's "
                   "item buckets, THACIL's item kinds); a store written without it reads as "
                   "all 0"),
+        Field("pre_extracted", "float32", "fixed", width=0,
+              doc="frozen item representation from the item's domain's extractor "
+                  "(`tfrec.datasets.pre_extract`, SEMI §3.2.1's v^m / p^m); 0 wide: none (a "
+                  "store written without it)"),
     ),
     doc="one row of the item feature store; stored column-wise in items.npz",
 )

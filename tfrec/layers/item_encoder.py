@@ -1,7 +1,9 @@
 """Item input representation shared by every ranking model: a learnt id embedding, a category
 embedding, the projected multi-modal feature of the item store (SEMI §3.2.3: "the multi-modal
 item feature"; App. A.2: the baselines take the same multi-modal embeddings as input) and the
-mean of the title's word embeddings (datasets without a visual feature, e.g. MovieLens)."""
+mean of the title's word embeddings (datasets without a visual feature, e.g. MovieLens), or the
+store's frozen pre-extracted representation (SEMI §3.2.1: v^m, p^m from per-domain extractors,
+used as they are; `tfrec.datasets.pre_extract`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import tf_keras as keras
 from tfrec.data import schema
 from tfrec.layers._utils import clone_initializer
 
-FEATURES = ("id", "category", "visual", "title")
+FEATURES = ("id", "category", "visual", "title", "pre_extracted")
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -27,6 +29,8 @@ class ItemEncoder(keras.layers.Layer):
        + [visual]   visual(i) W_v + b_v       (the frozen multi-modal feature, projected)
        + [title]    mean over the title's tokens t of E_tok[t] (padding tokens 0 left out; an
                     item without a title word gets zeros; ADAPT's average pooling of titles)
+       + [pre_extracted] the store's pre-extracted vector of i, as it is (no trainable
+                    weight: SEMI §3.2.3's v_i^m; its width must be the part's width)
 
   With combine="concat" the parts are concatenated in the order of `features` instead, each
   dim / len(features) wide (THACIL §3.1: x = [f; c], features=("visual", "category")).
@@ -39,13 +43,16 @@ class ItemEncoder(keras.layers.Layer):
   Args:
     num_items: item ids are in [0, num_items]; 0 = padding.
     dim: output width d.
-    features: which of "id", "category", "visual", "title" to sum (at least one).
+    features: which of "id", "category", "visual", "title", "pre_extracted" to sum (at least
+      one).
     num_categories: category ids in [0, num_categories] (needed with "category").
     visual_dim: width of the store's visual vectors (needed with "visual"; must be > 0).
     num_tokens: title token ids in [0, num_tokens] (needed with "title"; must be > 0).
     embeddings_initializer: initialiser of the id, category and token tables.
     embeddings_regularizer: regulariser of the id, category and token tables.
     combine: "sum" (every part dim wide) or "concat" (module docstring).
+    pre_extracted_dim: width of the store's pre-extracted vectors (needed with
+      "pre_extracted": equal to dim, or dim / len(features) with combine="concat").
 
   Call args:
     ids: <int>[...] item ids, any shape; callers check their range (see `check_item_ids`).
@@ -64,6 +71,7 @@ class ItemEncoder(keras.layers.Layer):
                embeddings_initializer: Any = "glorot_uniform",
                embeddings_regularizer: Any = None,
                combine: str = "sum",
+               pre_extracted_dim: int = 0,
                **kwargs):
     super().__init__(**kwargs)
     features = tuple(features)
@@ -85,6 +93,12 @@ class ItemEncoder(keras.layers.Layer):
     if "title" in features and num_tokens < 1:
       raise ValueError("the 'title' feature needs num_tokens >= 1 (this dataset has no title "
                        "vocabulary: leave 'title' out of the item features)")
+    if "pre_extracted" in features and pre_extracted_dim != self.part_dim:
+      raise ValueError(
+          f"the 'pre_extracted' feature is used as it is: the store's vectors are "
+          f"{pre_extracted_dim} wide (0: none; python -m tfrec.datasets.pre_extract "
+          f"--dim={self.part_dim} writes them), the item encoder needs {self.part_dim}")
+    self.pre_extracted_dim = int(pre_extracted_dim)
     self.num_tokens = int(num_tokens)
     self.num_items = int(num_items)
     self.dim = int(dim)
@@ -103,6 +117,7 @@ class ItemEncoder(keras.layers.Layer):
     self.id_embeddings = self.category_embeddings = None
     self.item_category = self.item_visual = None
     self.token_embeddings = self.item_title = None
+    self.item_pre_extracted = None
     if "id" in self.features:
       self.id_embeddings = self.add_weight(
           "id_embeddings", shape=[rows, self.part_dim],
@@ -127,6 +142,10 @@ class ItemEncoder(keras.layers.Layer):
           regularizer=self.embeddings_regularizer)
       self.item_title = self.add_weight("item_title", shape=[rows, schema.MAX_TITLE_LEN],
                                         dtype=tf.int32, initializer="zeros", trainable=False)
+    if "pre_extracted" in self.features:
+      self.item_pre_extracted = self.add_weight(
+          "item_pre_extracted", shape=[rows, self.pre_extracted_dim], dtype=tf.float32,
+          initializer="zeros", trainable=False)
     super().build(input_shape)
 
   def set_item_features(self, store: Any) -> None:
@@ -153,6 +172,11 @@ class ItemEncoder(keras.layers.Layer):
         raise ValueError(f"item store has title token {int(title.max())} > num_tokens "
                          f"{self.num_tokens}")
       self.item_title.assign(title.astype(np.int32))
+    if self.item_pre_extracted is not None:
+      if store.pre_extracted_dim != self.pre_extracted_dim:
+        raise ValueError(f"item store pre-extracted vectors are {store.pre_extracted_dim} "
+                         f"wide, the encoder's {self.pre_extracted_dim}")
+      self.item_pre_extracted.assign(store.pre_extracted.astype(np.float32))
 
   def encode_all(self) -> tf.Tensor:
     """<compute dtype>[num_items + 1, dim]: every item's encoding, row i = item i (0: padding)."""
@@ -186,6 +210,8 @@ class ItemEncoder(keras.layers.Layer):
       columns["visual"] = tf.gather(self.item_visual, ids)
     if self.item_title is not None:
       columns["title"] = tf.gather(self.item_title, ids)
+    if self.item_pre_extracted is not None:
+      columns["pre_extracted"] = tf.gather(self.item_pre_extracted, ids)
     return self.encode_features(columns, ids if self.id_embeddings is not None else None)
 
   def encode_features(self, columns: Dict[str, Any], ids: Any = None) -> tf.Tensor:
@@ -195,7 +221,8 @@ class ItemEncoder(keras.layers.Layer):
 
     Args:
       columns: per feature of this encoder except "id": "category" <int>[...], "visual"
-        <float>[..., visual_dim], "title" <int>[..., MAX_TITLE_LEN] (0 = padding token).
+        <float>[..., visual_dim], "title" <int>[..., MAX_TITLE_LEN] (0 = padding token),
+        "pre_extracted" <float>[..., pre_extracted_dim].
       ids: <int>[...] item ids, needed only with the "id" feature.
 
     Returns:
@@ -217,6 +244,11 @@ class ItemEncoder(keras.layers.Layer):
       real = tf.cast(tokens > 0, words.dtype)[..., None]
       count = tf.maximum(tf.reduce_sum(real, axis=-2), 1.0)
       parts["title"] = tf.reduce_sum(words * real, axis=-2) / count
+    if self.item_pre_extracted is not None:
+      if "pre_extracted" not in columns:
+        raise ValueError("this item encoder reads pre-extracted vectors: a new item needs its "
+                         "'pre_extracted' column")
+      parts["pre_extracted"] = tf.cast(columns["pre_extracted"], self.compute_dtype)
     if self.combine == "concat":
       return tf.concat([tf.cast(parts[f], self.compute_dtype) for f in self.features], axis=-1)
     parts = [parts[f] for f in FEATURES if f in parts]  # the sum's fixed order.
@@ -239,7 +271,8 @@ class ItemEncoder(keras.layers.Layer):
         num_tokens=self.num_tokens,
         embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
         embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer),
-        combine=self.combine)
+        combine=self.combine,
+        pre_extracted_dim=self.pre_extracted_dim)
     return config
 
 

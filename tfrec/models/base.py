@@ -94,6 +94,7 @@ class RankingModel(core.Model):
                use_time_blocks: bool = False,
                num_time_blocks: int = 168,
                item_combine: str = "sum",
+               pre_extracted_dim: int = 0,
                **kwargs):
     super().__init__(**kwargs)
     domains = tuple(domains)
@@ -112,9 +113,12 @@ class RankingModel(core.Model):
     self.use_time_blocks = bool(use_time_blocks)
     self.num_time_blocks = int(num_time_blocks)
     self.item_combine = str(item_combine)
+    self.pre_extracted_dim = int(pre_extracted_dim)
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
                                     visual_dim=visual_dim, num_tokens=num_tokens,
-                                    combine=self.item_combine, name="item_encoder")
+                                    combine=self.item_combine,
+                                    pre_extracted_dim=self.pre_extracted_dim,
+                                    name="item_encoder")
     self.time_blocks = (TimeBlockEmbedding(dim, num_blocks=num_time_blocks, name="time_blocks")
                         if use_time_blocks else None)
     # The logit layer stays float32 under mixed precision (a numerically safe sigmoid/BCE).
@@ -225,6 +229,7 @@ class RankingModel(core.Model):
                                     num_categories=self.num_categories,
                                     visual_dim=self.visual_dim, num_tokens=self.num_tokens,
                                     combine=self.item_combine, embeddings_regularizer=reg,
+                                    pre_extracted_dim=self.pre_extracted_dim,
                                     name="item_encoder")
     if head:
       self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout,
@@ -241,7 +246,7 @@ class RankingModel(core.Model):
                 domains=list(self.domains), max_seq_len=self.max_seq_len,
                 mlp_units=list(self.mlp_units), dropout=self.dropout,
                 use_time_blocks=self.use_time_blocks, num_time_blocks=self.num_time_blocks,
-                item_combine=self.item_combine)
+                item_combine=self.item_combine, pre_extracted_dim=self.pre_extracted_dim)
 
   @classmethod
   def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RankingModel":

@@ -208,8 +208,8 @@ class BERT4SessRecPretrain(core.Model):
 
   Args:
     num_items, dim, item_features, num_categories, visual_dim, num_tokens, max_seq_len,
-      dropout, item_combine: as `RankingModel`'s; they must match the ranking run that
-      initialises from this one.
+      dropout, item_combine, pre_extracted_dim: as `RankingModel`'s; they must match the
+      ranking run that initialises from this one.
     num_blocks, num_heads, ff_dim: of the encoder (SEMI A.1-A.2: 2, 8, 128).
     mask_rate: fraction of each history's real items masked (SEMI A.2: 0.1).
     num_negatives: K items sampled per step for the sampled softmax.
@@ -230,7 +230,8 @@ class BERT4SessRecPretrain(core.Model):
                num_categories: int = 0, visual_dim: int = 0, num_tokens: int = 0,
                max_seq_len: int = schema.MAX_SEQ_LEN, num_blocks: int = 2, num_heads: int = 8,
                ff_dim: Optional[int] = None, dropout: float = 0.1, mask_rate: float = 0.1,
-               num_negatives: int = 128, item_combine: str = "sum", **kwargs):
+               num_negatives: int = 128, item_combine: str = "sum", pre_extracted_dim: int = 0,
+               **kwargs):
     super().__init__(**kwargs)
     if not 0.0 < mask_rate <= 1.0:
       raise ValueError(f"mask_rate must be in (0, 1], got {mask_rate}")
@@ -244,9 +245,11 @@ class BERT4SessRecPretrain(core.Model):
     self.ff_dim = None if ff_dim is None else int(ff_dim)
     self.dropout, self.mask_rate = float(dropout), float(mask_rate)
     self.num_negatives, self.item_combine = int(num_negatives), str(item_combine)
+    self.pre_extracted_dim = int(pre_extracted_dim)
     self.item_encoder = ItemEncoder(num_items, dim, self.item_features,
                                     num_categories=num_categories, visual_dim=visual_dim,
                                     num_tokens=num_tokens, combine=self.item_combine,
+                                    pre_extracted_dim=self.pre_extracted_dim,
                                     name="item_encoder")
     self.encoder = BidirectionalEncoder(self.max_seq_len, self.num_blocks, self.num_heads,
                                         self.ff_dim, self.dropout, name="encoder")
@@ -327,7 +330,8 @@ class BERT4SessRecPretrain(core.Model):
                 num_tokens=self.num_tokens, max_seq_len=self.max_seq_len,
                 num_blocks=self.num_blocks, num_heads=self.num_heads, ff_dim=self.ff_dim,
                 dropout=self.dropout, mask_rate=self.mask_rate,
-                num_negatives=self.num_negatives, item_combine=self.item_combine)
+                num_negatives=self.num_negatives, item_combine=self.item_combine,
+                pre_extracted_dim=self.pre_extracted_dim)
 
   @classmethod
   def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "BERT4SessRecPretrain":

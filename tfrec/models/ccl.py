@@ -121,6 +121,9 @@ class CCL(core.Model):
     mask_own_keys: leave a query's own user's other keys out of its negatives.
     temperature: tau of eq. 5-6 (A.1: 0.7).
     normalize: L2-normalise q and k (not in the paper; MoCo does).
+    attention_dropout: dropout inside the sequence encoders; None: `dropout` (as SEMI's).
+    pre_extracted_dim: width of the store's pre-extracted item vectors (the
+      "pre_extracted" item feature; from the dataset).
 
   `call(features)` returns the queries {"target": q^vs, "source": q^ps}, <float>[batch, dim].
   """
@@ -138,7 +141,8 @@ class CCL(core.Model):
                ff_dim: Optional[int] = 128, dropout: float = 0.1, num_time_blocks: int = 168,
                queue_size: int = 40 * 1024, momentum: float = 0.999, temperature: float = 0.7,
                normalize: bool = False, momentum_rule: str = "fixed",
-               mask_own_keys: bool = True, **kwargs):
+               mask_own_keys: bool = True, attention_dropout: Optional[float] = None,
+               pre_extracted_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
     if not 0.0 <= momentum <= 1.0:
       raise ValueError(f"momentum must be in [0, 1], got {momentum}")
@@ -155,17 +159,21 @@ class CCL(core.Model):
     self.queue_size, self.momentum = int(queue_size), float(momentum)
     self.temperature, self.normalize = float(temperature), bool(normalize)
     self.momentum_rule, self.mask_own_keys = momentum_rule, bool(mask_own_keys)
+    self.attention_dropout = None if attention_dropout is None else float(attention_dropout)
+    self.pre_extracted_dim = int(pre_extracted_dim)
+    block_dropout = self.dropout if attention_dropout is None else self.attention_dropout
     self.pool = SequencePooling("max", name="max_pool")  # g(.) of eq. 4
     for prefix in ("", "key_"):  # query encoders f_*, then key encoders z_*
       trainable = not prefix
       setattr(self, f"{prefix}item_encoder", ItemEncoder(
           num_items, dim, item_features, num_categories=num_categories, visual_dim=visual_dim,
-          name=f"{prefix}item_encoder", trainable=trainable))
+          pre_extracted_dim=self.pre_extracted_dim, name=f"{prefix}item_encoder",
+          trainable=trainable))
       setattr(self, f"{prefix}time_blocks", TimeBlockEmbedding(
           dim, num_blocks=num_time_blocks, name=f"{prefix}time_blocks", trainable=trainable))
       for d in self.DOMAINS:
         setattr(self, f"{prefix}{d}_encoder", MultiHeadAttentionBlock(
-            num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout,
+            num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=block_dropout,
             name=f"{prefix}{d}_encoder", trainable=trainable))
     self.target_queue = KeyQueue(self.queue_size, dim, with_ids=self.mask_own_keys,
                                  name="target_queue")  # D_vs
@@ -322,7 +330,9 @@ class CCL(core.Model):
                 dropout=self.dropout, num_time_blocks=self.num_time_blocks,
                 queue_size=self.queue_size, momentum=self.momentum,
                 temperature=self.temperature, normalize=self.normalize,
-                momentum_rule=self.momentum_rule, mask_own_keys=self.mask_own_keys)
+                momentum_rule=self.momentum_rule, mask_own_keys=self.mask_own_keys,
+                attention_dropout=self.attention_dropout,
+                pre_extracted_dim=self.pre_extracted_dim)
 
   @classmethod
   def from_config(cls, config, custom_objects=None):

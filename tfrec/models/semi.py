@@ -39,21 +39,26 @@ class SEMI(RankingModel):
     num_heads: heads of every attention block (A.1: 8).
     ff_dim: feed-forward width of every attention block (A.1: 128); None: dim.
     use_inter_domain: the inter-domain block (False: an ablation, u from V^intra / P^intra).
-    **kwargs: see `RankingModel` (time blocks are always on: §3.2.3).
+    attention_dropout: dropout inside every attention block; None: `dropout` (A.1 puts
+      dropout 0.1 only after the final MLP: `dropout=0.1, attention_dropout=0`).
+    **kwargs: see `RankingModel` (time blocks are always on: §3.2.3); `dropout` is the output
+      MLP's.
 
   User state: per domain d, "<d>_inter" <float>[batch, seq_d, dim] and "<d>_mask" <bool>[batch,
   seq_d]. Logits: <float32>[batch, n].
   """
 
   def __init__(self, num_items: int, num_heads: int = 8, ff_dim: Optional[int] = 128,
-               use_inter_domain: bool = True, **kwargs):
+               use_inter_domain: bool = True, attention_dropout: Optional[float] = None,
+               **kwargs):
     if not kwargs.pop("use_time_blocks", True):
       raise ValueError("SEMI's sequence encoders always use time blocks (§3.2.3)")
     super().__init__(num_items, use_time_blocks=True, **kwargs)
     self.num_heads = int(num_heads)
     self.ff_dim = None if ff_dim is None else int(ff_dim)
     self.use_inter_domain = bool(use_inter_domain)
-    block = dict(num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.dropout)
+    self.attention_dropout = None if attention_dropout is None else float(attention_dropout)
+    block = dict(num_heads=self.num_heads, ff_dim=self.ff_dim, dropout=self.block_dropout)
     for d in self.domains:  # attributes named per domain: checkpoint keys CCL can match
       setattr(self, f"{d}_encoder", MultiHeadAttentionBlock(name=f"{d}_encoder", **block))
     self.inter_block = (MultiHeadAttentionBlock(name="inter_domain", **block)
@@ -61,7 +66,12 @@ class SEMI(RankingModel):
     for d in self.domains:
       name = f"target_attention_{_DOMAIN_LETTER[d]}"
       setattr(self, name, TargetAttention("dot", num_heads=self.num_heads, ff_dim=self.ff_dim,
-                                          dropout=self.dropout, name=name))
+                                          dropout=self.block_dropout, name=name))
+
+  @property
+  def block_dropout(self) -> float:
+    """The attention blocks' dropout (`attention_dropout`, else `dropout`)."""
+    return self.dropout if self.attention_dropout is None else self.attention_dropout
 
   def encoder(self, domain: str) -> MultiHeadAttentionBlock:
     """The intra-domain sequence encoder of `domain` (§3.2.3)."""
@@ -102,7 +112,8 @@ class SEMI(RankingModel):
 
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), "num_heads": self.num_heads, "ff_dim": self.ff_dim,
-            "use_inter_domain": self.use_inter_domain}
+            "use_inter_domain": self.use_inter_domain,
+            "attention_dropout": self.attention_dropout}
 
 
 registry.register("semi", SEMI, "SEMI (w/o CCL unless --init_from a CCL run): both domains, "

@@ -110,6 +110,8 @@ def prepare_dataset(paper, dataset: str, data_dir: str, scale) -> str:
   elif not os.path.exists(os.path.join(data_dir, "dataset.json")):
     raise FileNotFoundError(f"{data_dir}: no converted {dataset} dataset here; run `python -m "
                             f"tfrec.datasets.{dataset} ... --out {data_dir}` first")
+  if hasattr(paper, "prepare"):  # what the paper's rows need in the dataset (SEMI's vectors)
+    paper.prepare(data_dir, scale)
   info = DatasetInfo.load(data_dir)
   overrides = dict(getattr(scale, "world_overrides", ()))
   what = {"synthetic": f"synthetic preset `{scale.synthetic_preset}`"
@@ -146,7 +148,9 @@ def run_sweep(paper, scale) -> None:
   points = sweep.run_sweep(field, values, claims, rows, preset, data_base,
                            _settings(paper, "", work_dir, scale), paper.METRICS,
                            overrides=dict(getattr(scale, "world_overrides", ())),
-                           world_name=world_name(scale))
+                           world_name=world_name(scale),
+                           prepare=((lambda d: paper.prepare(d, scale))
+                                    if hasattr(paper, "prepare") else None))
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_synthetic_sweep_{field}.md")
   command = (f"python -m tfrec.reproduce --paper={FLAGS.paper} --scale={scale.name} "
              f"--seeds={FLAGS.seeds} --sweep={FLAGS.sweep}"

@@ -12,6 +12,15 @@ preset; "cpu" adds `configs/reproduce/semi_cpu*.flags` (d = 32, fewer epochs, K 
 pre-training set) on the "small" preset. Both validate on `valid` with early stopping, and the
 harness picks each row's learning rate on `valid` (`tfrec.reproduce.harness`).
 
+Inputs (issue 15 item 2): every SEMI row and its CCL pre-training read the paper's inputs,
+frozen pre-extracted item vectors of the rows' width from one extractor per domain (`prepare`
+writes them once per dataset, `tfrec.datasets.pre_extract`), with dropout only after the final
+MLP (`configs/semi/paper_inputs.flags`); CCL then transfers the sequence encoders and time
+blocks alone. The baselines read the same vectors (A.2: "the same multi-modal embeddings with
+our method as inputs"), except THACIL, whose items are its own model ([visual; category]). The
+earlier learnt-item setup (id + category + visual projection, CCL's
+item encoder transferred too) stays as diagnostic rows.
+
 The results file: per row mean ± std over seeds and a 95% CI from a paired bootstrap over users
 (`tfrec.reproduce.bootstrap`); one-sided Welch p-values over seeds (`tfrec.reproduce.stats`);
 the learning-rate grid with each rate's validation AUC, the rate chosen, and the early-stopped
@@ -47,6 +56,10 @@ CCL_FLAGS = "configs/semi/ccl_pretrain.flags"
 # the latest clicked product (A.2; tfrec's π-Net is ADAPT's, target loss only).
 NOT_YET = ("CoNet", "π-Net")
 BERT4_PRETRAIN_FLAGS = "configs/semi/bert4sessrec_pretrain.flags"
+# The paper's inputs for every row (issue 15 item 2; A.2 gives the baselines the same): frozen
+# pre-extracted item vectors per domain; for SEMI and CCL dropout only after the final MLP. The
+# learnt-item setup of the earlier reproductions stays as diagnostic rows.
+PAPER_INPUTS = ("--flagfile=configs/semi/paper_inputs.flags",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +73,7 @@ class Scale:
   default_mlen: int
   mlens: Tuple[int, ...]
   description: str
+  dim: int = 32  # the rows' d: the width of the pre-extracted item vectors
 
 
 SCALES = {
@@ -73,7 +87,7 @@ SCALES = {
     "paper": Scale(
         "paper", "large", "configs/reproduce/semi_paper.flags", "",
         default_k=40960, dict_sizes=(10240, 20480, 40960, 51200, 61440), default_mlen=10,
-        mlens=(1, 5, 10, 15, 20),
+        mlens=(1, 5, 10, 15, 20), dim=128,
         description="the paper's sizes (A.1): d = 128, 8 heads, feed-forward 128, MLP 128 -> 1, "
         "batch 1024, dropout 0.1; CCL K = 40 x 1024, m = 0.999, tau = 0.7, Adam 1e-3 (each "
         "row's own flagfile; `configs/reproduce/semi_paper.flags`: at most 10 epochs with "
@@ -93,6 +107,17 @@ def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:
   return {}
 
 
+def prepare(data_dir: str, scale: Scale) -> None:
+  """Writes the pre-extracted item vectors of the scale's width into the dataset once
+  (`tfrec.datasets.pre_extract`: the frozen inputs of the SEMI and CCL rows)."""
+  from tfrec.data.item_store import ItemStore
+  from tfrec.datasets import pre_extract
+  store = ItemStore.load(data_dir)
+  if store.pre_extracted_dim != scale.dim:
+    pre_extract.pre_extract(store, scale.dim)
+    store.save(data_dir)
+
+
 def ensure_pretrain_split(mlen: int):
   """`prepare` hook: selects the §4.1 pre-training pairs with this MLEN once per dataset."""
 
@@ -106,10 +131,13 @@ def ensure_pretrain_split(mlen: int):
   return prepare
 
 
-def ccl(k: int, mlen: int, normalize: bool = False) -> Pretrain:
-  return Pretrain(f"CCL K={k} MLEN={mlen}" + (" normalised" if normalize else ""), CCL_FLAGS,
+def ccl(k: int, mlen: int, normalize: bool = False, learnt_items: bool = False) -> Pretrain:
+  """CCL pre-training on the paper's inputs (`learnt_items`: the earlier id-embedding inputs)."""
+  return Pretrain(f"CCL K={k} MLEN={mlen}" + (" normalised" if normalize else "")
+                  + (" learnt items" if learnt_items else ""), CCL_FLAGS,
                   (f"--model_args=queue_size={k}", f"--train_split=pretrain_mlen{mlen}")
-                  + (("--model_args=normalize=true",) if normalize else ()),
+                  + (("--model_args=normalize=true",) if normalize else ())
+                  + (() if learnt_items else PAPER_INPUTS),
                   prepare=ensure_pretrain_split(mlen))
 
 
@@ -135,49 +163,61 @@ class Experiments:
 
 def experiments(scale: Scale) -> Experiments:
   default = ccl(scale.default_k, scale.default_mlen)
-  semi_wo = Row("SEMI w/o CCL", SEMI_FLAGS)
-  semi_w = Row("SEMI w. CCL", SEMI_FLAGS, pretrain=default)
+  semi_wo = Row("SEMI w/o CCL", SEMI_FLAGS, PAPER_INPUTS)
+  semi_w = Row("SEMI w. CCL", SEMI_FLAGS, PAPER_INPUTS, pretrain=default)
   mv, prod = "configs/semi/semi_micro_video.flags", "configs/semi/semi_product.flags"
   # BERT4SessRec's masked-item pre-training: at the cpu scale over the pre-training overlay
   # (d = 32 as the rows) but 3 epochs of batch 256, not CCL's 30 of 64 (it reads every ranking
   # record's history, not the selected pairs).
   bert4 = Pretrain("BERT4SessRec pre-training", BERT4_PRETRAIN_FLAGS,
-                   ("--epochs=3", "--batch_size=256", "--early_stopping_patience=1")
-                   if scale.name == "cpu" else ())
-  table1 = (("Single-Domain", Row("DIN", f"{BASELINES}/din.flags")),
-            ("Single-Domain", Row("DIEN", f"{BASELINES}/dien.flags")),
-            ("Single-Domain", Row("BST", f"{BASELINES}/bst.flags")),
-            ("Single-Domain", Row("YouTubeNet", f"{BASELINES}/youtubenet.flags")),
+                   (("--epochs=3", "--batch_size=256", "--early_stopping_patience=1")
+                    if scale.name == "cpu" else ()) + PAPER_INPUTS)
+  # A.2: the baselines take "the same multi-modal embeddings with our method as inputs".
+  table1 = (("Single-Domain", Row("DIN", f"{BASELINES}/din.flags", PAPER_INPUTS)),
+            ("Single-Domain", Row("DIEN", f"{BASELINES}/dien.flags", PAPER_INPUTS)),
+            ("Single-Domain", Row("BST", f"{BASELINES}/bst.flags", PAPER_INPUTS)),
+            ("Single-Domain", Row("YouTubeNet", f"{BASELINES}/youtubenet.flags", PAPER_INPUTS)),
             ("Single-Domain", Row("BERT4SessRec", "configs/semi/bert4sessrec.flags",
-                                  pretrain=bert4)),
+                                  PAPER_INPUTS, pretrain=bert4)),
+            # THACIL's items are its own model (§3.1: x = [f; c], a content feature and the
+            # category, no id): it keeps them.
             ("Single-Domain", Row("THACIL", f"{BASELINES}/thacil.flags")),
-            ("Cross-Domain", Row("MiNet", "configs/semi/minet.flags")),
-            ("Cross-Domain", Row("Cross-BST", f"{BASELINES}/cross_bst.flags")),
+            ("Cross-Domain", Row("MiNet", "configs/semi/minet.flags", PAPER_INPUTS)),
+            ("Cross-Domain", Row("Cross-BST", f"{BASELINES}/cross_bst.flags", PAPER_INPUTS)),
             ("Cross-Domain", semi_w))
-  table2 = (("w/o CCL", Row("SEMI-Product w/o CCL", prod)),
-            ("w/o CCL", Row("SEMI-Micro-Video w/o CCL", mv)),
+  prod_wo = Row("SEMI-Product w/o CCL", prod, PAPER_INPUTS)
+  table2 = (("w/o CCL", prod_wo),
+            ("w/o CCL", Row("SEMI-Micro-Video w/o CCL", mv, PAPER_INPUTS)),
             ("w/o CCL", semi_wo),
-            ("w. CCL", Row("SEMI-Product w. CCL", prod, pretrain=default)),
-            ("w. CCL", Row("SEMI-Micro-Video w. CCL", mv, pretrain=default)),
+            ("w. CCL", Row("SEMI-Product w. CCL", prod, PAPER_INPUTS, pretrain=default)),
+            ("w. CCL", Row("SEMI-Micro-Video w. CCL", mv, PAPER_INPUTS, pretrain=default)),
             ("w. CCL", semi_w))
   fig3 = ((0, semi_wo),) + tuple(
       (k, semi_w if k == scale.default_k else
-       Row(f"SEMI w. CCL (K={k})", SEMI_FLAGS, pretrain=ccl(k, scale.default_mlen)))
+       Row(f"SEMI w. CCL (K={k})", SEMI_FLAGS, PAPER_INPUTS,
+           pretrain=ccl(k, scale.default_mlen)))
       for k in scale.dict_sizes)
   fig4 = ((0, semi_wo),) + tuple(
       (m, semi_w if m == scale.default_mlen else
-       Row(f"SEMI w. CCL (MLEN={m})", SEMI_FLAGS, pretrain=ccl(scale.default_k, m)))
+       Row(f"SEMI w. CCL (MLEN={m})", SEMI_FLAGS, PAPER_INPUTS,
+           pretrain=ccl(scale.default_k, m)))
       for m in scale.mlens)
   normalised = ccl(scale.default_k, scale.default_mlen, normalize=True)
+  learnt = ccl(scale.default_k, scale.default_mlen, learnt_items=True)
   diag = (("reference", semi_wo), ("reference", semi_w),
-          ("CCL's attention blocks only: item encoder and time blocks start fresh",
-           Row("SEMI w. CCL (attention blocks only)", SEMI_FLAGS,
-               ("--init_layers=target_encoder,source_encoder",), pretrain=default)),
           ("CCL with L2-normalised q and k (MoCo), not eq. 5-6's raw dot products",
-           Row("SEMI w. CCL (normalised q, k)", SEMI_FLAGS, pretrain=normalised)),
-          ("reference", Row("SEMI-Product w/o CCL", prod)),
+           Row("SEMI w. CCL (normalised q, k)", SEMI_FLAGS, PAPER_INPUTS, pretrain=normalised)),
+          ("reference", prod_wo),
           ("the same for SEMI-Product",
-           Row("SEMI-Product w. CCL (normalised q, k)", prod, pretrain=normalised)))
+           Row("SEMI-Product w. CCL (normalised q, k)", prod, PAPER_INPUTS,
+               pretrain=normalised)),
+          ("learnt item inputs (id + category + visual projection; the earlier setup)",
+           Row("SEMI w/o CCL (learnt items)", SEMI_FLAGS)),
+          ("the same, w. CCL (its item encoder transferred too)",
+           Row("SEMI w. CCL (learnt items)", SEMI_FLAGS, pretrain=learnt)),
+          ("the same, CCL's attention blocks only: item encoder and time blocks start fresh",
+           Row("SEMI w. CCL (learnt items, attention blocks only)", SEMI_FLAGS,
+               ("--init_layers=target_encoder,source_encoder",), pretrain=learnt)))
   return Experiments(table1, table2, fig3, fig4, diag)
 
 

@@ -24,7 +24,7 @@ import dataclasses
 import json
 import os
 import shutil
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -186,14 +186,19 @@ def write_report(path: str, paper: str, field: str, values: Sequence[Any], prese
 def run_sweep(field: str, values: Sequence[Any], claims: Sequence[Claim], rows: Sequence[Any],
               preset: str, data_base: str, settings: harness.Settings,
               metrics: Sequence[str], overrides: Mapping[str, Any] = (),
-              world_name: Optional[str] = None) -> Dict[Tuple[str, str], List[Point]]:
+              world_name: Optional[str] = None,
+              prepare: Optional[Callable[[str], None]] = None
+              ) -> Dict[Tuple[str, str], List[Point]]:
   """Trains and evaluates `rows` in the world of every value (module docstring); returns
   (claim text, metric) -> one `Point` per value. `overrides`: fields set on the preset in
-  every world (a scale's world), `world_name` names its directories (default: the preset)."""
+  every world (a scale's world), `world_name` names its directories (default: the preset),
+  `prepare(data_dir)` adds what the paper's rows need to each world (SEMI's item vectors)."""
   points: Dict[Tuple[str, str], List[Point]] = {(c.text, m): [] for c in claims for m in metrics}
   for value in values:
     data_dir = ensure_world(world_dir(data_base, world_name or preset, field, value), preset,
                             field, value, overrides)
+    if prepare is not None:
+      prepare(data_dir)
     runner = harness.Runner(dataclasses.replace(
         settings, data_dir=data_dir,
         work_dir=os.path.join(settings.work_dir, f"{field}={value}")))
