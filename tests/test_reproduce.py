@@ -68,15 +68,16 @@ def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
   assert dict(exp.fig4)[semi.SCALES["cpu"].default_mlen] is semi_w
   rows = exp.rows(["table1", "table2", "fig3", "fig4"])
   assert len({r.name for r in rows}) == len(rows)  # every run once
-  # 9 (table 1) + 5 more (table 2) + 3 other K + 3 other MLEN
+  # 11 (table 1, the paper's order) + 5 more (table 2) + 4 other K + 3 other MLEN
   assert [r.name for _, r in exp.table1] == ["DIN", "DIEN", "BST", "YouTubeNet", "BERT4SessRec",
-                                             "THACIL", "MiNet", "Cross-BST", "SEMI w. CCL"]
-  assert len(rows) == 9 + 5 + 3 + 3
+                                             "THACIL", "CoNet", "π-Net", "MiNet", "Cross-BST",
+                                             "SEMI w. CCL"]
+  assert len(rows) == 11 + 5 + 4 + 3
   assert len(exp.rows(["diag"])) == 8 and len(exp.rows(["table2", "diag"])) == 6 + 5
   pretrain = {r.pretrain.name for r in rows if r.pretrain}
-  assert pretrain == {"CCL K=256 MLEN=10", "CCL K=64 MLEN=10", "CCL K=128 MLEN=10",
-                      "CCL K=512 MLEN=10", "CCL K=256 MLEN=1", "CCL K=256 MLEN=5",
-                      "CCL K=256 MLEN=20", "BERT4SessRec pre-training"}
+  assert pretrain == {"CCL K=512 MLEN=10", "CCL K=128 MLEN=10", "CCL K=256 MLEN=10",
+                      "CCL K=1024 MLEN=10", "CCL K=2048 MLEN=10", "CCL K=512 MLEN=1",
+                      "CCL K=512 MLEN=5", "CCL K=512 MLEN=20", "BERT4SessRec pre-training"}
   # The paper's inputs (issue 15 item 2) on every row and pre-training (A.2: the baselines'
   # inputs are SEMI's), the learnt-item setup only in the diagnostic rows.
   for r in rows + exp.rows(["diag"]):
@@ -85,11 +86,30 @@ def test_semi_plan_shares_runs_and_puts_wo_ccl_at_zero():
     if r.pretrain:
       assert (semi.PAPER_INPUTS[0] in r.pretrain.flags) == (not learnt), r.name
   normalised = [r for r in exp.rows(["diag"]) if r.pretrain and "normalised" in r.name]
-  assert {r.pretrain.name for r in normalised} == {"CCL K=256 MLEN=10 normalised"}
+  assert {r.pretrain.name for r in normalised} == {"CCL K=512 MLEN=10 normalised"}
   assert all("--model_args=normalize=true" in r.pretrain.flags for r in normalised)
   for r in rows:
     for f in (r.flagfile,) + ((r.pretrain.flagfile,) if r.pretrain else ()):
       assert os.path.exists(os.path.join(REPO, f)), f
+
+
+def test_cpu_scale_pretrains_on_the_generators_week_pairs_and_real_data_on_its_records(
+    syn_dir, tmp_path):
+  """Issue 15 item 3: the cpu world is the `semi` preset with 50,000 CCL-only users, whose
+  pairs (not the ranking records) are the synthetic pre-training set; MovieLens selects from its
+  ranking records."""
+  import shutil
+  cpu = semi.SCALES["cpu"]
+  world = semi.world_config(cpu)
+  assert (world.name, world.ccl_only_users, world.ccl_pair_scope) == ("semi", 50_000, "week")
+  assert semi.world_config(cpu, target_taste_weight=2.0).ccl_only_users == 50_000  # a sweep
+  for dataset, kind in (("synthetic", "ccl_pair"), ("movielens", "ranking")):
+    data = str(tmp_path / dataset)
+    shutil.copytree(syn_dir, data)
+    (_, mlen1), = [(m, r) for m, r in semi.experiments(cpu, dataset).fig4 if m == 1]
+    mlen1.pretrain.prepare(data)
+    with open(os.path.join(data, "ccl_pair", "pretrain_mlen1.selection.json")) as f:
+      assert json.load(f)["from_kind"] == kind, dataset
 
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
@@ -139,16 +159,17 @@ def fake(name, seed, auc, hr):
 def test_results_file_from_known_numbers(tmp_path):
   exp = semi.experiments(semi.SCALES["cpu"])
   base = {"DIN": 0.60, "BST": 0.62, "YouTubeNet": 0.58, "Cross-BST": 0.64, "DIEN": 0.605,
-          "BERT4SessRec": 0.615, "THACIL": 0.59, "MiNet": 0.63,
+          "BERT4SessRec": 0.615, "THACIL": 0.59, "CoNet": 0.57, "π-Net": 0.625, "MiNet": 0.63,
           "SEMI-Product w/o CCL": 0.55, "SEMI-Micro-Video w/o CCL": 0.61, "SEMI w/o CCL": 0.66,
           "SEMI-Product w. CCL": 0.54, "SEMI-Micro-Video w. CCL": 0.60, "SEMI w. CCL": 0.67}
-  for k in (64, 128, 512):
+  for k in (128, 256, 1024, 2048):
     base[f"SEMI w. CCL (K={k})"] = 0.665
   for m in (1, 5, 20):
     base[f"SEMI w. CCL (MLEN={m})"] = 0.662
 
   for name in ("SEMI w. CCL (normalised q, k)", "SEMI-Product w. CCL (normalised q, k)",
-               "SEMI w. CCL (attention blocks only)"):
+               "SEMI w/o CCL (learnt items)", "SEMI w. CCL (learnt items)",
+               "SEMI w. CCL (learnt items, attention blocks only)"):
     base[name] = 0.5
 
   results = {}

@@ -600,6 +600,11 @@ def test_week_scope_gives_one_longer_pair_per_user_week():
   assert len(keys) == len(set(keys)) and len(week) < len(base)
   for r in week:
     assert max(r["source_timestamps"] + r["target_timestamps"]) < VALID_DAY_S
+    # The time reference: the end of the pair's week, clipped at the train period's end.
+    week_end = (r["source_timestamps"][0] // (7 * syn.DAY_S) + 1) * 7 * syn.DAY_S
+    assert r["timestamp"] == min(week_end, VALID_DAY_S)
+    assert r["timestamp"] >= max(r["source_timestamps"] + r["target_timestamps"])
+  assert all("timestamp" not in r for r in base)  # session pairs: their latest event
   assert (np.mean([len(r["target_item_ids"]) for r in week])
           > 2 * np.mean([len(r["target_item_ids"]) for r in base]))
   assert (np.mean([len(r["source_item_ids"]) for r in week])

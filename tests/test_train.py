@@ -254,7 +254,8 @@ def test_seeded_deterministic_runs_give_identical_weights(syn_dir, tmp_path):
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.flags"),
                                       recursive=True)
                  if os.sep + "reproduce" + os.sep not in p)
-INCLUDES = ("base.flags", "common.flags")  # settings other flagfiles include; no --model
+# Settings other flagfiles include, and overlays added after a model's flagfile; no --model.
+INCLUDES = ("base.flags", "common.flags", "paper_inputs.flags")
 
 
 def _fresh_flags():

@@ -16,7 +16,7 @@ storytelling items live in one space. Negatives are drawn from the training step
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -96,6 +96,31 @@ def draw_products(products: tf.Tensor, seq: tf.Tensor, training: Optional[bool])
                                      maxval=tf.shape(products, out_type=tf.int64)[0],
                                      dtype=tf.int64)
   return tf.gather(products, pick)
+
+
+def pooled_mean(histories: Sequence[tf.Tensor], masks: Sequence[tf.Tensor]) -> tf.Tensor:
+  """The mean of the real items of all `histories` (<float>[batch, seq_i, dim], masks
+  <bool>[batch, seq_i]) together -> <float>[batch, dim]; 0 for a row without any (MiNet's
+  long-term interest p_u, SEMI A.2's CoNet user)."""
+  total = tf.add_n([tf.reduce_sum(tf.where(m[..., None], x, tf.zeros_like(x)), axis=1)
+                    for x, m in zip(histories, masks)])
+  count = tf.add_n([tf.reduce_sum(tf.cast(m, total.dtype), axis=1, keepdims=True)
+                    for m in masks])
+  return total / tf.maximum(count, 1)
+
+
+def newest_item(seq: tf.Tensor, mask: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """SEMI A.2's product-domain target, "the latest clicked product in the sequence" (MiNet,
+  π-Net): for a right-padded, oldest-first `seq` <int>[b, L] with `mask` <bool>[b, L], returns
+  (<int64>[b, 1] the newest real item (the row's first item, padding, when it has none),
+  <bool>[b, L] the real positions older than it (the user's input for predicting it),
+  <bool>[b, 1] whether the row has one)."""
+  mask = tf.cast(mask, tf.bool)
+  positions = tf.range(tf.shape(seq, out_type=tf.int64)[1])[None, :]       # [1, L]
+  newest = tf.reduce_max(tf.where(mask, positions, -1), axis=1)            # [b], -1: none
+  positive = tf.gather(tf.cast(seq, tf.int64), tf.maximum(newest, 0), batch_dims=1)[:, None]
+  before = tf.logical_and(mask, positions < newest[:, None])
+  return positive, before, (newest >= 0)[:, None]
 
 
 def implicit_loss(pos: tf.Tensor, neg: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -50,6 +50,11 @@ Differences from CoNet, stated:
   * CoNet's output is a 2-way softmax (equivalent to the sigmoid of one logit); no SCoNet L1 on
     H (§4.3 eq. 9). `l2` and `dropout` (after every tower layer, and on p_u) as MF.
 Not exportable (a serving request carries no user id: see `mf.py`).
+
+SEMI's Table 1 CoNet (A.2: "utilize the average pooling of different domains' actions as the
+user embedding"): `user_input="history"` replaces p_u by the mean item encoding of both
+domains' histories (0 without any), `configs/semi/conet.flags`. Its product-domain loss then
+reads a user vector that contains the products it predicts, as A.2 leaves it.
 """
 
 from __future__ import annotations
@@ -61,9 +66,10 @@ import tf_keras as keras
 
 from tfrec.layers import step_random
 from tfrec.models import registry
-from tfrec.models.cmf import CMF, implicit_loss
+from tfrec.models.cmf import CMF, implicit_loss, pooled_mean
 
 _HEADS = ("target", "source", "both")
+USER_INPUTS = ("id", "history")
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -173,6 +179,8 @@ class CoNet(CMF):
     num_items: item ids are in [1, num_items].
     cross_layers: how many of the towers' layer transitions carry a cross connection H^l
       (the first ones, from the input [p_u; x] on); None: all of them.
+    user_input: "id" (p_u, the trained user factor shared with CMF) or "history" (SEMI A.2:
+      the average pooling of both domains' actions).
     mlp_units: widths of both towers (CoNet: halving, 64 -> 32 -> 16 -> 8 from a 64-wide
       input); the logit layers are added.
     **kwargs: `CMF` / `MF` (num_users, l2, item_features, dim, dropout ...); `domains` must
@@ -185,8 +193,14 @@ class CoNet(CMF):
   """
 
   def __init__(self, num_items: int, cross_layers: Optional[int] = None,
-               mlp_units: Sequence[int] = (64, 32, 16), **kwargs):
+               mlp_units: Sequence[int] = (64, 32, 16), user_input: str = "id", **kwargs):
     super().__init__(num_items, mlp_units=mlp_units, **kwargs)
+    if user_input not in USER_INPUTS:
+      raise ValueError(f"user_input must be one of {USER_INPUTS}, got {user_input!r}")
+    self.user_input = user_input
+    if user_input == "history" and tuple(sorted(self.domains)) != ("source", "target"):
+      raise ValueError(f"user_input='history' pools both domains' actions: domains must be "
+                       f"('target', 'source'), got {self.domains}")
     if "source" not in self.domains:
       raise ValueError(f"CoNet reads the product history: domains must include 'source', got "
                        f"{self.domains}")
@@ -196,10 +210,12 @@ class CoNet(CMF):
 
   def encode_user(self, features: Dict[str, tf.Tensor],
                   training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
-    user = super().encode_user(features, training=training)
-    x, mask = self.domain_sequence(features, "source")                       # [b, L, d]
-    count = tf.reduce_sum(tf.cast(mask, x.dtype), axis=1, keepdims=True)     # [b, 1]
-    return {**user, "source": tf.reduce_sum(x, axis=1) / tf.maximum(count, 1)}
+    seqs = {d: self.domain_sequence(features, d) for d in self.domains}      # [b, L, d], mask
+    source = pooled_mean(*zip(seqs["source"]))
+    if self.user_input == "history":  # SEMI A.2: both domains' actions, averaged
+      user = pooled_mean(*zip(*seqs.values()))
+      return {"user": self.user_dropout(user, training=training), "source": source}
+    return {**super().encode_user(features, training=training), "source": source}
 
   def pair(self, user: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
     """<float>[batch, dim] p_u, <float>[batch, k, dim] x -> <float>[batch, k, 2 dim] [p_u; x]."""
@@ -228,7 +244,8 @@ class CoNet(CMF):
     return {"bce": bce, "source": implicit_loss(pos, neg, batch["source_mask"])}
 
   def get_config(self) -> Dict[str, Any]:
-    return {**super().get_config(), "cross_layers": self.cross_layers}
+    return {**super().get_config(), "cross_layers": self.cross_layers,
+            "user_input": self.user_input}
 
 
 registry.register("conet", CoNet, "CoNet: CMF made deep, the shared user factor and the item in "

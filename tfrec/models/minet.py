@@ -73,7 +73,8 @@ from tfrec.layers.attention import masked_softmax
 from tfrec.layers.mlp import MLP
 from tfrec.models import registry
 from tfrec.models.base import RankingModel
-from tfrec.models.cmf import draw_products, implicit_loss, source_products
+from tfrec.models.cmf import (draw_products, implicit_loss, newest_item, pooled_mean,
+                              source_products)
 
 INTERESTS = ("long_term", "target", "source")  # the order of the interest-level weights
 
@@ -283,13 +284,8 @@ class MiNet(RankingModel):
 
   @staticmethod
   def pooled(histories: Sequence[tf.Tensor], masks: Sequence[tf.Tensor]) -> tf.Tensor:
-    """p_u: the mean of the real items of all `histories` (<float>[batch, seq_i, dim], masks
-    <bool>[batch, seq_i]) -> <float>[batch, dim]; 0 for a row without any."""
-    total = tf.add_n([tf.reduce_sum(tf.where(m[..., None], x, tf.zeros_like(x)), axis=1)
-                      for x, m in zip(histories, masks)])
-    count = tf.add_n([tf.reduce_sum(tf.cast(m, total.dtype), axis=1, keepdims=True)
-                      for m in masks])
-    return total / tf.maximum(count, 1)
+    """p_u: the mean of the real items of all `histories` (`cmf.pooled_mean`)."""
+    return pooled_mean(histories, masks)
 
   def encode_user(self, features: Dict[str, tf.Tensor],
                   training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
@@ -344,18 +340,13 @@ class MiNet(RankingModel):
     user = self.encode_user(batch, training=training)
     item = tf.cast(batch["item_id"], tf.int64)[:, None]                      # [b, 1]
     bce = self.task(batch["label"], self.score(user, item, training=training)[:, 0])
-    seq = tf.cast(batch["source_item_ids"], tf.int64)                        # [b, L]
-    mask = user["source_mask"]
-    positions = tf.range(tf.shape(seq, out_type=tf.int64)[1])[None, :]       # [1, L]
-    newest = tf.reduce_max(tf.where(mask, positions, -1), axis=1)            # [b], -1: none
-    positive = tf.gather(seq, tf.maximum(newest, 0), batch_dims=1)[:, None]  # [b, 1]
-    before = tf.logical_and(mask, positions < newest[:, None])               # [b, L]
+    positive, before, has = newest_item(batch["source_item_ids"], user["source_mask"])
     p_before = self.pooled([user["target_history"], user["source_history"]],
                            [user["target_mask"], before])
     negative = draw_products(self._products, positive, training)                     # [b, 1]
     logits = self.source_logits(p_before, self.item_encoder(tf.concat([positive, negative], 1)),
                                 training=training)                           # [b, 2]
-    source = implicit_loss(logits[:, :1], logits[:, 1:], (newest >= 0)[:, None])
+    source = implicit_loss(logits[:, :1], logits[:, 1:], has)
     return {"bce": bce, "source": source}
 
   def get_config(self) -> Dict[str, Any]:

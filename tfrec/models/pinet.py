@@ -13,6 +13,16 @@ Differences from π-Net, stated: π-Net predicts the next item of a shared accou
 sequence and transfers at every time step through its shared-account filter unit; here the
 transfer runs once, on each domain's last state, and the model scores a candidate storytelling
 item, which is how it enters ADAPT's comparison (the paper does not give its adaptation).
+
+SEMI's Table 1 π-Net (`pinet_source`, `configs/semi/pinet.flags`) adds the product-domain loss
+SEMI A.2 gives π-Net and MiNet ("we utilize the latest clicked product in the sequence as the
+training target for the product domain"):
+  r_+    the newest real product of the source history; the user's states h^s, h^p, h^{s->p}
+         are recomputed from the histories without it (the positive is not in the input)
+  r_-    a product drawn uniformly from the store's source items (`cmf.draw_products`)
+  y_P(r) = MLP_P([h^p; h^{s->p}; r])                    the product head (mlp_units -> 1)
+  "source" = softplus(-y_P(r_+)) + softplus(y_P(r_-))   (0 for a row without products)
+Loss = bce + source (`--loss_weights=source=w`).
 """
 
 from __future__ import annotations
@@ -22,8 +32,10 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
+from tfrec.layers.mlp import MLP
 from tfrec.models import registry
 from tfrec.models.base import RankingModel
+from tfrec.models.cmf import draw_products, implicit_loss, newest_item, source_products
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -81,5 +93,52 @@ class PiNet(RankingModel):
     return {**super().get_config(), "gru_units": self.gru_units}
 
 
+@keras.utils.register_keras_serializable(package="tfrec")
+class PiNetSource(PiNet):
+  """π-Net with SEMI A.2's product-domain task (module docstring).
+
+  Args: as `PiNet`. Losses: "bce" (target impressions) and "source" (the newest product).
+  """
+
+  LOSSES = ("bce", "source")
+
+  def __init__(self, num_items: int, **kwargs):
+    super().__init__(num_items, **kwargs)
+    # The product head; float32 logits as the target head's.
+    self.source_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout,
+                          linear_output=True, name="source_mlp", dtype="float32")
+    self._products = None  # the source-domain item ids, set by build_and_fill
+
+  def build_and_fill(self, item_store: Any) -> "PiNetSource":
+    super().build_and_fill(item_store)
+    self._products = source_products(item_store, "π-Net's product task")
+    units = self.gru_units or self.dim  # the head's weights exist from the start
+    self.source_logits(tf.zeros([1, 2 * units]), tf.zeros([1, 1, self.dim]))
+    return self
+
+  def source_logits(self, state: tf.Tensor, items: tf.Tensor,
+                    training: Optional[bool] = None) -> tf.Tensor:
+    """y_P = MLP_P([h^p; h^{s->p}; r]): <float>[batch, 2 units] state, <float>[batch, k, dim]
+    r -> <float32>[batch, k]."""
+    items = tf.cast(items, tf.float32)
+    state = tf.broadcast_to(tf.cast(state, tf.float32)[:, None, :],
+                            tf.concat([tf.shape(items)[:2], tf.shape(state)[-1:]], 0))
+    return tf.cast(self.source_mlp(tf.concat([state, items], -1), training=training)[..., 0],
+                   tf.float32)
+
+  def compute_losses(self, batch: Dict[str, tf.Tensor],
+                     training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    bce = self.task(batch["label"], self(batch, training=training))
+    positive, before, has = newest_item(batch["source_item_ids"], batch["source_mask"])
+    user = self.encode_user(dict(batch, source_mask=before), training=training)
+    negative = draw_products(self._products, positive, training)              # [b, 1]
+    logits = self.source_logits(tf.concat([user["source"], user["source_from_target"]], -1),
+                                self.item_encoder(tf.concat([positive, negative], 1)),
+                                training=training)                            # [b, 2]
+    return {"bce": bce, "source": implicit_loss(logits[:, :1], logits[:, 1:], has)}
+
+
 registry.register("pinet", PiNet, "π-Net (ADAPT Table IV): a GRU per domain and gated "
                   "cross-domain transfer of their last states, ADAPT's head")
+registry.register("pinet_source", PiNetSource, "π-Net with SEMI A.2's product-domain loss on "
+                  "the newest product (SEMI Table 1)")

@@ -9,7 +9,8 @@ the results file `docs/results/semi_<dataset>.md`.
 
 Scales: "paper" runs the rows' own flagfiles (the paper's sizes, A.1) on the synthetic "large"
 preset; "cpu" adds `configs/reproduce/semi_cpu*.flags` (d = 32, fewer epochs, K scaled to the
-pre-training set) on the "small" preset. Both validate on `valid` with early stopping, and the
+pre-training set) on the "semi" preset with 50,000 CCL-only users, whose week-scope pairs are
+the pre-training set (issue 15 item 3; `pretrain_from`). Both validate on `valid` with early stopping, and the
 harness picks each row's learning rate on `valid` (`tfrec.reproduce.harness`).
 
 Inputs (issue 15 item 2): every SEMI row and its CCL pre-training read the paper's inputs,
@@ -51,10 +52,6 @@ DATASETS = ("synthetic", "movielens")
 BASELINES = "configs/baselines"
 SEMI_FLAGS = "configs/semi/semi.flags"
 CCL_FLAGS = "configs/semi/ccl_pretrain.flags"
-# Table 1 rows whose SEMI variant tfrec lacks: CoNet with the average of both domains' actions
-# as the user (A.2; tfrec's CoNet has a user id factor) and π-Net with the product-domain loss on
-# the latest clicked product (A.2; tfrec's π-Net is ADAPT's, target loss only).
-NOT_YET = ("CoNet", "π-Net")
 BERT4_PRETRAIN_FLAGS = "configs/semi/bert4sessrec_pretrain.flags"
 # The paper's inputs for every row (issue 15 item 2; A.2 gives the baselines the same): frozen
 # pre-extracted item vectors per domain; for SEMI and CCL dropout only after the final MLP. The
@@ -74,20 +71,30 @@ class Scale:
   mlens: Tuple[int, ...]
   description: str
   dim: int = 32  # the rows' d: the width of the pre-extracted item vectors
+  world_overrides: Tuple[Tuple[str, Any], ...] = ()  # (field, value) on top of the preset
+  world_name: str = ""                               # data/reproduce/syn-<world_name>
+  # Where the synthetic world's pre-training pairs are selected from (§4.1): "ranking" (one
+  # record per user of the ranking split) or "ccl_pair" (the generator's pairs, CCL-only users
+  # included). Real data selects from its ranking records.
+  pretrain_from: str = "ranking"
 
 
 SCALES = {
     "cpu": Scale(
-        "cpu", "small", "configs/reproduce/semi_cpu.flags", "configs/reproduce/semi_cpu_ccl.flags",
-        default_k=256, dict_sizes=(64, 128, 256, 512), default_mlen=10, mlens=(1, 5, 10, 20),
-        description="scaled-down CPU variant: d = 32, 4 heads, feed-forward 32, MLP 32 -> 1, "
-        "batch 256, at most 8 epochs with early stopping on `valid`; CCL batch 64, 30 epochs, "
-        "K = 256 (`configs/reproduce/semi_cpu.flags`, `semi_cpu_ccl.flags` after each row's "
-        "own flagfile)"),
+        "cpu", "semi", "configs/reproduce/semi_cpu.flags", "configs/reproduce/semi_cpu_ccl.flags",
+        default_k=512, dict_sizes=(128, 256, 512, 1024, 2048), default_mlen=10,
+        mlens=(1, 5, 10, 20), world_overrides=(("ccl_only_users", 50_000),),
+        world_name="semi-ccl50k", pretrain_from="ccl_pair",
+        description="scaled-down CPU variant: the `semi` preset (1,000 users) with 50,000 "
+        "CCL-only users whose week-scope pairs (SEMI §4.1: 7-day sequences) are the "
+        "pre-training set; d = 32, 4 heads, feed-forward 32, MLP 32 -> 1, batch 256, at most 8 "
+        "epochs with early stopping on `valid`; CCL batch 256, 5 epochs, K = 512, momentum "
+        "fitted to the run (`configs/reproduce/semi_cpu.flags`, `semi_cpu_ccl.flags` after "
+        "each row's own flagfile)"),
     "paper": Scale(
         "paper", "large", "configs/reproduce/semi_paper.flags", "",
         default_k=40960, dict_sizes=(10240, 20480, 40960, 51200, 61440), default_mlen=10,
-        mlens=(1, 5, 10, 15, 20), dim=128,
+        mlens=(1, 5, 10, 15, 20), dim=128, world_name="large",
         description="the paper's sizes (A.1): d = 128, 8 heads, feed-forward 128, MLP 128 -> 1, "
         "batch 1024, dropout 0.1; CCL K = 40 x 1024, m = 0.999, tau = 0.7, Adam 1e-3 (each "
         "row's own flagfile; `configs/reproduce/semi_paper.flags`: at most 10 epochs with "
@@ -98,7 +105,7 @@ SCALES = {
 def world_config(scale: Scale, **more: Any):
   """The synthetic world of a scale (`more`: a swept knob)."""
   from tfrec.datasets import synthetic
-  return synthetic.get_config(scale.synthetic_preset, **more)
+  return synthetic.get_config(scale.synthetic_preset, **dict(dict(scale.world_overrides), **more))
 
 
 def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:
@@ -118,27 +125,30 @@ def prepare(data_dir: str, scale: Scale) -> None:
     store.save(data_dir)
 
 
-def ensure_pretrain_split(mlen: int):
-  """`prepare` hook: selects the §4.1 pre-training pairs with this MLEN once per dataset."""
+def ensure_pretrain_split(mlen: int, from_kind: str = "ranking"):
+  """`prepare` hook: selects the §4.1 pre-training pairs with this MLEN once per dataset, from
+  the ranking records or the generator's pairs (`from_kind`)."""
 
   def prepare(data_dir: str) -> None:
     from tfrec.datasets import ccl_select
     from tfrec.data import tfrecord_io
     split = ccl_select.default_out_split(mlen)
     if not os.path.exists(tfrecord_io.manifest_path(data_dir, "ccl_pair", split)):
-      ccl_select.select_split(data_dir, split, mlen)
+      ccl_select.select_split(data_dir, split, mlen, from_kind=from_kind)
 
   return prepare
 
 
-def ccl(k: int, mlen: int, normalize: bool = False, learnt_items: bool = False) -> Pretrain:
-  """CCL pre-training on the paper's inputs (`learnt_items`: the earlier id-embedding inputs)."""
+def ccl(k: int, mlen: int, normalize: bool = False, learnt_items: bool = False,
+        from_kind: str = "ranking") -> Pretrain:
+  """CCL pre-training on the paper's inputs (`learnt_items`: the earlier id-embedding inputs),
+  its pairs selected from `from_kind` records."""
   return Pretrain(f"CCL K={k} MLEN={mlen}" + (" normalised" if normalize else "")
                   + (" learnt items" if learnt_items else ""), CCL_FLAGS,
                   (f"--model_args=queue_size={k}", f"--train_split=pretrain_mlen{mlen}")
                   + (("--model_args=normalize=true",) if normalize else ())
                   + (() if learnt_items else PAPER_INPUTS),
-                  prepare=ensure_pretrain_split(mlen))
+                  prepare=ensure_pretrain_split(mlen, from_kind))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +171,15 @@ class Experiments:
     return list(out.values())
 
 
-def experiments(scale: Scale) -> Experiments:
-  default = ccl(scale.default_k, scale.default_mlen)
+def experiments(scale: Scale, dataset: str = "synthetic") -> Experiments:
+  """Every row at `scale` on `dataset` (the synthetic world selects its pre-training pairs as
+  `scale.pretrain_from` says; real data from its ranking records)."""
+  from_kind = scale.pretrain_from if dataset == "synthetic" else "ranking"
+
+  def pretraining(k: int, mlen: int, **kwargs: Any) -> Pretrain:
+    return ccl(k, mlen, from_kind=from_kind, **kwargs)
+
+  default = pretraining(scale.default_k, scale.default_mlen)
   semi_wo = Row("SEMI w/o CCL", SEMI_FLAGS, PAPER_INPUTS)
   semi_w = Row("SEMI w. CCL", SEMI_FLAGS, PAPER_INPUTS, pretrain=default)
   mv, prod = "configs/semi/semi_micro_video.flags", "configs/semi/semi_product.flags"
@@ -182,6 +199,8 @@ def experiments(scale: Scale) -> Experiments:
             # THACIL's items are its own model (§3.1: x = [f; c], a content feature and the
             # category, no id): it keeps them.
             ("Single-Domain", Row("THACIL", f"{BASELINES}/thacil.flags")),
+            ("Cross-Domain", Row("CoNet", "configs/semi/conet.flags", PAPER_INPUTS)),
+            ("Cross-Domain", Row("π-Net", "configs/semi/pinet.flags", PAPER_INPUTS)),
             ("Cross-Domain", Row("MiNet", "configs/semi/minet.flags", PAPER_INPUTS)),
             ("Cross-Domain", Row("Cross-BST", f"{BASELINES}/cross_bst.flags", PAPER_INPUTS)),
             ("Cross-Domain", semi_w))
@@ -195,15 +214,15 @@ def experiments(scale: Scale) -> Experiments:
   fig3 = ((0, semi_wo),) + tuple(
       (k, semi_w if k == scale.default_k else
        Row(f"SEMI w. CCL (K={k})", SEMI_FLAGS, PAPER_INPUTS,
-           pretrain=ccl(k, scale.default_mlen)))
+           pretrain=pretraining(k, scale.default_mlen)))
       for k in scale.dict_sizes)
   fig4 = ((0, semi_wo),) + tuple(
       (m, semi_w if m == scale.default_mlen else
        Row(f"SEMI w. CCL (MLEN={m})", SEMI_FLAGS, PAPER_INPUTS,
-           pretrain=ccl(scale.default_k, m)))
+           pretrain=pretraining(scale.default_k, m)))
       for m in scale.mlens)
-  normalised = ccl(scale.default_k, scale.default_mlen, normalize=True)
-  learnt = ccl(scale.default_k, scale.default_mlen, learnt_items=True)
+  normalised = pretraining(scale.default_k, scale.default_mlen, normalize=True)
+  learnt = pretraining(scale.default_k, scale.default_mlen, learnt_items=True)
   diag = (("reference", semi_wo), ("reference", semi_w),
           ("CCL with L2-normalised q and k (MoCo), not eq. 5-6's raw dot products",
            Row("SEMI w. CCL (normalised q, k)", SEMI_FLAGS, PAPER_INPUTS, pretrain=normalised)),
@@ -322,9 +341,7 @@ def write_report(results: Results, exp: Experiments, scale: Scale, dataset: str,
     base_rows = [r for g, r in exp.table1 if not r.name.startswith("SEMI")]
     best = {m: max(base_rows, key=lambda r: np.mean(values(results[r.name], m))).name
             for m in METRICS}
-    lines += ["## Table 1: overall comparison", "", _table(exp.table1, results, ci, best),
-              f"Not in tfrec yet: {', '.join(NOT_YET)} as SEMI A.2 sets them (CoNet's user "
-              "= the average of both domains' actions; π-Net's product-domain loss).", ""]
+    lines += ["## Table 1: overall comparison", "", _table(exp.table1, results, ci, best), ""]
   if has(exp.table2):
     lines += ["## Table 2: ablations", "", _table(exp.table2, results, ci, None), ""]
   for key, rows, xlabel, title in (

@@ -23,7 +23,7 @@ from tfrec.datasets.synthetic.users import (Session, UserProfile, behaviour_inte
                                             make_user,
                                             plan_sessions, session_rates, split_of_day,
                                             user_pools)
-from tfrec.datasets.synthetic.world import (CONFIGS, USER_FEATURE_SIZES, WEEK_S, Pool,
+from tfrec.datasets.synthetic.world import (CONFIGS, DAY_S, USER_FEATURE_SIZES, WEEK_S, Pool,
                                             SyntheticConfig, World, build_world, draw,
                                             dual_pair_records, get_config)
 from tfrec.data.tfrecord_io import Manifest, Shard, ShardedWriter, shard_name
@@ -212,11 +212,14 @@ def _matching_record(user: UserProfile, sess: Session, ev: _Event, hist: _Histor
 
 
 def _ccl_record(user: UserProfile, src: Sequence[_Event], tgt: Sequence[_Event],
-                max_len: int) -> dict:
+                max_len: int, request: Optional[int] = None) -> dict:
   src, tgt = src[-max_len:], tgt[-max_len:]
-  return {"user_id": user.user_id,
-          "source_item_ids": [e.item for e in src], "source_timestamps": [e.t for e in src],
-          "target_item_ids": [e.item for e in tgt], "target_timestamps": [e.t for e in tgt]}
+  out = {"user_id": user.user_id,
+         "source_item_ids": [e.item for e in src], "source_timestamps": [e.t for e in src],
+         "target_item_ids": [e.item for e in tgt], "target_timestamps": [e.t for e in tgt]}
+  if request is not None:  # the pair's time reference (CCL counts time blocks back from it)
+    out["timestamp"] = int(request)
+  return out
 
 
 def _empty_records() -> Records:
@@ -234,7 +237,10 @@ def _ccl_pairs(world: World, user: UserProfile,
                sessions: Sequence[Tuple[Session, List[_Event], List[_Event]]]) -> List[dict]:
   """ccl_pair records from the train sessions' (session, source events, target events), by
   `ccl_pair_scope`: one per session with both domains, or one per week of the train period
-  (each domain's last 50 behaviours of the week, both non-empty)."""
+  (each domain's last 50 behaviours of the week, both non-empty). A week pair's `timestamp` is
+  the end of its week (clipped at the end of the train period): as a ranking record's request
+  time ends its 7-day sequences (SEMI §4.1), so CCL's time blocks count back from it. A session
+  pair has none (CCL counts back from its latest event)."""
   n = world.config.max_seq_len
   if world.config.ccl_pair_scope == "session":
     return [_ccl_record(user, src, tgt, n) for _, src, tgt in sessions if src and tgt]
@@ -243,7 +249,9 @@ def _ccl_pairs(world: World, user: UserProfile,
     s, t = weeks.setdefault(sess.start // WEEK_S, ([], []))
     s.extend(src)
     t.extend(tgt)
-  return [_ccl_record(user, s, t, n) for _, (s, t) in sorted(weeks.items()) if s and t]
+  train_end = (world.config.days - 2) * DAY_S  # the valid day's start
+  return [_ccl_record(user, s, t, n, request=min((week + 1) * WEEK_S, train_end))
+          for week, (s, t) in sorted(weeks.items()) if s and t]
 
 
 def _play_session(world: World, user: UserProfile, sess: Session, events: Sequence[_Event],
