@@ -347,6 +347,7 @@ def test_workers_share_the_runs_and_train_each_once(syn_dir, tmp_path, monkeypat
     return fake_train(cfg, *args, **kwargs)
 
   monkeypatch.setattr(harness.train_lib, "train", slow_train)
+  monkeypatch.setattr(harness.Runner, "POLL_SECONDS", 0.05)
   rows = [harness.Row(n, os.path.join(REPO, "configs/baselines/youtubenet.flags"),
                       (f"--model_args=dropout={d}",)) for n, d in (("A", 0.0), ("B", 0.1))]
   settings = harness.Settings(data_dir=syn_dir, work_dir=str(tmp_path / "work"), seeds=2,

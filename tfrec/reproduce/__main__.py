@@ -8,9 +8,9 @@ verdicts, the model selection) with PNG figures beside it. Finished (row, seed) 
 under `--work_dir` by a key of their resolved configuration (`tfrec.reproduce.harness`), so an
 interrupted reproduction resumes, a changed flag re-runs exactly the runs it changes, and
 `--parts` reproduces a subset. `--workers=N` trains N runs at a time: N - 1 helper processes
-(`--worker_index=1..N-1`, logs in `<work_dir>/worker<k>.log`) take their share of the runs and
-this process the rest, every run under a file lock (`harness.run_lock`); this process then
-writes the report from the cache. Rows of small models are a sequential loop per step, so on 2
+(`--worker_index=1..N-1`, logs in `<work_dir>/worker<k>.log`) and this one each take the next
+run no other holds and whose learning rate is chosen, every run under a file lock
+(`harness.run_lock`); this process then writes the report from the cache. Rows of small models are a sequential loop per step, so on 2
 cores `--workers=2` comes close to halving the wall time.
 """
 

@@ -224,7 +224,7 @@ def run_lock(run_dir: str, what: str) -> Iterator[None]:
   the process dies): two reproduction processes sharing a work directory never train or
   evaluate the same run at once; the second waits, then finds it cached."""
   os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
-  with open(f"{run_dir.rstrip(os.sep)}.{what}.lock", "a") as f:
+  with open(_lock_path(run_dir, what), "a") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
       yield
@@ -232,14 +232,36 @@ def run_lock(run_dir: str, what: str) -> Iterator[None]:
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _lock_path(run_dir: str, what: str) -> str:
+  return f"{run_dir.rstrip(os.sep)}.{what}.lock"
+
+
+def is_locked(run_dir: str, what: str) -> bool:
+  """Whether another process (or another open of the file here) holds `run_lock(run_dir,
+  what)` now."""
+  path = _lock_path(run_dir, what)
+  if not os.path.exists(path):
+    return False
+  with open(path, "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+    fcntl.flock(f, fcntl.LOCK_UN)
+  return False
+
+
 class Runner:
   """Chooses learning rates, trains and evaluates rows seed by seed, caching each (row, seed).
 
   Several processes may share one work directory (`python -m tfrec.reproduce --workers=N`):
-  each trains and evaluates a run under `run_lock`, and `worker` = (index, count) makes a
-  process start with its own share of the runs (`run_all`), so N processes on N cores train
-  N runs at a time and every one ends with the same cached results.
+  each trains and evaluates a run under `run_lock`, and with `worker` = (index, count > 1)
+  `run_all` takes the first task no other process holds and whose learning rate is known (work
+  stealing), so N processes on N cores train N runs at a time and every one ends with the same
+  cached results.
   """
+
+  POLL_SECONDS = 5.0  # how often a worker with nothing ready looks again
 
   def __init__(self, settings: Settings, worker: Tuple[int, int] = (0, 1)):
     index, count = worker
@@ -447,24 +469,31 @@ class Runner:
               ) -> Dict[str, List[Dict[str, Any]]]:
     """row name -> one summary per seed (seeds outermost, so every row has seed 0 first).
 
-    With `worker` = (i, n), the process first takes every n-th task from the i-th on (tasks:
-    each row's seed-0 run at each rate of `lr_grid`, then each (row, seed)); then, unless
-    `own_only` (a helper process, which returns {}), it collects every (row, seed) in order,
-    waiting on the locks of runs other workers still hold.
+    With `worker` = (i, n > 1) the process first works through the tasks (each row's seed-0
+    run at each rate of `lr_grid`, then each (row, seed)) in that order, always taking the first
+    one that is ready: no worker holds its run, and for a (row, seed) every rate's seed-0 run of
+    the row has finished (`_ready`); with nothing ready it polls. Then, unless `own_only` (a
+    helper process, which returns {}), it collects every (row, seed) from the cache in order.
     """
     index, count = self.worker
     tasks: List[Tuple[Row, Optional[float], int]] = []
     if self.s.lr_grid and count > 1:
       tasks += [(row, lr, 0) for row in rows for lr in self.s.lr_grid]
     tasks += [(row, None, seed) for seed in range(self.s.seeds) for row in rows]
-    if count > 1:
-      for row, lr, seed in tasks[index::count]:
-        logging.info("reproduce (worker %d of %d): %s, %sseed %d", index, count, row.name,
-                     "" if lr is None else f"lr {lr_name(lr)}, ", seed)
-        if lr is None:
-          self.run(row, seed)
-        else:
-          self._train_row(row, 0, lr, allow_divergence=len(self.s.lr_grid) > 1)
+    pending = list(tasks) if count > 1 else []
+    while pending:
+      task = next((t for t in pending if self._ready(*t)), None)
+      if task is None:
+        time.sleep(self.POLL_SECONDS)
+        continue
+      pending.remove(task)
+      row, lr, seed = task
+      logging.info("reproduce (worker %d of %d): %s, %sseed %d", index, count, row.name,
+                   "" if lr is None else f"lr {lr_name(lr)}, ", seed)
+      if lr is None:
+        self.run(row, seed)
+      else:
+        self._train_row(row, 0, lr, allow_divergence=len(self.s.lr_grid) > 1)
     if own_only:
       return {}
     out: Dict[str, List[Dict[str, Any]]] = {r.name: [] for r in rows}
@@ -473,6 +502,19 @@ class Runner:
         logging.info("reproduce: %s, seed %d", row.name, seed)
         out[row.name].append(self.run(row, seed))
     return out
+
+
+  def _ready(self, row: Row, lr: Optional[float], seed: int) -> bool:
+    """Whether a worker can start the task now without waiting on another one: its run is not
+    held, and a (row, seed)'s rate is chosen (every rate's seed-0 run finished, none held)."""
+    if lr is not None:
+      return not is_locked(self.row_dir(row, 0, lr), "train")
+    if self.s.lr_grid and row.name not in self._lr and not all(
+        os.path.exists(os.path.join(self.row_dir(row, 0, rate), TRAIN_FILE))
+        and not is_locked(self.row_dir(row, 0, rate), "train") for rate in self.s.lr_grid):
+      return False
+    run_dir = self.row_dir(row, seed)  # the rate is chosen now: read from the cache
+    return not is_locked(run_dir, "train") and not is_locked(run_dir, "eval")
 
 
 # ------------------------------------------------------------------ summaries
