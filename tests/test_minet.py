@@ -18,9 +18,9 @@ import tf_keras as keras  # noqa: E402
 
 import tfrec.models.minet  # noqa: E402,F401  (registers "minet")
 from test_models import (as_tf, assert_loss_follows_the_step_seed, build,  # noqa: E402
-                         logits_of, make_features, np_dense, rows, small_store)
+                         logits_of, make_features, newest_product_task, np_dense, rows,
+                         small_store)
 from tfrec.models import registry  # noqa: E402
-from tfrec.models.cmf import _VALIDATION_SEED  # noqa: E402
 from tfrec.models.minet import InterestLevelAttention, ItemLevelAttention, MiNet  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,22 +186,12 @@ def test_padding_changes_nothing_and_empty_histories_are_finite():
 
 def test_source_loss_on_the_newest_product_by_hand():
   model = minet()
-  f = make_features(seed=8)
-  f["label"] = np.arange(6) % 2
-  losses = model.compute_losses(as_tf(f), training=False)
   # By hand: the newest real product is the positive, the user is the mean of the micro-video
   # history and the products BEFORE it, the negative one product drawn with CMF's fixed seed.
-  products = small_store().item_ids(domain=0)
-  pick = tf.random.stateless_uniform([6, 1], tf.constant(_VALIDATION_SEED, tf.int64), minval=0,
-                                     maxval=len(products), dtype=tf.int64).numpy()[:, 0]
-  items = model.item_encoder(tf.range(model.num_items + 1)).numpy()
-  dense = [layer for layer in model.source_mlp._stack if isinstance(layer, keras.layers.Dense)]
+  f, losses, negatives, items, head = newest_product_task(model)
 
   def y_s(u, r):
-    x = np.concatenate([u, r])[None]
-    for layer in dense[:-1]:
-      x = relu(np_dense(x, layer))
-    return np_dense(x, dense[-1])[0, 0]
+    return head(np.concatenate([u, r])[None])
 
   for row in range(6):
     n_src = int(f["source_mask"][row].sum())
@@ -212,7 +202,7 @@ def test_source_loss_on_the_newest_product_by_hand():
     before = list(f["source_item_ids"][row, :n_src - 1])
     before += list(f["target_item_ids"][row][f["target_mask"][row]])
     u = items[before].mean(0) if before else np.zeros(model.dim, np.float32)
-    want = sp(-y_s(u, items[newest])) + sp(y_s(u, items[products[pick[row]]]))
+    want = sp(-y_s(u, items[newest])) + sp(y_s(u, items[negatives[row]]))
     np.testing.assert_allclose(losses["source"].numpy()[row], want, rtol=1e-4, atol=1e-6)
   # The target loss is the BCE of the target logit.
   logits = logits_of(model, f)

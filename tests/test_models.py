@@ -135,6 +135,30 @@ def np_dense(x, layer):
   return x @ kernel + bias
 
 
+def newest_product_task(model, seed=8):
+  """What a by-hand check of a product-domain task on the newest product (SEMI A.2: MiNet,
+  π-Net) needs: (features, the losses outside training, each row's drawn negative product
+  (CMF's fixed validation seed), every item's encoding, the numpy forward pass of the model's
+  `source_mlp` on <[1, width]> inputs -> its logit)."""
+  from tfrec.models.cmf import _VALIDATION_SEED
+  f = make_features(seed=seed)
+  f["label"] = np.arange(len(f["item_id"])) % 2
+  losses = model.compute_losses(as_tf(f), training=False)
+  products = small_store().item_ids(domain=0)
+  pick = tf.random.stateless_uniform([len(f["item_id"]), 1],
+                                     tf.constant(_VALIDATION_SEED, tf.int64), minval=0,
+                                     maxval=len(products), dtype=tf.int64).numpy()[:, 0]
+  items = model.item_encoder(tf.range(model.num_items + 1)).numpy()
+  dense = [layer for layer in model.source_mlp._stack if isinstance(layer, keras.layers.Dense)]
+
+  def head(x):
+    for layer in dense[:-1]:
+      x = np.maximum(np_dense(x, layer), 0.0)
+    return np_dense(x, dense[-1])[0, 0]
+
+  return f, losses, products[pick], items, head
+
+
 def init_params(cls):
   """Keyword parameters of cls.__init__ (not self, *args, **kwargs)."""
   return {name for name, p in inspect.signature(cls.__init__).parameters.items()

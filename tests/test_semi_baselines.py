@@ -10,11 +10,10 @@ import pytest
 from conftest import flagfile_config
 import tfrec  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 
 from test_models import (as_tf, assert_loss_follows_the_step_seed, build,  # noqa: E402
-                         make_features, np_dense, small_store)
-from tfrec.models.cmf import _VALIDATION_SEED, newest_item, pooled_mean  # noqa: E402
+                         make_features, newest_product_task)
+from tfrec.models.cmf import newest_item, pooled_mean  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,14 +65,7 @@ def pinet_source():
 
 def test_pinet_product_loss_on_the_newest_product_by_hand():
   model = pinet_source()
-  f = make_features(seed=8)
-  f["label"] = np.arange(6) % 2
-  losses = model.compute_losses(as_tf(f), training=False)
-  products = small_store().item_ids(domain=0)
-  pick = tf.random.stateless_uniform([6, 1], tf.constant(_VALIDATION_SEED, tf.int64), minval=0,
-                                     maxval=len(products), dtype=tf.int64).numpy()[:, 0]
-  items = model.item_encoder(tf.range(model.num_items + 1)).numpy()
-  dense = [layer for layer in model.source_mlp._stack if isinstance(layer, keras.layers.Dense)]
+  f, losses, negatives, items, head = newest_product_task(model)
   for row in range(6):
     n_src = int(f["source_mask"][row].sum())
     if not n_src:
@@ -86,15 +78,9 @@ def test_pinet_product_loss_on_the_newest_product_by_hand():
     g["source_item_ids"] = np.where(g["source_mask"], g["source_item_ids"], 0)
     state = model.encode_user(as_tf(g))
     s = np.concatenate([state["source"].numpy()[0], state["source_from_target"].numpy()[0]])
-
-    def y_p(r):
-      x = np.concatenate([s, r])[None]
-      for layer in dense[:-1]:
-        x = np.maximum(np_dense(x, layer), 0.0)
-      return np_dense(x, dense[-1])[0, 0]
-
     newest = f["source_item_ids"][row, n_src - 1]
-    want = sp(-y_p(items[newest])) + sp(y_p(items[products[pick[row]]]))
+    want = (sp(-head(np.concatenate([s, items[newest]])[None]))
+            + sp(head(np.concatenate([s, items[negatives[row]]])[None])))
     np.testing.assert_allclose(losses["source"].numpy()[row], want, rtol=1e-4, atol=1e-5)
   # The target loss is π-Net's own.
   np.testing.assert_allclose(losses["bce"].numpy(), build("pinet", mlp_units=(8,), gru_units=4)
