@@ -1,5 +1,5 @@
-"""COUPLE's encoders (§3.2.1-3.2.2): items from tags (eq. 1) with the domain embedding in
-training only, and a cold item encoded from its tags; weighted aggregation (eq. 3-4) by hand,
+"""COUPLE's encoders (§3.2.1-3.2.2): items from tags (eq. 1, `ItemEncoder`'s "tags"), a cold
+item encoded from its tags without an id embedding; weighted aggregation (eq. 3-4) by hand,
 masked and permutation-equivariant; the frequency encoder (eq. 5) by hand, where a tag seen twice
 weighs twice and padding never weighs."""
 
@@ -12,8 +12,8 @@ import tf_keras as keras  # noqa: E402
 
 from conftest import NUM_ITEMS, tiny_store  # noqa: E402
 from tfrec.data import schema  # noqa: E402
-from tfrec.layers.couple_encoders import (FrequencyEncoder, TagItemEncoder,  # noqa: E402
-                                          WeightedAggregation)
+from tfrec.layers.couple_encoders import FrequencyEncoder, WeightedAggregation  # noqa: E402
+from tfrec.layers.item_encoder import ItemEncoder  # noqa: E402
 
 
 def softmax(x):
@@ -21,33 +21,27 @@ def softmax(x):
   return z / z.sum(-1, keepdims=True)
 
 
-def tag_encoder():
+def test_items_are_the_mean_of_their_tags_and_a_new_item_is_encoded_from_its_tags():
   keras.utils.set_random_seed(0)
   store = tiny_store()
   store.tags[3, 1:3] = [2, 5]  # item 3: tags [4, 2, 5]
-  enc = TagItemEncoder(NUM_ITEMS, num_tags=6, dim=4)
+  enc = ItemEncoder(NUM_ITEMS, 4, ("tags",), num_tags=6)
   enc(tf.constant([1]))
   enc.set_item_features(store)
-  return enc, store
-
-
-def test_items_are_the_mean_of_their_tags_plus_the_domain_in_training_only():
-  enc, store = tag_encoder()
-  tags, doms = enc.tag_embeddings.numpy(), enc.domain_embeddings.numpy()
+  tags = enc.tag_embeddings.numpy()
   ids = np.array([3, 7, 0])
   want = np.stack([tags[[4, 2, 5]].mean(0), tags[store.tags[7, 0]], np.zeros(4)])
   np.testing.assert_allclose(enc(tf.constant(ids)).numpy(), want, rtol=1e-6)
-  np.testing.assert_allclose(enc(tf.constant(ids), training=True).numpy(),
-                             want + doms[store.domain[ids]], rtol=1e-6)
   # A never-seen item from its tags alone encodes as a stored one with the same tags.
   new = np.zeros([1, schema.MAX_TAGS], np.int64)
   new[0, :3] = [5, 4, 2]
-  np.testing.assert_allclose(enc.encode_tags(new).numpy()[0], want[0], rtol=1e-6)
-  assert not {w.name for w in enc.trainable_weights} - {
-      enc.tag_embeddings.name, enc.domain_embeddings.name}  # no id embedding
+  np.testing.assert_allclose(enc.encode_features({"tags": new}).numpy()[0], want[0], rtol=1e-6)
+  assert [w.name for w in enc.trainable_weights] == [enc.tag_embeddings.name]  # no id table
   store.tags[1, 0] = 9
   with pytest.raises(ValueError, match="tag 9 > num_tags 6"):
     enc.set_item_features(store)
+  with pytest.raises(ValueError, match="'tags' feature needs num_tags"):
+    ItemEncoder(NUM_ITEMS, 4, ("tags",))
 
 
 def test_weighted_aggregation_is_eq4():
@@ -91,9 +85,6 @@ def test_frequency_encoder_is_eq5_and_a_recurring_tag_weighs_per_occurrence():
 
 
 def test_configs_round_trip():
-  for layer in (TagItemEncoder(NUM_ITEMS, 6, 4, num_domains=3), WeightedAggregation(5),
-                FrequencyEncoder(5)):
+  for layer in (WeightedAggregation(5), FrequencyEncoder(5)):
     config = layer.get_config()
     assert type(layer).from_config(config).get_config() == config
-  with pytest.raises(ValueError, match="num_tags, dim, num_domains >= 1"):
-    TagItemEncoder(NUM_ITEMS, 0, 4)

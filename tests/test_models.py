@@ -251,9 +251,10 @@ def test_item_encoder_errors(store):
 
 
 def test_item_encoder_config_round_trip():
-  kwargs = dict(num_items=7, dim=8, features=["visual", "category", "title", "pre_extracted"],
+  kwargs = dict(num_items=7, dim=10,
+                features=["visual", "category", "title", "pre_extracted", "tags"],
                 num_categories=3, visual_dim=2, num_tokens=5, embeddings_initializer="he_normal",
-                embeddings_regularizer="l2", combine="concat", pre_extracted_dim=2)
+                embeddings_regularizer="l2", combine="concat", pre_extracted_dim=2, num_tags=4)
   params = inspect.signature(ItemEncoder.__init__).parameters
   assert set(kwargs) == init_params(ItemEncoder)
   for name, value in kwargs.items():
@@ -262,7 +263,7 @@ def test_item_encoder_config_round_trip():
   config = layer.get_config()
   assert set(config) - set(keras.layers.Layer().get_config()) == init_params(ItemEncoder)
   for name in ("num_items", "dim", "features", "num_categories", "visual_dim", "num_tokens",
-               "pre_extracted_dim"):
+               "pre_extracted_dim", "num_tags"):
     assert config[name] == kwargs[name], name
   json.dumps(config)
   restored = ItemEncoder.from_config(config)

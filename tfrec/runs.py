@@ -34,6 +34,8 @@ def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) 
     kwargs["num_users"] = info.num_users  # trained user embeddings (MF, BPR, NCF)
   if "num_tokens" in registry.accepted_args(registry.get(cfg.model.name).cls):
     kwargs["num_tokens"] = info.num_tokens  # the title vocabulary ("title" item feature)
+  if "num_tags" in registry.accepted_args(registry.get(cfg.model.name).cls):
+    kwargs["num_tags"] = info.num_tags  # the tag vocabulary ("tags" item feature, COUPLE)
   if "pre_extracted_dim" in registry.accepted_args(registry.get(cfg.model.name).cls):
     kwargs["pre_extracted_dim"] = store.pre_extracted_dim  # ("pre_extracted" item feature)
   model = registry.build(cfg.model.name, num_items=info.num_items,

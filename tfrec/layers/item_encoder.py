@@ -17,7 +17,7 @@ import tf_keras as keras
 from tfrec.data import schema
 from tfrec.layers._utils import clone_initializer
 
-FEATURES = ("id", "category", "visual", "title", "pre_extracted")
+FEATURES = ("id", "category", "visual", "title", "pre_extracted", "tags")
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -31,6 +31,8 @@ class ItemEncoder(keras.layers.Layer):
                     item without a title word gets zeros; ADAPT's average pooling of titles)
        + [pre_extracted] the store's pre-extracted vector of i, as it is (no trainable
                     weight: SEMI §3.2.3's v_i^m; its width must be the part's width)
+       + [tags]     mean over the item's semantic tags t of E_tag[t] (padding tags 0 left
+                    out; COUPLE eq. 1: a never-seen item is encoded from its tags)
 
   With combine="concat" the parts are concatenated in the order of `features` instead, each
   dim / len(features) wide (THACIL §3.1: x = [f; c], features=("visual", "category")).
@@ -43,8 +45,8 @@ class ItemEncoder(keras.layers.Layer):
   Args:
     num_items: item ids are in [0, num_items]; 0 = padding.
     dim: output width d.
-    features: which of "id", "category", "visual", "title", "pre_extracted" to sum (at least
-      one).
+    features: which of "id", "category", "visual", "title", "pre_extracted", "tags" to sum
+      (at least one).
     num_categories: category ids in [0, num_categories] (needed with "category").
     visual_dim: width of the store's visual vectors (needed with "visual"; must be > 0).
     num_tokens: title token ids in [0, num_tokens] (needed with "title"; must be > 0).
@@ -53,6 +55,7 @@ class ItemEncoder(keras.layers.Layer):
     combine: "sum" (every part dim wide) or "concat" (module docstring).
     pre_extracted_dim: width of the store's pre-extracted vectors (needed with
       "pre_extracted": equal to dim, or dim / len(features) with combine="concat").
+    num_tags: tag ids in [0, num_tags] (needed with "tags"; `dataset.json`'s num_tags).
 
   Call args:
     ids: <int>[...] item ids, any shape; callers check their range (see `check_item_ids`).
@@ -72,6 +75,7 @@ class ItemEncoder(keras.layers.Layer):
                embeddings_regularizer: Any = None,
                combine: str = "sum",
                pre_extracted_dim: int = 0,
+               num_tags: int = 0,
                **kwargs):
     super().__init__(**kwargs)
     features = tuple(features)
@@ -98,7 +102,11 @@ class ItemEncoder(keras.layers.Layer):
           f"the 'pre_extracted' feature is used as it is: the store's vectors are "
           f"{pre_extracted_dim} wide (0: none; python -m tfrec.datasets.pre_extract "
           f"--dim={self.part_dim} writes them), the item encoder needs {self.part_dim}")
+    if "tags" in features and num_tags < 1:
+      raise ValueError("the 'tags' feature needs num_tags >= 1 (this dataset has no tag "
+                       "vocabulary: leave 'tags' out of the item features)")
     self.pre_extracted_dim = int(pre_extracted_dim)
+    self.num_tags = int(num_tags)
     self.num_tokens = int(num_tokens)
     self.num_items = int(num_items)
     self.dim = int(dim)
@@ -118,6 +126,7 @@ class ItemEncoder(keras.layers.Layer):
     self.item_category = self.item_visual = None
     self.token_embeddings = self.item_title = None
     self.item_pre_extracted = None
+    self.tag_embeddings = self.item_tags = None
     if "id" in self.features:
       self.id_embeddings = self.add_weight(
           "id_embeddings", shape=[rows, self.part_dim],
@@ -142,6 +151,13 @@ class ItemEncoder(keras.layers.Layer):
           regularizer=self.embeddings_regularizer)
       self.item_title = self.add_weight("item_title", shape=[rows, schema.MAX_TITLE_LEN],
                                         dtype=tf.int32, initializer="zeros", trainable=False)
+    if "tags" in self.features:
+      self.tag_embeddings = self.add_weight(
+          "tag_embeddings", shape=[self.num_tags + 1, self.part_dim],
+          initializer=clone_initializer(self.embeddings_initializer),
+          regularizer=self.embeddings_regularizer)
+      self.item_tags = self.add_weight("item_tags", shape=[rows, schema.MAX_TAGS],
+                                       dtype=tf.int32, initializer="zeros", trainable=False)
     if "pre_extracted" in self.features:
       self.item_pre_extracted = self.add_weight(
           "item_pre_extracted", shape=[rows, self.pre_extracted_dim], dtype=tf.float32,
@@ -172,6 +188,11 @@ class ItemEncoder(keras.layers.Layer):
         raise ValueError(f"item store has title token {int(title.max())} > num_tokens "
                          f"{self.num_tokens}")
       self.item_title.assign(title.astype(np.int32))
+    if self.item_tags is not None:
+      tags = np.asarray(store.tags)
+      if tags.size and int(tags.max()) > self.num_tags:
+        raise ValueError(f"item store has tag {int(tags.max())} > num_tags {self.num_tags}")
+      self.item_tags.assign(tags.astype(np.int32))
     if self.item_pre_extracted is not None:
       if store.pre_extracted_dim != self.pre_extracted_dim:
         raise ValueError(f"item store pre-extracted vectors are {store.pre_extracted_dim} "
@@ -212,6 +233,8 @@ class ItemEncoder(keras.layers.Layer):
       columns["title"] = tf.gather(self.item_title, ids)
     if self.item_pre_extracted is not None:
       columns["pre_extracted"] = tf.gather(self.item_pre_extracted, ids)
+    if self.item_tags is not None:
+      columns["tags"] = tf.gather(self.item_tags, ids)
     return self.encode_features(columns, ids if self.id_embeddings is not None else None)
 
   def encode_features(self, columns: Dict[str, Any], ids: Any = None) -> tf.Tensor:
@@ -222,7 +245,8 @@ class ItemEncoder(keras.layers.Layer):
     Args:
       columns: per feature of this encoder except "id": "category" <int>[...], "visual"
         <float>[..., visual_dim], "title" <int>[..., MAX_TITLE_LEN] (0 = padding token),
-        "pre_extracted" <float>[..., pre_extracted_dim].
+        "pre_extracted" <float>[..., pre_extracted_dim], "tags" <int>[..., MAX_TAGS] (0 =
+        padding tag).
       ids: <int>[...] item ids, needed only with the "id" feature.
 
     Returns:
@@ -239,11 +263,9 @@ class ItemEncoder(keras.layers.Layer):
     if self.item_visual is not None:
       parts["visual"] = self._projection(tf.cast(columns["visual"], self.compute_dtype))
     if self.item_title is not None:
-      tokens = tf.cast(columns["title"], tf.int32)                        # [..., L]
-      words = tf.gather(self.token_embeddings, tokens)                    # [..., L, part]
-      real = tf.cast(tokens > 0, words.dtype)[..., None]
-      count = tf.maximum(tf.reduce_sum(real, axis=-2), 1.0)
-      parts["title"] = tf.reduce_sum(words * real, axis=-2) / count
+      parts["title"] = _mean_of_real(self.token_embeddings, columns["title"])
+    if self.item_tags is not None:  # COUPLE eq. 1
+      parts["tags"] = _mean_of_real(self.tag_embeddings, columns["tags"])
     if self.item_pre_extracted is not None:
       if "pre_extracted" not in columns:
         raise ValueError("this item encoder reads pre-extracted vectors: a new item needs its "
@@ -272,8 +294,19 @@ class ItemEncoder(keras.layers.Layer):
         embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
         embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer),
         combine=self.combine,
-        pre_extracted_dim=self.pre_extracted_dim)
+        pre_extracted_dim=self.pre_extracted_dim,
+        num_tags=self.num_tags)
     return config
+
+
+def _mean_of_real(table: tf.Tensor, ids: Any) -> tf.Tensor:
+  """Mean over the last axis's real ids (> 0) of `table`'s rows: <int>[..., L] ->
+  <float>[..., width]; zeros where a row has none (a title without words, an item without
+  tags)."""
+  ids = tf.cast(ids, tf.int32)
+  rows = tf.gather(table, ids)                                            # [..., L, width]
+  real = tf.cast(ids > 0, rows.dtype)[..., None]
+  return tf.reduce_sum(rows * real, axis=-2) / tf.maximum(tf.reduce_sum(real, axis=-2), 1.0)
 
 
 def check_item_ids(ids: tf.Tensor, num_items: int, name: str, allow_padding: bool) -> tf.Tensor:

@@ -64,6 +64,8 @@ class RankingModel(core.Model):
     num_categories: category vocabulary (needed with "category").
     visual_dim: width of the item store's visual vectors (needed with "visual").
     num_tokens: title vocabulary (needed with "title"; `dataset.json`'s num_tokens).
+    pre_extracted_dim, num_tags: the item store's pre-extracted width and the tag vocabulary
+      (needed with "pre_extracted" / "tags"; from the dataset).
     domains: histories the model reads, a subset of ("source", "target").
     max_seq_len: length each history is padded/truncated to by the input pipeline.
     mlp_units: hidden widths of the output MLP (SEMI §3.4: [128]); a final width-1 logit layer
@@ -95,6 +97,7 @@ class RankingModel(core.Model):
                num_time_blocks: int = 168,
                item_combine: str = "sum",
                pre_extracted_dim: int = 0,
+               num_tags: int = 0,
                **kwargs):
     super().__init__(**kwargs)
     domains = tuple(domains)
@@ -114,11 +117,12 @@ class RankingModel(core.Model):
     self.num_time_blocks = int(num_time_blocks)
     self.item_combine = str(item_combine)
     self.pre_extracted_dim = int(pre_extracted_dim)
+    self.num_tags = int(num_tags)
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
                                     visual_dim=visual_dim, num_tokens=num_tokens,
                                     combine=self.item_combine,
                                     pre_extracted_dim=self.pre_extracted_dim,
-                                    name="item_encoder")
+                                    num_tags=self.num_tags, name="item_encoder")
     self.time_blocks = (TimeBlockEmbedding(dim, num_blocks=num_time_blocks, name="time_blocks")
                         if use_time_blocks else None)
     # The logit layer stays float32 under mixed precision (a numerically safe sigmoid/BCE).
@@ -230,7 +234,7 @@ class RankingModel(core.Model):
                                     visual_dim=self.visual_dim, num_tokens=self.num_tokens,
                                     combine=self.item_combine, embeddings_regularizer=reg,
                                     pre_extracted_dim=self.pre_extracted_dim,
-                                    name="item_encoder")
+                                    num_tags=self.num_tags, name="item_encoder")
     if head:
       self.output_mlp = MLP(list(self.mlp_units) + [1], dropout=self.dropout,
                             linear_output=True, kernel_regularizer=reg, name="output_mlp",
@@ -246,7 +250,8 @@ class RankingModel(core.Model):
                 domains=list(self.domains), max_seq_len=self.max_seq_len,
                 mlp_units=list(self.mlp_units), dropout=self.dropout,
                 use_time_blocks=self.use_time_blocks, num_time_blocks=self.num_time_blocks,
-                item_combine=self.item_combine, pre_extracted_dim=self.pre_extracted_dim)
+                item_combine=self.item_combine, pre_extracted_dim=self.pre_extracted_dim,
+                num_tags=self.num_tags)
 
   @classmethod
   def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "RankingModel":

@@ -28,7 +28,7 @@ _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 # Arguments every model gets from the dataset (sizes) or the data options, never from a flag.
 FROM_DATASET = ("num_items", "num_categories", "visual_dim", "num_tokens", "max_seq_len",
-                "user_feature_sizes", "pre_extracted_dim")
+                "user_feature_sizes", "pre_extracted_dim", "num_tags")
 
 
 def split_entries(text: str) -> List[str]:

@@ -62,8 +62,8 @@ class RetrievalModel(core.Model):
     dim: width d of both towers' vectors.
     item_features: what the item tower sums: "id", "category", "visual", "title" (no "id":
       cold items are scored from their features).
-    num_categories, visual_dim, num_tokens: the item store's category vocabulary, visual
-      width and title vocabulary.
+    num_categories, visual_dim, num_tokens, num_tags: the item store's category vocabulary,
+      visual width, title vocabulary and tag vocabulary ("tags": COUPLE's tag-based items).
     max_seq_len: length the behaviour sequence is padded/truncated to.
     temperature: tau of the softmax.
     log_q_correction: subtract log Q(item) (its share of training positives) from in-batch
@@ -83,6 +83,7 @@ class RetrievalModel(core.Model):
   def __init__(self, num_items: int, dim: int = 64,
                item_features: Sequence[str] = ("id", "category", "visual"),
                num_categories: int = 0, visual_dim: int = 0, num_tokens: int = 0,
+               num_tags: int = 0,
                max_seq_len: int = schema.MAX_SEQ_LEN, temperature: float = 1.0,
                log_q_correction: bool = True, dropout: float = 0.0,
                negatives: str = "in_batch", queue_size: int = 0, num_sampled: int = 0,
@@ -99,7 +100,7 @@ class RetrievalModel(core.Model):
     self.num_items, self.dim = int(num_items), int(dim)
     self.item_features = tuple(item_features)
     self.num_categories, self.visual_dim = int(num_categories), int(visual_dim)
-    self.num_tokens = int(num_tokens)
+    self.num_tokens, self.num_tags = int(num_tokens), int(num_tags)
     self.max_seq_len = int(max_seq_len)
     self.temperature, self.log_q_correction = float(temperature), bool(log_q_correction)
     self.dropout = float(dropout)
@@ -109,7 +110,7 @@ class RetrievalModel(core.Model):
                            if negatives == "queue" else None)
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
                                     visual_dim=visual_dim, num_tokens=num_tokens,
-                                    name="item_encoder")
+                                    num_tags=num_tags, name="item_encoder")
     self.task = Retrieval(temperature=temperature, name="retrieval_task")
     self.item_log_q = self.add_weight("item_log_q", shape=[self.num_items + 1],
                                       initializer="zeros", trainable=False)
@@ -236,7 +237,8 @@ class RetrievalModel(core.Model):
   def get_config(self) -> Dict[str, Any]:
     return dict(num_items=self.num_items, dim=self.dim, item_features=list(self.item_features),
                 num_categories=self.num_categories, visual_dim=self.visual_dim,
-                num_tokens=self.num_tokens, max_seq_len=self.max_seq_len,
+                num_tokens=self.num_tokens, num_tags=self.num_tags,
+                max_seq_len=self.max_seq_len,
                 temperature=self.temperature,
                 log_q_correction=self.log_q_correction, dropout=self.dropout,
                 negatives=self.negatives, queue_size=self.queue_size,
