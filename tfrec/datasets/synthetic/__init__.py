@@ -73,7 +73,9 @@ Records:
   ccl_pair   train: ccl_pair_scope "session": per train-day session with events in both
              domains, its source and target events (no valid-day or test-day session);
              "week" (SEMI §4.1): per user and week of the train period, each domain's last 50
-             behaviours of that week. The `ccl_only_users` (ids num_users..) write only these.
+             behaviours of that week, with the end of the week (clipped at the train period's
+             end) as its `timestamp`, the time reference CCL counts time blocks back from.
+             The `ccl_only_users` (ids num_users..) write only these.
              small preset + 50,000 CCL-only users (measured): 317,464 pairs, 1 min 35 s wall
              (1 min 52 s with the 2 shared CPU cores busier), default 2 writer processes over
              20 shards, 0.6 GB peak memory.
