@@ -116,7 +116,10 @@ def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:
 
 def prepare(data_dir: str, scale: Scale) -> None:
   """Writes the pre-extracted item vectors of the scale's width into the dataset once
-  (`tfrec.datasets.pre_extract`: the frozen inputs of the SEMI and CCL rows)."""
+  (`tfrec.datasets.pre_extract`: the frozen inputs of the SEMI and CCL rows). The item store's
+  manifest changes with it, and it is part of every cached run's key: runs of another paper on
+  the same directory (ADAPT's on `data/ml1m`) train again; a separate `--data_dir` keeps
+  them."""
   from tfrec.data.item_store import ItemStore
   from tfrec.datasets import pre_extract
   store = ItemStore.load(data_dir)
