@@ -57,6 +57,13 @@ def training_step(seed: int, step: tf.Tensor) -> Iterator[None]:
     stack.pop()
 
 
+def current_step() -> Optional[tf.Tensor]:
+  """<int64>[] the optimizer step of the enclosing `training_step`; None outside one (a
+  schedule inside the step reads it: COUPLE's Gumbel temperature)."""
+  stack = getattr(_STATE, "stack", None)
+  return stack[-1].step if stack else None
+
+
 def step_seed() -> Optional[tf.Tensor]:
   """<int64>[2] seed for the next stateless draw of this training step; None outside one."""
   stack = getattr(_STATE, "stack", None)

@@ -14,6 +14,7 @@ from tfrec.models.ccl import CCL
 from tfrec.models.cmf import CMF
 from tfrec.models.comirec import ComiRecSA
 from tfrec.models.conet import CoNet
+from tfrec.models.couple import COUPLE
 from tfrec.models.dien import DIEN
 from tfrec.models.din import DIN
 from tfrec.models.dssm import DSSM
@@ -30,6 +31,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ADEN", "ATRank", "BERT4SessRec", "BERT4SessRecPretrain", "BPR", "BST", "CCL", "CMF", "CoNet", "ComiRecSA", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF", "MiNet",
+__all__ = ["ADEN", "ATRank", "BERT4SessRec", "BERT4SessRecPretrain", "BPR", "BST", "CCL", "CMF", "COUPLE", "CoNet", "ComiRecSA", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF", "MiNet",
            "NCF", "PiNet", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]

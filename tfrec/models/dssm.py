@@ -56,7 +56,8 @@ class DSSM(RetrievalModel):
     x = self.user_tower(tf.concat(profile + [history], axis=-1), training=training)
     return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
 
-  def encode_items(self, item_ids: tf.Tensor) -> tf.Tensor:
+  def encode_items(self, item_ids: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
+    del training  # the same tower in training and serving
     x = self.item_tower(self.item_encoder(item_ids))
     return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
 

@@ -122,8 +122,11 @@ class RetrievalModel(core.Model):
     """<float32>[batch, dim] from the behaviour sequence, user and context."""
     raise NotImplementedError
 
-  def encode_items(self, item_ids: tf.Tensor) -> tf.Tensor:
-    """<int>[...] -> <float32>[..., dim] item-tower vectors."""
+  def encode_items(self, item_ids: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
+    """<int>[...] -> <float32>[..., dim] item-tower vectors (`training`: the loss's positives
+    and sampled negatives; a tower may differ there, COUPLE's training-only domain embedding).
+    """
+    del training
     return tf.cast(self.item_encoder(item_ids), tf.float32)
 
   def encode_user(self, features: Dict[str, tf.Tensor],
@@ -148,7 +151,7 @@ class RetrievalModel(core.Model):
       ids = tf.range(1, self.num_items + 1, dtype=tf.int64)
       return {"softmax": full_softmax(query, positive_ids, self.encode_items(ids), ids,
                                       self.temperature)}
-    positives = self.encode_items(positive_ids)
+    positives = self.encode_items(positive_ids, training=training)
     log_q = self._log_q(positive_ids)
     extra = None
     if self.negative_queue is not None:
@@ -157,7 +160,7 @@ class RetrievalModel(core.Model):
       extra = (stored[:, :-1], ids, self._log_q(ids))
     elif self.negatives == "sampled":
       ids = self.sample_negatives()
-      extra = (self.encode_items(ids), ids,
+      extra = (self.encode_items(ids, training=training), ids,
                self.sampling_log_q(ids) if self.log_q_correction else None)
     loss = self.task(query, positives, positive_ids, log_q, extra=extra)
     if self.negative_queue is not None and training:
