@@ -85,6 +85,12 @@ def test_results_file_from_known_numbers(tmp_path):
   assert claim("THACIL > NCF (the paper's t-test) (AUC)").endswith("| holds |")
   assert "| BPR | 0.6000 | 0.6200 | 0.001 | 1, 2, 3 | 2/4, 3/4, 4/4 |" in text
   assert "BARS" in text and "0.6883" in text
+  assert "the `thacil` preset with 300 users" in text and "visual feature and category" in text
+  # On MovieLens the text names its items and no synthetic world.
+  ml = open(thacil.write_report(results, exp, thacil.SCALES["cpu"], "movielens", "ML-1M",
+                                str(tmp_path / "thacil_movielens.md"), 60.0, "cmd", {})).read()
+  assert "preset" not in ml and "synthetic world" not in ml
+  assert "title words and category only" in ml and "another dataset" in ml
 
 
 def test_report_intervals_come_from_the_arrays(tmp_path):

@@ -66,17 +66,23 @@ class Scale:
   scale_flagfile: str
   pretrain_flagfile: str
   topk_ks: Tuple[int, ...]                       # synthetic test_cold: ~6 impressions a user
-  description: str
+  description: str                               # the models' settings (every dataset)
+  world: str = ""                                # the synthetic world, when it is one
+
+  def text(self, dataset: str) -> str:
+    """The scale for the results file: the world (synthetic data only), then the settings."""
+    return (f"{self.world}; " if dataset == "synthetic" and self.world else "") + self.description
 
 
 SCALES = {
     "cpu": Scale(
         "cpu", "thacil", (("num_users", 300),), "thacil-u300",
         "configs/reproduce/thacil_cpu.flags", "", topk_ks=(1, 2, 3, 5, 10),
-        description="scaled-down CPU variant: the `thacil` preset with 300 users; d = 64 "
-        "(32 visual + 32 category), 4 heads, hidden 64, batch 256, at most 4 epochs with early "
-        "stopping on `valid` (`configs/reproduce/thacil_cpu.flags` after each row's own "
-        "flagfile); n = 160 in blocks of 20 as the paper"),
+        world="the `thacil` preset with 300 users",
+        description="scaled-down CPU variant: d = 64 (32 content (visual, or title words) + 32 "
+        "category), 4 heads, hidden 64, batch 256, at most 4 epochs with early stopping on "
+        "`valid` (`configs/reproduce/thacil_cpu.flags` after each row's own flagfile); n = 160 "
+        "in blocks of 20 as the paper"),
     "paper": Scale(
         "paper", "thacil", (), "thacil", "", "", topk_ks=(1, 2, 3, 5, 10),
         description="the paper's settings (§4.3 and the public code): each row's own flagfile "
@@ -219,7 +225,7 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
            "machine). Do not edit: re-run the command; the "
            f"analysis below comes from `{fig_base}.notes.md`.", "",
            f"- **Dataset:** {dataset_text}",
-           f"- **Scale:** `{scale.name}`: {scale.description}"
+           f"- **Scale:** `{scale.name}`: {scale.text(dataset)}"
            + (f"; every row also gets `{' '.join(extra_flags)}`" if extra_flags else "") + ".",
            f"- **Seeds:** {seeds} per row (training seeds 0-{seeds - 1}); cells are the mean ± "
            "sample std over seeds.",
@@ -229,8 +235,9 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
            + (f"{{{', '.join(grid)}}}" if grid else "the flagfile (no grid)")
            + " by seed 0's best validation AUC (table below).",
            f"- **Protocol (§4.4):** the item cold-start split `{EVAL_SPLIT}` (impressions of "
-           "items never seen in training; the models embed items from their visual feature and "
-           "category only, no id). GAUC = eq. 11's per-user AUC over users with both classes, "
+           "items never seen in training; the models embed items from their "
+           + ("title words" if dataset == "movielens" else "visual feature")
+           + " and category only, no id). GAUC = eq. 11's per-user AUC over users with both classes, "
            "weighted by the user's impressions (the public code's weighting); AUC over all "
            "impressions"
            + (f"; all impressions of users sampled with eval seed {first.get('eval_seed', 0)}, "
@@ -246,7 +253,9 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
               + ", ".join(f"{n} {v:.4f}" for n, v in BARS_ANCHORS) + ".", ""]
   else:
     lines += ["The paper's column is its MicroVideo-1.7M result, for the ordering only: the "
-              "absolute numbers of a synthetic world are not comparable. Users with the data "
+              "absolute numbers of "
+              + ("a synthetic world" if dataset == "synthetic" else "another dataset")
+              + " are not comparable. Users with the data "
               "reproduce it with `--dataset=microvideo`; the BARS benchmark's MicroVideo1.7M_x1 "
               "gAUC is the anchor there: " + ", ".join(f"{n} {v:.4f}" for n, v in BARS_ANCHORS)
               + ".", ""]
