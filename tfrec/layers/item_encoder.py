@@ -145,24 +145,26 @@ class ItemEncoder(keras.layers.Layer):
       with tf.name_scope(self._projection.name):
         self._projection.build(tf.TensorShape([None, self.visual_dim]))
     if "title" in self.features:
-      self.token_embeddings = self.add_weight(
-          "token_embeddings", shape=[self.num_tokens + 1, self.part_dim],
-          initializer=clone_initializer(self.embeddings_initializer),
-          regularizer=self.embeddings_regularizer)
-      self.item_title = self.add_weight("item_title", shape=[rows, schema.MAX_TITLE_LEN],
-                                        dtype=tf.int32, initializer="zeros", trainable=False)
+      self.token_embeddings, self.item_title = self._bag_tables(
+          "token_embeddings", self.num_tokens, "item_title", schema.MAX_TITLE_LEN)
     if "tags" in self.features:
-      self.tag_embeddings = self.add_weight(
-          "tag_embeddings", shape=[self.num_tags + 1, self.part_dim],
-          initializer=clone_initializer(self.embeddings_initializer),
-          regularizer=self.embeddings_regularizer)
-      self.item_tags = self.add_weight("item_tags", shape=[rows, schema.MAX_TAGS],
-                                       dtype=tf.int32, initializer="zeros", trainable=False)
+      self.tag_embeddings, self.item_tags = self._bag_tables(
+          "tag_embeddings", self.num_tags, "item_tags", schema.MAX_TAGS)
     if "pre_extracted" in self.features:
       self.item_pre_extracted = self.add_weight(
           "item_pre_extracted", shape=[rows, self.pre_extracted_dim], dtype=tf.float32,
           initializer="zeros", trainable=False)
     super().build(input_shape)
+
+  def _bag_tables(self, embeddings: str, vocab: int, column: str, width: int):
+    """A bag-of-ids feature's weights (title words, tags): the trained table <[vocab + 1,
+    part_dim]> and the store's id column <int32>[num_items + 1, width], non-trainable."""
+    table = self.add_weight(embeddings, shape=[vocab + 1, self.part_dim],
+                            initializer=clone_initializer(self.embeddings_initializer),
+                            regularizer=self.embeddings_regularizer)
+    ids = self.add_weight(column, shape=[self.num_items + 1, width], dtype=tf.int32,
+                          initializer="zeros", trainable=False)
+    return table, ids
 
   def set_item_features(self, store: Any) -> None:
     """Copies the item store's columns into the layer (an `ItemStore`, built layer)."""
