@@ -133,11 +133,15 @@ def test_the_queue_adds_earlier_positives_as_negatives_and_masks_empty_slots_and
   second = _ranked_batch([[4, 0, 0], [5, 0, 0]], [8, 9])  # item 8 is also in the queue
   q2 = m(second).numpy()
   p2 = m.encode_items(tf.constant([8, 9])).numpy()
-  loss2 = m.compute_losses(second, training=False)["softmax"].numpy()
+  # Validation leaves the queue out (its rows are training-time vectors) and enqueues nothing.
+  val = m.compute_losses(second, training=False)["softmax"].numpy()
+  np.testing.assert_allclose(val, _nll(q2 @ p2.T, np.array([0, 1])), rtol=1e-5)
+  assert int(m.negative_queue.count.numpy()) == 2
+  loss2 = m.compute_losses(second, training=True)["softmax"].numpy()  # no dropout: q2, p2
   scores = q2 @ np.concatenate([p2, p1]).T  # in-batch 8, 9, then queued 7, 8
   scores[0, 3] = -1e9  # row 0's positive 8 queued again: an accidental hit
   np.testing.assert_allclose(loss2, _nll(scores, np.array([0, 1])), rtol=1e-5)
-  assert int(m.negative_queue.count.numpy()) == 2  # validation does not enqueue
+  assert int(m.negative_queue.count.numpy()) == 4
 
 
 # ------------------------------------------------------------------ popularity-sampled negatives

@@ -20,7 +20,8 @@ protocols can evaluate a retrieval model through the same path. The loss (`negat
             accidental hits removed;
   queue     the same plus a FIFO queue of the item vectors (no gradient) and ids of the last
             `queue_size` positives of earlier steps (COUPLE's queue; `tfrec.moco.queue.KeyQueue`,
-            one row = [vector, id], gathered across replicas), log-q corrected alike;
+            one row = [vector, id], gathered across replicas), log-q corrected alike; validation
+            (training falsy) leaves the queue out: its rows are training-time vectors;
   sampled   the in-batch softmax plus `num_sampled` negatives drawn each step from the training
             split's item popularity (the distribution `item_log_q` holds; with replacement,
             shared by every row and every replica: the draw is seeded by (seed, step) alone,
@@ -154,7 +155,11 @@ class RetrievalModel(core.Model):
     positives = self.encode_items(positive_ids, training=training)
     log_q = self._log_q(positive_ids)
     extra = None
-    if self.negative_queue is not None:
+    # Validation leaves the queue out: it holds training-time vectors of earlier steps
+    # (dropout, COUPLE's domain embedding) beside this pass's inference-time ones, so the
+    # monitored loss is the in-batch softmax, the same for the queue and the batch-negative
+    # variants of a model.
+    if self.negative_queue is not None and training:
       stored = tf.identity(self.negative_queue.keys)  # earlier steps' positives (before the write)
       ids = tf.cast(tf.round(stored[:, -1]), tf.int64)
       extra = (stored[:, :-1], ids, self._log_q(ids))
