@@ -43,7 +43,8 @@ def test_full_protocol_matches_a_brute_force_ranking(tiny_run, syn_dir):
   model, cfg, info, store = runs.restore_model(tiny_run, "best")
   pool, _ = negative_pool(store, "test")
   reader = runs.reader(cfg, "test", training=False, info=info, kind="matching")
-  result = retrieval.evaluate_retrieval(model, reader, pool, "full", ks=(5, 20))
+  result = retrieval.evaluate_retrieval(model, reader, pool, "full", ks=(5, 20),
+                                        keep_arrays=True)
   batch = next(iter(reader.dataset(100_000)))  # the whole split
   n = len(batch["positive_item_id"])
   q = model(batch, training=False).numpy()
@@ -61,6 +62,23 @@ def test_full_protocol_matches_a_brute_force_ranking(tiny_run, syn_dir):
   assert result["metrics"]["ndcg@20"] == pytest.approx(
       np.mean(np.where(ranks < 20, 1 / np.log2(ranks + 2), 0)), rel=1e-6)
   assert result["metrics"]["recall@20"] == result["metrics"]["hr@20"]
+  # The kept arrays are the same ranks, per example in split order; no cold users, no groups.
+  assert result["arrays"]["ranks"].tolist() == ranks.tolist()
+  assert result["arrays"]["user_ids"].tolist() == batch["user_id"].numpy().tolist()
+  assert "groups" not in result and not result["arrays"]["cold_user"].any()
+
+
+def test_user_groups_by_hand():
+  ranks = np.array([0, 7, 3, 12, 1])
+  users = np.array([4, 4, 9, 2, 2])
+  cold = np.array([0, 0, 1, 0, 0])
+  g = retrieval.user_groups(ranks, users, cold, ks=(5,))
+  assert g["warm users"]["examples"] == 4 and g["warm users"]["users"] == 2
+  assert g["warm users"]["metrics"]["hr@5"] == pytest.approx(2 / 4)  # ranks 0, 7, 12, 1
+  assert g["warm users"]["metrics"]["ndcg@5"] == pytest.approx((1 + 1 / np.log2(3)) / 4)
+  assert g["cold users"]["examples"] == 1 and g["cold users"]["metrics"]["hr@5"] == 1.0
+  assert g["cold users"]["metrics"]["ndcg@5"] == pytest.approx(1 / np.log2(5))
+  assert "cold users" not in retrieval.user_groups(ranks, users, 0 * cold, ks=(5,))
 
 
 def test_seen_items_are_excluded_beyond_the_sequence(tiny_run, tmp_path):

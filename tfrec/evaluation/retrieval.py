@@ -19,6 +19,12 @@ encoded once per example, `score` against the candidates (full: one item table, 
 Every result records its protocol. `python -m tfrec.evaluate` on a retrieval run calls
 `evaluate_retrieval_run`.
 
+Warm and cold users (COUPLE §4.1 reports them apart): where a split holds users with
+`cold_user` = 1 (no target-domain history), the result adds "groups": the same metrics over
+the warm users' examples and over the cold users' examples, beside the whole split's.
+`keep_arrays` returns the per-example "user_ids", "ranks" (0-based) and "cold_user" (what the
+reproduction's bootstrap over users and its warm/cold tables read).
+
 On synthetic data the same candidates are also ranked by the planted oracle
 (`SyntheticOracle.positive_intensities`: the expected number of target positives on each item
 in the request's session, the Bayes-optimal ranking), under the same exclusions and ties: the
@@ -84,7 +90,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
                        seed: int = 0, batch_size: int = 512, max_examples: int = 0,
                        pool_description: str = "the given pool",
                        oracle: Any = None,
-                       seen: Optional[Dict[int, np.ndarray]] = None) -> Dict[str, Any]:
+                       seen: Optional[Dict[int, np.ndarray]] = None,
+                       keep_arrays: bool = False) -> Dict[str, Any]:
   """HR/Recall/NDCG@K of a retrieval model on one matching split (module docstring).
 
   Args:
@@ -102,6 +109,7 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
       planted scores too (module docstring).
     seen: {user: <int>[k] items} (`tfrec.data.seen_items.load`): exclude each record's whole
       history instead of its behaviour sequence (a user missing from it: an error).
+    keep_arrays: add "arrays": per example "user_ids", "ranks", "cold_user" (split order).
 
   Raises:
     ValueError: an unknown protocol, or a pool too small for it.
@@ -128,7 +136,7 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
   if max_examples:  # whole users sampled at random, as the ranking evaluation does
     split_users = np.concatenate([b["user_id"].numpy() for b in reader.dataset(4096)])
     selected, sampling = sample_users(split_users, max_examples, seed)
-  ranks, users, oracle_ranks = [], [], []
+  ranks, users, colds, oracle_ranks = [], [], [], []
   oracle_note = ""
   for _, index, batch in batches(reader.dataset(batch_size), selected):
     b = len(index)
@@ -153,6 +161,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
       s = score(batch, tf.constant(cands)).numpy()
       ranks.append(metrics.rank_of_positive(s[:, 0], s[:, 1:]))
     users.append(batch["user_id"].numpy())
+    colds.append(batch["cold_user"].numpy().astype(np.int64) if "cold_user" in batch
+                 else np.zeros(b, np.int64))
     if oracle is not None and not oracle_note:
       try:
         o = _oracle_scores(oracle, batch, cands, positives, proto is None)
@@ -162,7 +172,7 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
         oracle_note = str(e)
   if not ranks:
     raise ValueError("no examples to evaluate (empty split or max_examples)")
-  ranks = np.concatenate(ranks)
+  ranks, users, colds = np.concatenate(ranks), np.concatenate(users), np.concatenate(colds)
   excluded = ("the user's whole history before the positive (seen_items) excluded"
               if seen is not None else "the user's behaviour sequence excluded")
   description = (f"full: the positive against every item of the pool ({pool_description}, "
@@ -173,11 +183,37 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
           "protocol": {"name": protocol, "ks": list(ks), "description": description,
                        "seed": seed, "ties": "a candidate scored equal to the positive ranks "
                        "above it"},
-          "counts": {"examples": int(len(ranks)),
-                     "users": int(len(np.unique(np.concatenate(users))))},
+          "counts": {"examples": int(len(ranks)), "users": int(len(np.unique(users)))},
           "metrics": _metrics_at(ranks, ks), "max_examples": int(max_examples),
+          **({"groups": user_groups(ranks, users, colds, ks)} if colds.any() else {}),
           **({"sampling": sampling} if sampling else {}),
+          **({"arrays": {"user_ids": users, "ranks": ranks, "cold_user": colds}}
+             if keep_arrays else {}),
           **_oracle_result(oracle, oracle_ranks, oracle_note, ks)}
+
+
+GROUPS = {"warm users": 0, "cold users": 1}
+
+
+def user_groups(ranks: np.ndarray, users: np.ndarray, cold_user: np.ndarray,
+                ks: Sequence[int]) -> Dict[str, Dict[str, Any]]:
+  """The metrics over the examples of warm (`cold_user` 0) and of cold (1) users.
+
+  Args:
+    ranks, users, cold_user: <int64>[n] per example.
+    ks: the cut-offs.
+
+  Returns:
+    {"warm users" | "cold users": {"examples", "users", "metrics"}} (a group without examples
+    is left out).
+  """
+  out = {}
+  for name, flag in GROUPS.items():
+    sel = cold_user == flag
+    if sel.any():
+      out[name] = {"examples": int(sel.sum()), "users": int(len(np.unique(users[sel]))),
+                   "metrics": _metrics_at(ranks[sel], ks)}
+  return out
 
 
 def _oracle_scores(oracle: Any, batch: Dict[str, Any], cands: np.ndarray, positives: np.ndarray,
@@ -234,7 +270,7 @@ def train_popularity(cfg: config_lib.RunConfig, num_items: int, info=None) -> np
 def evaluate_retrieval_run(run_dir: str, split: str = "test", protocol: str = FULL,
                            ks: Sequence[int] = (10, 50), checkpoint: str = "best",
                            pool: str = "auto", seed: int = 0, max_examples: int = 0,
-                           batch_size: int = 512) -> Dict[str, Any]:
+                           batch_size: int = 512, keep_arrays: bool = False) -> Dict[str, Any]:
   """`evaluate_retrieval` of a run directory's model on `split`, with provenance."""
   model, cfg, info, store = runs.restore_model(run_dir, checkpoint)
   ids, desc = negative_pool(store, split, pool)
@@ -246,7 +282,7 @@ def evaluate_retrieval_run(run_dir: str, split: str = "test", protocol: str = FU
   seen = seen_items.load(cfg.data.data_dir, split)
   result = evaluate_retrieval(model, reader, ids, protocol, ks, popularity, seed, batch_size,
                               max_examples, pool_description=f"{desc} (--negative_pool={pool})",
-                              oracle=oracle, seen=seen)
+                              oracle=oracle, seen=seen, keep_arrays=keep_arrays)
   if oracle is None:
     result["oracle"] = {"available": False, "why": why}
   return {"split": split, "run_dir": run_dir,
@@ -271,8 +307,17 @@ def to_markdown(result: Dict[str, Any]) -> str:
             for k, v in result["metrics"].items()]
   if oracle and not oracle.get("available"):
     lines += ["", f"No planted oracle: {oracle.get('why')}"]
+  groups = result.get("groups", {})
+  if groups:
+    names = list(groups)
+    lines += ["", "By user group (`cold_user`: no target-domain history):", "",
+              "| metric | " + " | ".join(f"{n} ({groups[n]['examples']} examples, "
+                                         f"{groups[n]['users']} users)" for n in names) + " |",
+              "|---|" + "---:|" * len(names)]
+    lines += [f"| {k} | " + " | ".join(f"{groups[n]['metrics'][k]:.4f}" for n in names) + " |"
+              for k in result["metrics"]]
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["FULL", "evaluate_retrieval", "evaluate_retrieval_run", "full_ranks",
+__all__ = ["FULL", "GROUPS", "user_groups", "evaluate_retrieval", "evaluate_retrieval_run", "full_ranks",
            "to_markdown", "train_popularity"]
