@@ -440,3 +440,89 @@ def test_a_length_above_the_datasets_maximum_pads(tmp_path):
   assert got["source_mask"][0].sum() == 50 and not got["source_mask"][0, 50:].any()
   with pytest.raises(ValueError, match="must be >= 1"):
     Reader(d, "ranking", "train", ReadOptions(max_lens={"source_item_ids": 0}))
+
+
+# ------------------------------------------------------------------ less source-domain data
+
+
+def _matching_record(i):
+  rng = np.random.default_rng(i)
+  n = int(rng.integers(3, 9))
+  items = rng.integers(1, NUM_ITEMS + 1, n)
+  return dict(user_id=i % 5, user_features=[i % 2, 1, 3, i % 10], scenario_id=0,
+              timestamp=10_000 + i, seq_item_ids=items.tolist(),
+              seq_domain_ids=(items > 5).astype(int).tolist(),  # items 1-5: source
+              seq_timestamps=(100 * i + np.arange(n)).tolist(),
+              seq_subsidiary=np.arange(2 * n, dtype=np.float32).tolist(),
+              positive_item_id=6 + i % 5)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_a_source_share_drops_the_same_source_behaviours_everywhere(tmp_path, share):
+  from tfrec.data.pipeline import source_keep_hash
+  d = str(tmp_path)
+  tiny_info().save(d)
+  tiny_store().save(d)
+  records = [_matching_record(i) for i in range(12)]
+  write_records(d, "matching", "train", records, info=tiny_info())
+  write_records(d, "ranking", "train", [ranking_record(i) for i in range(12)], info=tiny_info())
+  length = 4
+
+  def opts(*names):
+    return ReadOptions(max_lens={f: length for f in names}, with_provenance=True,
+                       source_keep=share)
+  got = _all(Reader(d, "matching", "train", opts(
+      "seq_item_ids", "seq_domain_ids", "seq_timestamps", "seq_subsidiary")).dataset(5))
+  for row, r in enumerate(got["_record"]):
+    rec = records[r]
+    items, dom = np.array(rec["seq_item_ids"]), np.array(rec["seq_domain_ids"])
+    ts = np.array(rec["seq_timestamps"])
+    keep = (dom == 1) | (source_keep_hash(np.full(len(items), rec["user_id"]), items, ts) < share)
+    want = np.nonzero(keep)[0][-length:]  # the newest kept behaviours fill the history
+    n = len(want)
+    assert got["seq_item_ids"][row, :n].tolist() == items[want].tolist()
+    assert got["seq_timestamps"][row, :n].tolist() == ts[want].tolist()
+    assert got["seq_domain_ids"][row, :n].tolist() == dom[want].tolist()
+    sub = np.array(rec["seq_subsidiary"]).reshape(-1, 2)
+    np.testing.assert_array_equal(got["seq_subsidiary"][row, :n], sub[want])
+    assert got["seq_mask"][row].tolist() == [True] * n + [False] * (length - n)
+    if share == 0.0:
+      assert (got["seq_domain_ids"][row][got["seq_mask"][row]] == 1).all()
+  ranking = _all(Reader(d, "ranking", "train", opts(
+      "source_item_ids", "source_timestamps", "target_item_ids", "target_timestamps")
+      ).dataset(5))
+  for row, r in enumerate(ranking["_record"]):
+    rec = ranking_record(int(r))
+    items, ts = np.array(rec["source_item_ids"]), np.array(rec["source_timestamps"])
+    keep = source_keep_hash(np.full(len(items), rec["user_id"]), items, ts) < share
+    want = np.nonzero(keep)[0][-length:]
+    assert ranking["source_item_ids"][row, :len(want)].tolist() == items[want].tolist()
+    assert ranking["source_mask"][row].sum() == len(want)
+    assert ranking["target_mask"][row].sum() == min(length, len(rec["target_item_ids"]))
+
+
+def test_the_source_keep_hash_is_the_same_in_numpy_and_tensorflow_and_uniform():
+  from tfrec.data.pipeline import source_keep_hash
+  rng = np.random.default_rng(0)
+  u, i, t = (rng.integers(0, 10**9, 20000) for _ in range(3))
+  a = source_keep_hash(u, i, t)
+  b = source_keep_hash(tf.constant(u), tf.constant(i), tf.constant(t)).numpy()
+  np.testing.assert_array_equal(a, b)
+  assert 0.0 <= a.min() and a.max() < 1.0
+  assert abs(float(np.mean(a < 0.3)) - 0.3) < 0.01  # about the share asked for
+
+
+def test_only_training_reads_drop_source_behaviours(tmp_path):
+  from tfrec import runs
+  from tfrec import config as config_lib
+  cfg = config_lib.RunConfig(data=config_lib.DataConfig(data_dir=str(tmp_path),
+                                                        source_share=0.3),
+                             model=config_lib.ModelConfig("youtube_dnn"),
+                             train=config_lib.TrainConfig(run_dir=str(tmp_path / "r")))
+  tiny_info().save(str(tmp_path))
+  tiny_store().save(str(tmp_path))
+  write_records(str(tmp_path), "matching", "train", [_matching_record(0)], info=tiny_info())
+  assert runs.reader(cfg, "train", training=True, kind="matching").options.source_keep == 0.3
+  assert runs.reader(cfg, "train", training=False, kind="matching").options.source_keep == 1.0
+  with pytest.raises(ValueError, match="source_share must be in"):
+    config_lib.DataConfig(data_dir="x", source_share=1.5)

@@ -44,6 +44,11 @@ class DataConfig:
     shuffle_buffer: records in the training shuffle buffer (0: no shuffling).
     on_bad_record: "raise" (stop, naming file/record/field) or "skip" (drop and count).
     verify_checksums: hash every shard against its manifest before reading.
+    source_share: share of source-domain behaviours kept in the histories of the TRAINING
+      split's records (COUPLE Fig. 4: less source-domain data); 1.0 keeps all. Which
+      behaviours go is decided per (user, item, time) by a hash (`pipeline.source_keep`), so a
+      dropped behaviour is gone from every record and epoch; validation, evaluation and
+      serving read everything.
   """
 
   data_dir: str
@@ -53,6 +58,11 @@ class DataConfig:
   shuffle_buffer: int = 10_000
   on_bad_record: str = "raise"
   verify_checksums: bool = True
+  source_share: float = 1.0
+
+  def __post_init__(self):
+    if not 0.0 <= self.source_share <= 1.0:
+      raise ValueError(f"source_share must be in [0, 1], got {self.source_share}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,11 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                     "config.json and printed in every evaluation.", flag_values=fv)
   flags.DEFINE_integer("max_seq_len", 50, "History length per domain (newest kept, padded).", flag_values=fv)
   flags.DEFINE_integer("shuffle_buffer", 10_000, "Training shuffle buffer in records (0: off).", flag_values=fv)
+  flags.DEFINE_float("source_share", 1.0, "Share of source-domain behaviours kept in the "
+                     "training split's histories (COUPLE Fig. 4), each dropped or kept by a hash "
+                     "of (user, item, time) in every record and epoch; validation and "
+                     "evaluation read everything. 1: all.", lower_bound=0.0, upper_bound=1.0,
+                     flag_values=fv)
   flags.DEFINE_enum("on_bad_record", "raise", ["raise", "skip"],
                     "A record that breaks the data contract stops the run (raise, naming file, "
                     "record and field) or is dropped and counted (skip).", flag_values=fv)
@@ -125,7 +130,8 @@ def run_config(fl=FLAGS, need_run_dir: bool = True) -> config_lib.RunConfig:
   data = config_lib.DataConfig(
       data_dir=fl.data_dir, train_split=fl.train_split, valid_split=fl.valid_split,
       max_seq_len=fl.max_seq_len, shuffle_buffer=fl.shuffle_buffer,
-      on_bad_record=fl.on_bad_record, verify_checksums=fl.verify_checksums)
+      on_bad_record=fl.on_bad_record, verify_checksums=fl.verify_checksums,
+      source_share=fl.source_share)
   from tfrec.models import model_args
   kwargs, skipped = model_args.resolve(fl.model, model_args.parse(fl.model_args))
   if skipped:

@@ -113,7 +113,8 @@ def reader(cfg: config_lib.RunConfig, split: str, training: bool,
   max_lens = {name: n for name, n in max_lens.items() if name in fields}
   opts = ReadOptions(max_lens=max_lens, shuffle_buffer=d.shuffle_buffer if training else 0,
                      seed=cfg.train.seed, deterministic=True, on_bad_record=d.on_bad_record,
-                     verify_checksums=d.verify_checksums, with_provenance=with_provenance)
+                     verify_checksums=d.verify_checksums, with_provenance=with_provenance,
+                     source_keep=d.source_share if training else 1.0)
   return Reader(d.data_dir, kind, split, opts, info=info)
 
 

@@ -54,6 +54,11 @@ class ReadOptions:
     on_bad_record: "raise" or "skip".
     verify_checksums: hash every shard against the manifest before reading.
     with_provenance: also return `_file` <int32>[batch] and `_record` <int64>[batch].
+    source_keep: share of source-domain behaviours kept in the histories (matching: the
+      positions of `seq_*` whose domain is 0; ranking: `source_*`), each kept when
+      `source_keep_hash(user, item, time) < source_keep` (the same behaviour is kept or
+      dropped in every record); applied after the contract checks, before truncation (the
+      newest kept ones fill the history). 1.0: everything.
   """
 
   max_lens: Mapping[str, int] = dataclasses.field(default_factory=dict)
@@ -66,6 +71,34 @@ class ReadOptions:
   on_bad_record: str = "raise"
   verify_checksums: bool = True
   with_provenance: bool = False
+  source_keep: float = 1.0
+
+
+_HASH_MULTIPLIERS = (0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35)
+
+
+def source_keep_hash(user, item, time):
+  """A uniform number in [0, 1) per (user, item, time) (int64 tensors or numpy arrays of one
+  shape): a multiply-xorshift mix (wrapping int64 arithmetic), the low 24 bits / 2^24.
+
+  The same function in numpy and TensorFlow, so a test can say which behaviours a share keeps.
+  """
+  if isinstance(user, tf.Tensor) or isinstance(item, tf.Tensor):
+    user, item, time = (tf.cast(v, tf.int64) for v in (user, item, time))
+    shift = tf.bitwise.right_shift
+    x = (item * _HASH_MULTIPLIERS[0] + time * _HASH_MULTIPLIERS[1]
+         + user * _HASH_MULTIPLIERS[2])
+    x = tf.bitwise.bitwise_xor(x, shift(x, 16)) * 0x7FEB352D
+    x = tf.bitwise.bitwise_xor(x, shift(x, 15))
+    return tf.cast(tf.bitwise.bitwise_and(x, 0xFFFFFF), tf.float32) / float(1 << 24)
+  import numpy as np
+  with np.errstate(over="ignore"):
+    user, item, time = (np.asarray(v, np.int64) for v in (user, item, time))
+    x = (item * np.int64(_HASH_MULTIPLIERS[0]) + time * np.int64(_HASH_MULTIPLIERS[1])
+         + user * np.int64(_HASH_MULTIPLIERS[2]))
+    x = (x ^ (x >> 16)) * np.int64(0x7FEB352D)
+    x = x ^ (x >> 15)
+  return (x & 0xFFFFFF).astype(np.float32) / float(1 << 24)
 
 
 def item_base(name: str) -> str:
@@ -271,13 +304,18 @@ class Reader:
            shown[first]], summarize=64))
     with tf.control_dependencies(asserts):
       out = {}
+      values = dict(parsed)
       for f in self.kind.fields:
-        v = parsed[f.name]
+        if f.kind == "seq2d":
+          v = values[f.name]
+          values[f.name] = tf.RaggedTensor.from_row_lengths(
+              tf.reshape(v.flat_values, [-1, f.width]), v.row_lengths() // f.width)
+      if self.options.source_keep < 1.0:
+        values = _drop_source(self.kind, values, self.options.source_keep)
+      for f in self.kind.fields:
+        v = values[f.name]
         if f.is_seq:
           length = self.max_lens[f.name]
-          if f.kind == "seq2d":
-            v = tf.RaggedTensor.from_row_lengths(
-                tf.reshape(v.flat_values, [-1, f.width]), v.row_lengths() // f.width)
           v = _keep_newest(v, length)
           shape = [None, length] + ([f.width] if f.kind == "seq2d" else [])
           out[f.name] = tf.identity(v.to_tensor(default_value=0, shape=shape))
@@ -289,6 +327,30 @@ class Reader:
         out["_file"] = tf.identity(file_idx)
         out["_record"] = tf.identity(record_idx)
     return out
+
+
+def _drop_source(kind: schema.RecordKind, values: Dict[str, tf.Tensor], share: float
+                 ) -> Dict[str, tf.Tensor]:
+  """`values` with the source-domain behaviours `source_keep_hash` leaves out removed from the
+  histories (`ReadOptions.source_keep`): matching records' `seq_*` positions of domain 0,
+  ranking records' `source_*` fields; every aligned field alike."""
+  out = dict(values)
+  if kind.name == "matching":
+    seq, prefix = values["seq_item_ids"], "seq_"
+    source = tf.equal(values["seq_domain_ids"], schema.SOURCE)
+  elif kind.name == "ranking":
+    seq, prefix = values["source_item_ids"], "source_"
+    source = tf.ones_like(seq, tf.bool)
+  else:
+    return out
+  user = tf.gather(tf.cast(values["user_id"], tf.int64), seq.value_rowids())
+  times = values[prefix + "timestamps"].flat_values
+  u = source_keep_hash(user, seq.flat_values, times)
+  keep = seq.with_flat_values(tf.logical_or(tf.logical_not(source.flat_values), u < share))
+  for f in kind.fields:
+    if f.is_seq and f.name.startswith(prefix):
+      out[f.name] = tf.ragged.boolean_mask(values[f.name], keep)
+  return out
 
 
 def _keep_newest(v: tf.RaggedTensor, length: int) -> tf.RaggedTensor:
