@@ -279,6 +279,8 @@ def test_every_config_parses_and_names_a_registered_model(monkeypatch):
     sizes = dict(num_items=10, num_categories=4, visual_dim=3)
     if "num_tokens" in registry.accepted_args(registry.get(cfg.model.name).cls):
       sizes["num_tokens"] = 5  # title features (ADAPT's extractor)
+    if "num_tags" in registry.accepted_args(registry.get(cfg.model.name).cls):
+      sizes["num_tags"] = 6  # tag features (COUPLE's baselines: items from tags)
     registry.build(cfg.model.name, **sizes, **cfg.model.kwargs)
 
 

@@ -8,7 +8,7 @@ used as they are; `tfrec.datasets.pre_extract`)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -117,6 +117,7 @@ class ItemEncoder(keras.layers.Layer):
     self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
     self._projection = None
     self._serving_table = None  # see `lookup_table`
+    self._serving_tags = None
     if "visual" in features:
       self._projection = keras.layers.Dense(self.part_dim, name="visual_projection")
 
@@ -206,18 +207,54 @@ class ItemEncoder(keras.layers.Layer):
     return self._encode(tf.range(self.num_items + 1, dtype=tf.int32))
 
   @contextlib.contextmanager
-  def lookup_table(self, table: tf.Variable) -> Iterator[None]:
-    """Inside, `call(ids)` gathers rows of `table` instead of computing them.
+  def lookup_table(self, table: tf.Variable, tags: Optional[tf.Variable] = None
+                   ) -> Iterator[None]:
+    """Inside, `call(ids)` gathers rows of `table` instead of computing them, and
+    `stored_tags(ids)` rows of `tags` (when given) instead of the store's column.
 
     Serving: the encoding of an item depends on its id alone, so an exported model can hold
     `encode_all()` once and skip the per-request gathers of the store's columns and the
-    visual projection (`tfrec.export`). `table` is not tracked by this layer.
+    visual projection (`tfrec.export`). An export that grows (`tfrec.serving.add_items`) grows
+    `tags` with `table`, so a query tower that reads its history's tags reads an added item's
+    too. Neither is tracked by this layer.
     """
     object.__setattr__(self, "_serving_table", table)
+    object.__setattr__(self, "_serving_tags", tags)
     try:
       yield
     finally:
       object.__setattr__(self, "_serving_table", None)
+      object.__setattr__(self, "_serving_tags", None)
+
+  def stored_tags(self, ids: tf.Tensor) -> tf.Tensor:
+    """<int32>[..., MAX_TAGS] the tags of items `ids` <int>[...] (0 = padding tag): what a query
+    tower that reads its history's tags looks up (COUPLE's eq. 5, DeepCoNN, ICAN). Needs the
+    "tags" feature.
+
+    Inside `lookup_table` with a `tags` table (serving) they come from it, items added after
+    training included. With a serving item table but no tags table, an id above num_items
+    (an added item, whose tags the store's column lacks) fails with an InvalidArgumentError
+    saying so, never a silent row of zeros (a GPU's out-of-range gather).
+    """
+    if "tags" not in self.features:
+      raise ValueError(f"stored_tags needs the 'tags' item feature; this encoder has "
+                       f"{list(self.features)}")
+    if not self.built:  # the column is a weight of this layer: build it as a call would
+      self(tf.zeros([1], tf.int32))
+    ids = tf.cast(ids, tf.int32)
+    if self._serving_tags is not None:
+      return tf.gather(self._serving_tags, ids)
+    if self._serving_table is not None:
+      added = ids > self.num_items
+      check = tf.debugging.Assert(
+          tf.logical_not(tf.reduce_any(added)),
+          [f"seq_item_ids: this model's query tower reads each history item's tags from its "
+           f"item store (ids 1..{self.num_items}); these items were added to the export after "
+           "training (tfrec.serving.add_items) and can be retrieved but not sent in a "
+           "request's history:", tf.boolean_mask(ids, added)[:10]], name="check_stored_tags")
+      with tf.control_dependencies([check]):
+        ids = tf.identity(ids)
+    return tf.gather(self.item_tags, ids)
 
   def call(self, ids: tf.Tensor) -> tf.Tensor:
     ids = tf.cast(ids, tf.int32)

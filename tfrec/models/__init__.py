@@ -15,11 +15,13 @@ from tfrec.models.cmf import CMF
 from tfrec.models.comirec import ComiRecSA
 from tfrec.models.conet import CoNet
 from tfrec.models.couple import COUPLE
+from tfrec.models.deepconn import DeepCoNN
 from tfrec.models.dien import DIEN
 from tfrec.models.din import DIN
 from tfrec.models.dssm import DSSM
 from tfrec.models.dual import DUAL
 from tfrec.models.gru4rec import GRU4Rec
+from tfrec.models.ican import ICAN
 from tfrec.models.lstm import LSTMRanker
 from tfrec.models.mf import MF
 from tfrec.models.minet import MiNet
@@ -31,6 +33,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ADEN", "ATRank", "BERT4SessRec", "BERT4SessRecPretrain", "BPR", "BST", "CCL", "CMF", "COUPLE", "CoNet", "ComiRecSA", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "LSTMRanker", "MF", "MiNet",
+__all__ = ["ADEN", "ATRank", "BERT4SessRec", "BERT4SessRecPretrain", "BPR", "BST", "CCL", "CMF", "COUPLE", "CoNet", "ComiRecSA", "DeepCoNN", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "ICAN", "LSTMRanker", "MF", "MiNet",
            "NCF", "PiNet", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]

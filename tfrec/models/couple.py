@@ -121,7 +121,7 @@ class COUPLE(RetrievalModel):
     e_h = self.history_wa(self.history_block(x, query_mask=mask, training=training), mask)
     parts = [e_h]
     if self.frequency is not None:  # eq. 5 over every tag of the history
-      tags = tf.gather(self.item_encoder.item_tags, tf.cast(features[SEQ], tf.int32))
+      tags = self.item_encoder.stored_tags(features[SEQ])                    # [b, l, n]
       real = tf.logical_and(tags > 0, mask[..., None])                       # [b, l, n]
       emb = tf.gather(self.item_encoder.tag_embeddings, tags)                # [b, l, n, d]
       flat = tf.reshape(emb, [tf.shape(emb)[0], -1, self.dim])

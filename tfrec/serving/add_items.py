@@ -11,6 +11,8 @@ ITEMS.npz holds one row per new item:
   visual    <float>[n, visual_dim] with the "visual" item feature: finite
   title     <int>[n, MAX_TITLE_LEN] with the "title" item feature: token ids in the dataset's
                                    vocabulary, 0 = padding
+  tags      <int>[n, MAX_TAGS]     with the "tags" item feature (COUPLE, DeepCoNN, ICAN): tag
+                                   ids in the dataset's vocabulary, 0 = padding
   domain, kind, tags, title        optional otherwise; checked against the dataset (domain must
                                    be the target domain, which the index holds; kind in
                                    [0, num_item_kinds]; tags / title in the tag / token
@@ -93,7 +95,7 @@ def check_new_items(items: Dict[str, np.ndarray], model: RetrievalModel, info: D
   for name in COLUMNS[1:]:
     if name in items and len(items[name]) != n:
       raise NewItemError(f"{where}{name} has {len(items[name])} rows, item_id {n}")
-  needed = {"category": "category", "visual": "visual", "title": "title"}
+  needed = {"category": "category", "visual": "visual", "title": "title", "tags": "tags"}
   for feature, column in needed.items():
     if feature in features and column not in items:
       raise NewItemError(f"{where}the item tower reads '{feature}': ITEMS needs a {column} "
@@ -125,10 +127,11 @@ def check_new_items(items: Dict[str, np.ndarray], model: RetrievalModel, info: D
 
 def encode_features(model: RetrievalModel, items: Dict[str, np.ndarray]) -> np.ndarray:
   """<float32>[n, d] the item encoder's output for items given by their features
-  (`ItemEncoder.encode_features`: what it computes from its store columns for a known id;
-  `check_new_items` refuses an encoder with an id embedding)."""
+  (`ItemEncoder.encode_features`, or a subclass's: DeepCoNN's tag CNN; what it computes from
+  its store columns for a known id; `check_new_items` refuses an encoder with an id
+  embedding)."""
   enc = model.item_encoder
-  columns = {f: np.asarray(items[f]) for f in ("category", "visual", "title")
+  columns = {f: np.asarray(items[f]) for f in ("category", "visual", "title", "tags")
              if f in enc.features}
   return tf.cast(enc.encode_features(columns), tf.float32).numpy()
 
@@ -180,9 +183,17 @@ def add_items(from_export: str, items_path: str, export_dir: str,
   known = np.concatenate([known, np.zeros(rows - len(known), bool)])
   table[ids] = encode_features(model, items)
   known[ids] = True
+  tags = None
+  if "tags" in model.item_encoder.features:  # the tags a history item is read by, grown alike
+    held = getattr(loaded, "item_tags", None)
+    tags = held.numpy() if held is not None else model.item_encoder.item_tags.numpy()
+    tags = np.concatenate([tags, np.zeros([rows - len(tags), tags.shape[1]], tags.dtype)])
+    new_tags = np.asarray(items["tags"], tags.dtype)
+    tags[ids] = 0
+    tags[ids, :new_tags.shape[1]] = new_tags[:, :tags.shape[1]]
   module = RetrievalServingModule(model, np.concatenate([index_ids, ids]),
                                   max_len=int(loaded.max_request_len.numpy()),
-                                  item_table=table, item_known=known)
+                                  item_table=table, item_known=known, item_tags=tags)
   info_out = dict(meta, from_export=os.path.abspath(from_export),
                   added_items=int(meta.get("added_items", 0)) + len(ids),
                   index_items=len(index_ids) + len(ids))

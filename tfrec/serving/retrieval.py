@@ -81,11 +81,14 @@ class RetrievalServingModule(tf.Module):
     item_table: <float32>[R, d] item-encoder rows (default `model.item_encoder.encode_all()`);
       R > num_items + 1 when items were added from their features.
     item_known: <bool>[R] rows that are items (default: every row but 0).
+    item_tags: <int32>[R, MAX_TAGS] each row's tags, held when the item encoder has the "tags"
+      feature (default: its store column): a query tower that reads its history's tags
+      (`ItemEncoder.stored_tags`: COUPLE, DeepCoNN, ICAN) reads added items' from here.
   """
 
   def __init__(self, model, index_ids: Optional[np.ndarray] = None, max_len: int = MAX_LEN,
                item_table: Optional[np.ndarray] = None, item_known: Optional[np.ndarray] = None,
-               name: str = "tfrec_retrieval"):
+               item_tags: Optional[np.ndarray] = None, name: str = "tfrec_retrieval"):
     super().__init__(name=name)
     if not model.built:
       raise ValueError("build the model (build_and_fill or restore it) before exporting")
@@ -114,7 +117,17 @@ class RetrievalServingModule(tf.Module):
     self.index_position = tf.Variable(position, trainable=False, name="index_position")
     self.max_request_len = tf.Variable(self.max_len, dtype=tf.int64, trainable=False,
                                        name="max_request_len")
-    with model.item_encoder.lookup_table(self.item_table):
+    self.item_tags = None
+    encoder = model.item_encoder
+    if "tags" in encoder.features:
+      tags = (encoder.item_tags.numpy() if item_tags is None
+              else np.asarray(item_tags, np.int32))
+      if tags.shape[0] != rows:
+        raise ValueError(f"item_tags needs one row per item_table row ({rows}); got "
+                         f"{tags.shape}" + (" (the store's: pass the added items' tags)"
+                                            if item_tags is None else ""))
+      self.item_tags = tf.Variable(tags, trainable=False, name="item_tags")
+    with encoder.lookup_table(self.item_table, self.item_tags):
       self.index_vectors = tf.Variable(model.encode_items(tf.constant(ids)), trainable=False,
                                        name="index_vectors")
 
@@ -130,7 +143,7 @@ class RetrievalServingModule(tf.Module):
                                 input_signature=[retrieve_input_specs(user_features=profile)])
     self.encode_query = tf.function(
         encode_query, input_signature=[retrieve_input_specs(False, user_features=profile)])
-    with model.item_encoder.lookup_table(self.item_table):  # traced now, with the table
+    with encoder.lookup_table(self.item_table, self.item_tags):  # traced now, with the tables
       self.retrieve.get_concrete_function()
       self.encode_query.get_concrete_function()
 
