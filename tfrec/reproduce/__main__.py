@@ -1,4 +1,4 @@
-"""`python -m tfrec.reproduce --paper=semi|thacil|adapt --dataset=synthetic|movielens [--seeds=5] [--scale=cpu]`
+"""`python -m tfrec.reproduce --paper=semi|thacil|adapt|couple --dataset=synthetic|movielens [--seeds=5] [--scale=cpu]`
 
 Chooses each row's learning rate from `--lr_grid` on the valid split (seed 0), trains every row
 of the paper's tables and figures that tfrec has `--seeds` times with early stopping on the
@@ -29,21 +29,25 @@ from absl import logging
 
 from tfrec import cli
 from tfrec.reproduce import adapt
+from tfrec.reproduce import couple
 from tfrec.reproduce import harness
 from tfrec.reproduce import semi
 from tfrec.reproduce import sweep
 from tfrec.reproduce import thacil
 
-PAPERS = {"semi": semi, "thacil": thacil, "adapt": adapt}
+PAPERS = {"semi": semi, "thacil": thacil, "adapt": adapt, "couple": couple}
 DATASET_DIRS = {"movielens": "data/ml1m", "microvideo": "data/microvideo"}
 
 flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
-flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens", "microvideo"],
+flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens", "microvideo", "amazon"],
                   "synthetic: the planted generator (generated when missing); movielens: "
                   "MovieLens-1M as two domains (python -m tfrec.datasets.movielens --out DIR; "
                   "semi, adapt; thacil: data/ml1m_thacil); microvideo: THACIL's "
                   "MicroVideo-1.7M (python -m tfrec.datasets.microvideo --raw DIR --out DIR; "
-                  "thacil).")
+                  "thacil); amazon: Amazon reviews Books -> Movies and TV (python -m "
+                  "tfrec.datasets.amazon --raw DIR --out data/amazon_couple; couple; COUPLE "
+                  "on MovieLens reads data/ml1m_couple: python -m tfrec.datasets.movielens "
+                  "--view=couple --out data/ml1m_couple).")
 flags.DEFINE_integer("seeds", harness.DEFAULT_SEEDS, "Seeds per row (0 .. seeds-1).")
 flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: the scaled-down variant for 2 CPU "
                   "cores; paper: the paper's sizes (A.1).")
@@ -54,7 +58,7 @@ flags.DEFINE_string("work_dir", None, "Run directories (default: runs/reproduce/
 flags.DEFINE_string("results_dir", "docs/results", "Where the results file and figures go.")
 flags.DEFINE_list("parts", [], "Subset of the paper's parts (default: all): semi "
                   f"{', '.join(semi.PARTS)}; thacil {', '.join(thacil.PARTS)}; adapt "
-                  f"{', '.join(adapt.PARTS)}.")
+                  f"{', '.join(adapt.PARTS)}; couple {', '.join(couple.PARTS)}.")
 flags.DEFINE_multi_string("extra_flags", [], "A flag appended to every ranking row's (repeat "
                           "for several), e.g. --extra_flags=--epochs=2 on a larger dataset.")
 flags.DEFINE_integer("max_eval_examples", 0, "Evaluate all examples of users of the test split "
@@ -117,12 +121,14 @@ def prepare_dataset(paper, dataset: str, data_dir: str, scale) -> str:
   what = {"synthetic": f"synthetic preset `{scale.synthetic_preset}`"
                        + "".join(f", {k} = {v}" for k, v in overrides.items()),
           "movielens": "MovieLens-1M as two domains",
-          "microvideo": "MicroVideo-1.7M (THACIL's public layout)"}[dataset]
+          "microvideo": "MicroVideo-1.7M (THACIL's public layout)",
+          "amazon": "Amazon reviews, Books -> Movies and TV (COUPLE §4.1)"}[dataset]
   return (f"{what} in `{data_dir}`: {info.num_items:,} items, {info.num_users:,} users "
           f"(`dataset.json`: {info.name})")
 
 
 def _settings(paper, data_dir: str, work_dir: str, scale) -> harness.Settings:
+  """The harness settings: the paper's (split, protocol, ...) and the command line's."""
   own = dict(paper.harness_settings(scale, FLAGS.dataset))
   extra = tuple(own.pop("extra_flags", ())) + tuple(FLAGS.extra_flags)
   return harness.Settings(**own, extra_flags=extra, data_dir=data_dir, work_dir=work_dir,

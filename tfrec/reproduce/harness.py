@@ -130,6 +130,14 @@ class Settings:
     topk_ks: K of the top-K impression metrics (THACIL §4.4; empty: none).
     gauc_reduction: how GAUC averages the users' AUCs (`tfrec.metrics.gauc`): "samples"
       (weighted by each user's examples, SEMI's and THACIL's) or "mean" (ADAPT eq. 12).
+    negative_pool: where sampled negatives come from (`tfrec.evaluation.sampled.POOLS`;
+      "auto": the cold target items for a split named *cold*, else the warm ones).
+    retrieval_ks: K of the "full" retrieval protocol (retrieval rows; a sampled protocol has
+      its own K).
+
+  Retrieval rows (models on `matching` records, `tfrec.models.retrieval`) are evaluated by
+  `tfrec.evaluation.retrieval` on the same split with `protocol` (a sampled protocol or
+  "full"); their arrays hold per example the user, the positive's rank and `cold_user`.
   """
 
   data_dir: str
@@ -145,6 +153,8 @@ class Settings:
   lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID
   topk_ks: Tuple[int, ...] = ()
   gauc_reduction: str = "samples"
+  negative_pool: str = "auto"
+  retrieval_ks: Tuple[int, ...] = (10, 50)
 
 
 def parse_config(argv: Sequence[str]) -> config_lib.RunConfig:
@@ -190,6 +200,7 @@ def validates(cfg: config_lib.RunConfig) -> bool:
 # TrainConfig fields added after runs were cached, with their defaults: at the default a
 # field is left out of the key, so every earlier key (and cached run) stays valid.
 ADDED_TRAIN_FIELDS = {"clip_norm": 0.0, "weight_decay": 0.0}
+ADDED_DATA_FIELDS = {"source_share": 1.0}
 
 
 def key_material(cfg: config_lib.RunConfig, init_key: str = "") -> Dict[str, Any]:
@@ -200,6 +211,9 @@ def key_material(cfg: config_lib.RunConfig, init_key: str = "") -> Dict[str, Any
   for name, default in ADDED_TRAIN_FIELDS.items():  # keys of runs cached before they existed.
     if conf["train"].get(name) == default:
       conf["train"].pop(name)
+  for name, default in ADDED_DATA_FIELDS.items():  # (the same)
+    if conf["data"].get(name) == default:
+      conf["data"].pop(name)
   if cfg.train.init_from:
     if not init_key:
       raise ValueError(f"{cfg.train.run_dir}: --init_from={cfg.train.init_from} without the "
@@ -401,13 +415,20 @@ class Runner:
 
   # -- evaluation
 
-  def eval_settings(self) -> Dict[str, Any]:
+  def eval_settings(self, kind: str = "ranking") -> Dict[str, Any]:
+    """What decides an evaluation of a run on `kind` records (the eval key's material)."""
     from tfrec.data import tfrecord_io
     out = {"split": self.s.eval_split, "protocol": self.s.protocol,
            "max_eval_examples": int(self.s.max_eval_examples), "eval_seed": self.s.eval_seed,
            "checkpoint": EVAL_CHECKPOINT,
            "split_manifest": _file_digest(tfrecord_io.manifest_path(
-               self.s.data_dir, "ranking", self.s.eval_split))}
+               self.s.data_dir, kind, self.s.eval_split))}
+    # Absent at their defaults: keys of runs cached before them stay valid.
+    if kind != "ranking":
+      out["kind"] = kind
+      out["retrieval_ks"] = [int(k) for k in self.s.retrieval_ks]
+    if self.s.negative_pool != "auto":
+      out["negative_pool"] = self.s.negative_pool
     if self.s.topk_ks:  # absent when unused: keys of runs cached before it stay valid
       out["topk_ks"] = [int(k) for k in self.s.topk_ks]
     if self.s.gauc_reduction != "samples":  # (the same)
@@ -426,7 +447,8 @@ class Runner:
   def _evaluate_cached(self, row: Row, seed: int, lr: float,
                        grid: Dict[str, Optional[float]], record: Dict[str, Any],
                        run_dir: str) -> Dict[str, Any]:
-    key = _sha256({"train_key": record["key"], "eval": self.eval_settings()})
+    kind = registry.record_kind(config_lib.RunConfig.load(run_dir).model.name)
+    key = _sha256({"train_key": record["key"], "eval": self.eval_settings(kind)})
     cached = os.path.join(run_dir, RESULT_FILE)
     if os.path.exists(cached):
       with open(cached) as f:
@@ -434,7 +456,7 @@ class Runner:
       if summary.get("key") == key and os.path.exists(os.path.join(run_dir, ARRAYS_FILE)):
         return summary
     start = time.time()
-    result = self._evaluate(run_dir)
+    result = self._evaluate(run_dir, kind)
     summary = summarize(result, row, seed)
     cfg = config_lib.RunConfig.load(run_dir)
     summary.update(key=key, train_key=record["key"], eval_seconds=time.time() - start,
@@ -447,9 +469,16 @@ class Runner:
     report.atomic_write_text(cached, json.dumps(summary, indent=1, sort_keys=True))
     return summary
 
-  def _evaluate(self, run_dir: str) -> Dict[str, Any]:
+  def _evaluate(self, run_dir: str, kind: str = "ranking") -> Dict[str, Any]:
     """Evaluates a run (`EVAL_CHECKPOINT`); keeps the per-example arrays (`ARRAYS_FILE`)."""
     keras.backend.clear_session()
+    if kind == "matching":
+      from tfrec.evaluation import retrieval
+      result = retrieval.evaluate_retrieval_run(
+          run_dir, self.s.eval_split, self.s.protocol, self.s.retrieval_ks, EVAL_CHECKPOINT,
+          self.s.negative_pool, self.s.eval_seed, self.s.max_eval_examples, keep_arrays=True)
+      save_arrays(os.path.join(run_dir, ARRAYS_FILE), result["arrays"])
+      return result
     loaded = evaluate_lib.load_run(run_dir, EVAL_CHECKPOINT)
     result = evaluate_lib.evaluate_split(loaded, self.s.eval_split, protocol=self.s.protocol,
                                          seed=self.s.eval_seed, keep_arrays=True,
@@ -522,25 +551,43 @@ class Runner:
 
 def summarize(result: Mapping[str, Any], row: Row, seed: int) -> Dict[str, Any]:
   """The JSON-ready part of an evaluation that the report needs."""
-  return {"row": row.name, "seed": seed, "metrics": dict(result["metrics"]),
-          "oracle": {m: v for m, v in result["oracle"].items() if isinstance(v, float)},
-          "counts": dict(result["counts"]),
-          "k": int(result["protocol"]["ks"][0]) if result["protocol"].get("ks") else 0,
-          "checkpoint": result["checkpoint"]["which"]}
+  oracle = result.get("oracle", {})
+  if isinstance(oracle.get("metrics"), dict):  # a retrieval result: {available, metrics}
+    oracle = oracle["metrics"]
+  out = {"row": row.name, "seed": seed, "metrics": dict(result["metrics"]),
+         "oracle": {m: v for m, v in oracle.items() if isinstance(v, float)},
+         "counts": dict(result["counts"]),
+         "k": int(result["protocol"]["ks"][0]) if result["protocol"].get("ks") else 0,
+         "checkpoint": result["checkpoint"]["which"]}
+  if result.get("groups"):  # retrieval: warm and cold users apart
+    out["groups"] = {name: dict(g) for name, g in result["groups"].items()}
+  return out
 
 
 def save_arrays(path: str, arrays: Mapping[str, Any]) -> None:
   """What Fig. 5 and the bootstrap over users need per example (user, history length, label,
   logit) and per ranked positive (its example and its 0-based rank among the negatives, ties
-  against it)."""
+  against it).
+
+  A retrieval evaluation's arrays (per example "user_ids", "ranks", "cold_user"; every example
+  one ranked positive) are stored in the same layout: label 1, logit 0 and history length 0 per
+  example, `rows` = every example, plus `cold_user`."""
+  if "labels" not in arrays and "ranks" in arrays:
+    ranks = np.asarray(arrays["ranks"], np.int64)
+    n = len(ranks)
+    arrays = {"user_ids": arrays["user_ids"], "target_len": np.zeros(n, np.int64),
+              "labels": np.ones(n, np.int64), "logits": np.zeros(n, np.float32),
+              "rows": np.arange(n, dtype=np.int64), "ranks": ranks,
+              "cold_user": arrays.get("cold_user", np.zeros(n, np.int64))}
   scores = arrays.get("scores")
   ranks = (metrics.rank_of_positive(scores[:, 0], scores[:, 1:]) if scores is not None
-           else np.zeros(0, np.int64))
+           else np.asarray(arrays.get("ranks", np.zeros(0, np.int64)), np.int64))
+  extra = {"cold_user": np.asarray(arrays["cold_user"])} if "cold_user" in arrays else {}
   tmp = report.incomplete_path(path) + ".npz"
   np.savez(tmp, user_ids=np.asarray(arrays["user_ids"]),
            target_len=np.asarray(arrays["target_len"]), labels=np.asarray(arrays["labels"]),
            logits=np.asarray(arrays["logits"]),
-           rows=np.asarray(arrays.get("rows", np.zeros(0, np.int64))), ranks=ranks)
+           rows=np.asarray(arrays.get("rows", np.zeros(0, np.int64))), ranks=ranks, **extra)
   os.replace(tmp, path)
 
 

@@ -34,14 +34,16 @@ class Intervals:
   """The bootstrap CIs of a report (`bootstrap.UserBootstrap`), computed on demand and kept;
   "n/a" where a row's arrays are missing."""
 
-  def __init__(self, results: Results, arrays: Optional[Arrays], gauc_reduction: str = "samples"):
+  def __init__(self, results: Results, arrays: Optional[Arrays], gauc_reduction: str = "samples",
+               k: Optional[int] = None):
     """`gauc_reduction`: the reduction the results' "gauc" was computed with (the bootstrap
-    recomputes "gauc" with it: `bootstrap.GAUC_METRICS`)."""
+    recomputes "gauc" with it: `bootstrap.GAUC_METRICS`); `k`: the K of the HR@K and NDCG@K
+    intervals (default: the results' first K)."""
     self._gauc = "gauc" if gauc_reduction == "samples" else f"gauc_{gauc_reduction}"
     if self._gauc not in bootstrap.GAUC_METRICS:
       raise ValueError(f"unknown GAUC reduction {gauc_reduction!r}")
     arrays = {n: a for n, a in (arrays or {}).items() if n in results and a}
-    k = int(next(iter(results.values()))[0]["k"])
+    k = int(next(iter(results.values()))[0]["k"]) if k is None else int(k)
     self.boot = bootstrap.UserBootstrap(arrays, k) if arrays else None
     self.names = set(arrays)
     self._cache: Dict[Tuple[str, ...], bootstrap.Interval] = {}
@@ -126,7 +128,7 @@ def selection_section(rows: Sequence[harness.Row], results: Results) -> List[str
         ", ".join(f"{r.get('epochs_run', '?')}/{r.get('max_epochs', '?')}" for r in res)])
   return ["## Model selection (on the valid split)", "",
           "Each row's learning rate is the rate of the grid whose seed-0 run reached the best "
-          f"`{monitor}` (validation AUC on `valid`, best epoch); every seed then trains at "
+          f"`{monitor}` (on `valid`, at its best epoch); every seed then trains at "
           "that rate, stops early on the same monitor, and is evaluated at its best epoch. "
           "Epochs run: the epochs trained before early stopping, of the maximum.", "",
           report.markdown_table(header, body), ""]
