@@ -156,3 +156,20 @@ def test_results_file_from_known_numbers(tmp_path):
   for metric in ("hr10", "ndcg10"):
     png = tmp_path / f"couple_synthetic_fig4_{metric}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.name in text
+
+
+def test_the_regime_maps_difference_is_at_the_claims_own_k():
+  from tfrec.reproduce import sweep
+  users = np.array([0, 1, 2, 3])
+
+  def arrays(ranks):
+    return {"user_ids": users, "labels": np.ones(4, np.int64), "logits": np.zeros(4),
+            "rows": np.arange(4), "ranks": np.array(ranks)}
+  # HR@10: a hits 3 of 4 (ranks 0, 7, 9), b 1 of 4; at K = 5 (the results' first K) 1 vs 1.
+  results = {"A": [{"metrics": {"hr@10": 0.75}, "k": 5}, {"metrics": {"hr@10": 0.75}, "k": 5}],
+             "B": [{"metrics": {"hr@10": 0.25}, "k": 5}, {"metrics": {"hr@10": 0.25}, "k": 5}]}
+  point = sweep.measure(results, {"A": [arrays([0, 7, 9, 30])] * 2,
+                                  "B": [arrays([3, 12, 40, 55])] * 2},
+                        sweep.Claim("A > B", "A", "B"), "hr@10", 0.6)
+  assert point.difference.estimate == pytest.approx(0.5)
+  assert point.mean_a == 0.75 and point.mean_b == 0.25

@@ -127,7 +127,9 @@ def measure(results: Mapping[str, List[Dict[str, Any]]],
   """One `Point`: means over seeds, the paired bootstrap CI of the difference, Welch, verdict."""
   va = harness.values(results[claim.a], metric)
   vb = harness.values(results[claim.b], metric)
-  k = int(results[claim.a][0]["k"])
+  # HR@K / NDCG@K bootstrap at their own K (COUPLE's claims are at K = 10, its first K is 5).
+  k = (int(metric.split("@")[1]) if metric.startswith(("hr@", "ndcg@"))
+       else int(results[claim.a][0]["k"]))
   boot = bootstrap.UserBootstrap({claim.a: arrays[claim.a], claim.b: arrays[claim.b]}, k)
   words, p = stats.verdict(va, vb)
   return Point(value, float(np.mean(va)), float(np.mean(vb)),
