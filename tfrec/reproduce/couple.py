@@ -10,6 +10,9 @@ regime map, and the results file `docs/results/couple_<dataset>.md`.
            behaviour kept or dropped by a hash, `tfrec.data.pipeline.source_keep_hash`; the
            test histories keep everything): HR@10 and NDCG@10 of warm and cold users over the
            share, PNGs
+  Fig. 5   the memory tree's leaves with and without the orthogonality penalty (srip_weight 0):
+           their coherence, SRIP value and effective rank per seed, and a 2-D embedding of seed
+           0's leaves coloured by their first-layer parent (`tfrec.evaluation.leaf_groups`)
   sweep    `--sweep=tag_overlap=...`: COUPLE - SASRec across the share of target tags the
            source domain uses (the paper explains its larger gain on TPMV than on Amazon by 60%
            vs 25% overlap; `tfrec.reproduce.sweep`)
@@ -41,7 +44,7 @@ from tfrec.reproduce.harness import Row
 
 PAPER = "couple"
 CONFIGS = "configs/couple"
-PARTS = ("table4", "table5", "fig4")
+PARTS = ("table4", "table5", "fig4", "fig5")
 SOURCE_SHARES = (0.2, 0.4, 0.6, 0.8)  # Fig. 4's shares below 1 (1.0 is COUPLE's own row)
 DATASETS = ("synthetic", "movielens", "amazon")
 DATA_DIRS = {"movielens": "data/ml1m_couple", "amazon": "data/amazon_couple"}
@@ -112,6 +115,7 @@ class Experiments:
   table4: Tuple[Row, ...]
   table5: Tuple[Row, ...]
   fig4: Tuple[Row, ...] = ()
+  fig5: Tuple[Row, ...] = ()
 
   def rows(self, parts: Sequence[str]) -> List[Row]:
     out: Dict[str, Row] = {}
@@ -121,6 +125,7 @@ class Experiments:
 
 
 COUPLE_ROW = "COUPLE"
+NO_ORTHOGONALITY = "COUPLE w/o orthogonality"
 TABLE5_ALIASES = {"All + FIFO queue (COUPLE)": COUPLE_ROW}
 
 
@@ -136,7 +141,31 @@ def experiments(scale: Scale) -> Experiments:
       ("Base + memory tree", "base_tree"), ("All + batch negatives", "batch_negatives")))
   fig4 = tuple(Row(share_row(p), couple.flagfile, (f"--source_share={p}",))
                for p in SOURCE_SHARES) + (couple,)
-  return Experiments(table4, table5 + (couple,), fig4)
+  fig5 = (couple, Row(NO_ORTHOGONALITY, f"{CONFIGS}/no_orthogonality.flags"))
+  return Experiments(table4, table5 + (couple,), fig4, fig5)
+
+
+
+def extra_results(runner: Any, exp: Experiments, parts: Sequence[str],
+                  seeds: int) -> Dict[str, Any]:
+  """Fig. 5's leaf statistics of every seed of its rows, and seed 0's 2-D leaf embeddings
+  (`tfrec.reproduce.__main__` calls this after the rows ran)."""
+  if "fig5" not in parts:
+    return {}
+  from tfrec import runs
+  from tfrec.evaluation import leaf_groups
+  out: Dict[str, Any] = {"stats": {}, "embedding": {}}
+  for row in exp.fig5:
+    out["stats"][row.name] = []
+    for seed in range(seeds):
+      runner.run(row, seed)
+      model, *_ = runs.restore_model(runner.row_dir(row, seed), "best")
+      slots, parents = leaf_groups.leaf_slots(model)
+      out["stats"][row.name].append(leaf_groups.leaf_statistics(slots))
+      if seed == 0:
+        xy, method = leaf_groups.embed_2d(slots)
+        out["embedding"][row.name] = (xy, parents, method)
+  return out
 
 
 def share_row(share: float) -> str:
@@ -270,17 +299,61 @@ def _fig4(rows: Sequence[Row], results, groups: Sequence[str], fig_dir: str, fig
   return lines + [report.markdown_table(header, body), ""]
 
 
+FIG5_STATS = (("coherence", "mean absolute cosine between leaves"), ("srip", "sigma(G - I), eq. 10"),
+              ("effective_rank", "effective rank"))
+
+
+def _fig5(fig5: Mapping[str, Any], results, fig_dir: str, fig_base: str) -> List[str]:
+  stats_by_row = fig5.get("stats", {})
+  if COUPLE_ROW not in stats_by_row or NO_ORTHOGONALITY not in stats_by_row:
+    return []
+  lines = ["## Fig. 5: the memory tree's leaves with and without orthogonality", "",
+           "The trained leaf slots (512 x d) of each seed: the mean |cos| between distinct "
+           "leaves (lower: more spread), eq. 10's sigma(G - I) computed exactly, and the "
+           "effective rank of the slot matrix (higher: more directions used); mean ± std over "
+           "seeds, p one-sided Welch.", ""]
+  body = []
+  for key, label in FIG5_STATS:
+    a = [s[key] for s in stats_by_row[COUPLE_ROW]]
+    b = [s[key] for s in stats_by_row[NO_ORTHOGONALITY]]
+    lower = key != "effective_rank"  # the penalty should lower these, raise the rank
+    words, p = stats.verdict(b, a) if lower else stats.verdict(a, b)
+    body.append([label, report.fmt_mean_std(a), report.fmt_mean_std(b),
+                 ("w/o > with" if lower else "with > w/o") + f": {tables.p_text(p)}, {words}"])
+  if COUPLE_ROW in results and NO_ORTHOGONALITY in results:
+    for m in ("hr@10", "ndcg@10"):
+      a, b = (group_values(results[n], None, m) for n in (COUPLE_ROW, NO_ORTHOGONALITY))
+      words, p = stats.verdict(a, b)
+      body.append([f"retrieval {_LABEL[m]}", report.fmt_mean_std(a), report.fmt_mean_std(b),
+                   f"with > w/o: {tables.p_text(p)}, {words}"])
+  lines += [report.markdown_table(["leaves", "COUPLE (orthogonality)", "w/o orthogonality",
+                                   "expected order: p, verdict"], body), ""]
+  emb = fig5.get("embedding", {})
+  if COUPLE_ROW in emb and NO_ORTHOGONALITY in emb:
+    method = emb[COUPLE_ROW][2]
+    path = figures.scatter_plot(
+        os.path.join(fig_dir, f"{fig_base}_fig5_leaves.png"),
+        {f"{name} (seed 0)": (emb[name][0], emb[name][1])
+         for name in (COUPLE_ROW, NO_ORTHOGONALITY)},
+        f"Fig. 5: the 512 leaves in 2-D ({method}), coloured by first-layer parent")
+    lines += [f"![Fig. 5 leaves]({os.path.basename(path)})", ""]
+  return lines
+
+
 def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_text: str,
                  out_md: str, seconds: float, command: str, timings: Mapping[str, float],
                  extra_flags: Sequence[str] = (), max_eval_examples: int = 0,
-                 arrays: Optional[tables.Arrays] = None) -> str:
-  """Writes `out_md` (arguments as `semi.write_report`); returns its path."""
+                 arrays: Optional[tables.Arrays] = None,
+                 extra: Optional[Mapping[str, Any]] = None) -> str:
+  """Writes `out_md` (arguments as `semi.write_report`; `extra`: `extra_results`); returns its
+  path."""
   stem = os.path.splitext(out_md)[0]
   fig_base = os.path.basename(stem)
   table4 = [r for r in exp.table4 if r.name in results]
   table5 = [r for r in exp.table5 if r.name in results]
   fig4 = [r for r in exp.fig4 if r.name in results]
-  rows = list({r.name: r for r in table4 + table5 + fig4}.values())
+  fig5 = [r for r in exp.fig5 if r.name in results]
+  rows = list({r.name: r for r in table4 + table5 + fig4 + fig5}.values())
   seeds = max(len(v) for v in results.values())
   first = next(iter(results.values()))[0]
   groups = [g for g in GROUPS if any(g in r.get("groups", {}) for runs in results.values()
@@ -339,6 +412,8 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
               "The paper's column is its TPMV ablation (HR@10 / NDCG@10), for the ordering.", ""]
   if len(fig4) > 1:
     lines += _fig4(fig4, results, groups, os.path.dirname(out_md), fig_base)
+  if extra:
+    lines += _fig5(extra, results, os.path.dirname(out_md), fig_base)
   claim_rows = tables.claim_rows(CLAIMS, results, cis[None], METRICS, _LABEL)
   lines += tables.claims_section(claim_rows + _group_claims(results, cis, groups))
   lines += tables.closing_sections(rows, results, timings, stem)

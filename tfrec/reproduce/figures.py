@@ -235,3 +235,36 @@ def interval_plot(path: str | os.PathLike, x: Sequence[Any], estimates: Sequence
   ax.set_xlabel(xlabel)
   _finish(ax, title, ylabel, None, {"no difference": 0.0})
   return _save(fig, path, dpi)
+
+
+def scatter_plot(path: str | os.PathLike, panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 title: str, figsize: tuple[float, float] = (9.6, 4.0), dpi: int = DPI) -> str:
+  """Side-by-side 2-D scatter panels (e.g. COUPLE Fig. 5's leaves with and without the
+  orthogonality penalty), written as a PNG.
+
+  Args:
+    path: the PNG to write (atomically; parent directories are created).
+    panels: {panel title: (<[n, 2]> coordinates, <int>[n] colour groups)}.
+    title: the figure's title.
+
+  Raises:
+    ValueError: no panels, or coordinates that are not [n, 2] with one group per point.
+    ImportError: matplotlib is missing.
+  """
+  if not panels:
+    raise ValueError("panels is empty: nothing to draw")
+  for name, (xy, groups) in panels.items():
+    xy = np.asarray(xy)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(np.asarray(groups)) != len(xy):
+      raise ValueError(f"panel {name!r}: coordinates must be [n, 2] with one group per point; "
+                       f"got {xy.shape} and {np.shape(groups)}")
+  fig = _new_figure(figsize, dpi)
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  for ax, (name, (xy, groups)) in zip(axes, panels.items()):
+    xy = np.asarray(xy)
+    ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(groups) % 20, cmap="tab20", s=6)
+    ax.set_title(name, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(title)
+  return _save(fig, path, dpi)
