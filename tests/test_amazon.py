@@ -102,7 +102,7 @@ def test_records_by_hand(raw):
                    "are erased"] == 1
   assert s.dropped["valid: warm user, no positive before it once the cold and valid items "
                    "are erased"] == 2  # U4, U6
-  assert list(s.erased.values()) == [1, 1, 0]  # U2's MV7 (cold), U2's MV3 (valid)
+  assert list(s.erased.values()) == [1, 1, 0, 0]  # U2's MV7 (cold), U2's MV3 (valid)
   # A hand-checked record: U2's test (user 1): MV7 (cold) erased, MV3 (valid) kept, BK3
   # before MV5 on the same day.
   rec = list(cs.records(s, "test_cold", p.user_features, p.scenario))[1]

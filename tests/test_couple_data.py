@@ -80,7 +80,8 @@ def test_held_out_items_and_histories_by_hand():
       "valid: warm user, no positive before it once the cold and valid items are erased": 1,
       "valid: cold user, no source-domain positive before it (target items erased)": 0,
       "test_cold: cold user, no source-domain positive before it (target items erased)": 0}
-  assert list(s.erased.values()) == [2, 1, 0]  # rows 7, 10 (T); row 3 (V); no cold user
+  # rows 7, 10 (T); row 3 (V); no cold user; nothing after a test positive (the paper's rule)
+  assert list(s.erased.values()) == [2, 1, 0, 0]
   # Seen items: every earlier positive of the user, erased ones included.
   assert [(u, x.tolist()) for u, x in s.seen("valid")] == [(0, [1, 16, 10, 2]),
                                                           (1, [12, 1, 17, 13, 16])]
@@ -187,8 +188,14 @@ def test_movielens_couple_view_by_hand(ml_dir):
   assert rec["seq_subsidiary"].shape == (4, 2) and not rec["seq_subsidiary"].any()
   # Tags are the two-domain view's: genres first (Alien: Horror, Sci-Fi), then its decade.
   assert view.names["tags"][view.store.tags[11, 0] - 1] == "Horror"
+  paper_rule = couple.CoupleConfig(max_target_share=0.9, protocol=cs.ColdStartConfig())
+  assert len(couple.prepare(mr.load_raw(ml_dir), paper_rule).split.cold_users) == 1  # 3 // 2
+  # MovieLens' default holds the positives on 10% of the target movies: 5 here, round(0.5) = 0
+  # candidates, so none of the 4 users with a target positive has a test record (counted).
   default = couple.prepare(mr.load_raw(ml_dir), couple.CoupleConfig(max_target_share=0.9))
-  assert len(default.split.cold_users) == 1  # floor(3 / 2)
+  assert default.config.protocol.cold_item_share == 0.1 and not len(default.split.cold_users)
+  assert default.split.dropped[
+      "test_cold: no target positive on a test candidate item (no test record)"] == 4
 
 
 def test_movielens_couple_command_writes_a_valid_dataset(ml_dir, tmp_path):
@@ -196,7 +203,8 @@ def test_movielens_couple_command_writes_a_valid_dataset(ml_dir, tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
   run = subprocess.run([sys.executable, "-m", "tfrec.datasets.movielens", f"--out={out}",
                         "--view=couple", "--source=local", f"--local_dir={ml_dir}",
-                        "--max_target_share=0.9", "--num_shards=2", "--couple_max_len=60"],
+                        "--max_target_share=0.9", "--num_shards=2", "--couple_max_len=60",
+                        "--couple_cold_items=0"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   report = validate(str(out))
@@ -210,3 +218,34 @@ def test_movielens_couple_command_writes_a_valid_dataset(ml_dir, tmp_path):
   assert sorted(seen) == [0, 1, 3] and seen[0].tolist() == [1, 10, 2, 12, 14]
   stats = (out / "stats.md").read_text()
   assert "COUPLE Table 3, Amazon" in stats and "cold user, no source-domain positive" in stats
+
+
+def test_cold_candidates_hold_the_held_out_positives_and_nothing_later_is_trained_on():
+  rng = np.random.default_rng(3)
+  n, users = 3000, 60
+  events = np.c_[rng.integers(0, users, n), rng.integers(1, 81, n), rng.integers(0, 2, n),
+                 rng.integers(0, 500, n)]
+  events[:, 2] = (events[:, 1] > 40).astype(int)  # items 41-80: the target domain
+  s = _split(events, cs.ColdStartConfig(cold_item_share=0.25, cold_user_share=0.5), users)
+  test_c, valid_c = s.candidates
+  assert len(test_c) == len(valid_c) == 10 and not set(test_c) & set(valid_c)
+  assert set(s.cold_items) <= set(test_c) and set(s.valid_items) <= set(valid_c)
+  order = np.lexsort((np.arange(n), events[:, 3], events[:, 0]))
+  test_at = {}
+  for p in s.plans["test_cold"].pos:  # each user's last target positive on a test candidate
+    u = int(s.user[p])
+    mine = [q for q in order if events[q, 0] == u and events[q, 2] == 1
+            and events[q, 1] in set(test_c)]
+    assert s.order[p] == mine[-1]
+    test_at[u] = p
+  for split in ("train", "valid"):
+    plan = s.plans[split]
+    for j, p in enumerate(plan.pos):
+      u = int(s.user[p])
+      assert p < test_at.get(u, n)  # nothing after the user's test positive
+      assert s.item[p] not in set(s.cold_items)
+      if split == "train":
+        assert s.item[p] not in set(s.valid_items)
+      assert not set(s.item[plan.history(j)]) & set(s.cold_items)
+  with pytest.raises(ValueError, match="cold_item_share must be in"):
+    cs.ColdStartConfig(cold_item_share=0.6)

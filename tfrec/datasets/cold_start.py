@@ -74,17 +74,30 @@ class ColdStartConfig:
       matching accepts max(100, max_seq_len)).
     valid: write a valid split (step 3); False: the paper's split exactly.
     cold_user_share: share of the test users made cold, rounded down (the paper: half).
-    seed: of the cold-user choice.
+    seed: of the cold-user choice (and of the cold candidates).
+    cold_item_share: None: the paper's rule (every user's last target positive is held out,
+      whatever its item). A share p: two disjoint seeded sets of p of the target items (of
+      those with a positive) are the test and the valid CANDIDATES; a user's test positive is
+      the last target positive on a test candidate, the valid one the last on a valid
+      candidate before it, so only candidates are ever erased, and the user's events after the
+      test positive are left out of every record (nothing after the test point is trained on).
+      For dense data (MovieLens: every popular movie is somebody's last positive, and erasing
+      the paper's way removed 93% of the target positives) this keeps the training pool;
+      users without a positive on a test candidate have no test record (counted).
   """
 
   max_len: int = schema.MAX_MATCH_SEQ_LEN
   valid: bool = True
   cold_user_share: float = 0.5
   seed: int = 0
+  cold_item_share: Optional[float] = None
 
   def __post_init__(self):
     if self.max_len < 1:
       raise ValueError(f"max_len must be >= 1, not {self.max_len}")
+    if self.cold_item_share is not None and not 0 < self.cold_item_share <= 0.5:
+      raise ValueError(f"cold_item_share must be in (0, 0.5] (test and valid candidates are "
+                       f"disjoint), not {self.cold_item_share}")
     if not 0 <= self.cold_user_share <= 1:
       raise ValueError(f"cold_user_share must be in [0, 1], not {self.cold_user_share}")
 
@@ -136,6 +149,8 @@ class ColdStartSplit:
     plans: split -> `SplitPlan` (records in user, time order).
     dropped: reason -> records left out (every reason listed, zero or not).
     erased: what erasing removed from the training pool (target positives).
+    candidates: (test, valid) sorted candidate items under `cold_item_share`; None under the
+      paper's rule (every target item).
   """
 
   config: ColdStartConfig
@@ -153,6 +168,7 @@ class ColdStartSplit:
   plans: Dict[str, SplitPlan]
   dropped: Dict[str, int]
   erased: Dict[str, int]
+  candidates: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
   @property
   def cold_user(self) -> np.ndarray:
@@ -232,19 +248,36 @@ def protocol(user: np.ndarray, item: np.ndarray, domain: np.ndarray, time: np.nd
   size = int(it.max(initial=0)) + 1
   target = d == schema.TARGET
 
-  test_pos = _last_per_user(np.flatnonzero(target), u)
+  # The test and valid candidates (every target item under the paper's rule).
+  in_c, in_cv = np.ones(n, bool), np.ones(n, bool)
+  dropped: Dict[str, int] = {}
+  candidates = None
+  if config.cold_item_share is not None:
+    items = np.unique(it[target])
+    m = int(round(config.cold_item_share * len(items)))
+    perm = np.random.default_rng([config.seed, 0xC01D, 1]).permutation(len(items))
+    candidates = (np.sort(items[perm[:m]]), np.sort(items[perm[m:2 * m]]))
+    in_c = _flags(items[perm[:m]], size)[it]
+    in_cv = _flags(items[perm[m:2 * m]], size)[it]
+    dropped["test_cold: no target positive on a test candidate item (no test record)"] = int(
+        len(np.unique(u[target])) - len(np.unique(u[target & in_c])))
+  test_pos = _last_per_user(np.flatnonzero(target & in_c), u)
   cold_items = np.unique(it[test_pos])
   in_t = _flags(cold_items, size)[it]
+  # A user's events after the test positive are in no record (none under the paper's rule for
+  # the target domain; with candidates, later target positives would train on the future).
+  test_at = np.full(num_users, n, np.int64)
+  test_at[u[test_pos]] = test_pos
+  later = np.arange(n) > test_at[u]
   if config.valid:
-    valid_pos = _last_per_user(np.flatnonzero(target & ~in_t), u)
+    valid_pos = _last_per_user(np.flatnonzero(target & ~in_t & in_cv & ~later), u)
   else:
     valid_pos = np.zeros(0, np.int64)
   valid_items = np.unique(it[valid_pos])
   in_v = _flags(valid_items, size)[it]
   warm_test_vis = np.flatnonzero(~in_t)
-  pool_vis = np.flatnonzero(~in_t & ~in_v)  # training pool and warm validation histories
+  pool_vis = np.flatnonzero(~in_t & ~in_v & ~later)  # training pool, warm valid histories
   source_vis = np.flatnonzero(~target)       # cold users' histories
-  dropped: Dict[str, int] = {}
 
   # Test users: a non-empty history once T is erased; then the seeded cold half.
   _, _, full = _windows(warm_test_vis, test_pos, first[test_pos], config.max_len)
@@ -277,7 +310,7 @@ def protocol(user: np.ndarray, item: np.ndarray, domain: np.ndarray, time: np.nd
                      visible=(warm_vis, source_vis))
 
   # Cold users have no train record; every warm test user kept a history (filtered above).
-  train_pos = np.flatnonzero(target & ~in_t & ~in_v & (cold_flag[u] == 0))
+  train_pos = np.flatnonzero(target & ~in_t & ~in_v & ~later & (cold_flag[u] == 0))
   plans = {"train": plan("train", train_pos, pool_vis, (warm_reason, None)),
            "valid": plan("valid", valid_pos, pool_vis, (warm_reason, cold_reason)),
            COLD_SPLIT: plan(COLD_SPLIT, test_pos, warm_test_vis, (None, cold_reason))}
@@ -287,11 +320,14 @@ def protocol(user: np.ndarray, item: np.ndarray, domain: np.ndarray, time: np.nd
             "target positives on valid items, other than the held-out ones":
             int((others & in_v).sum()),
             "target positives of cold users (withheld from train)":
-            int((others & ~in_t & ~in_v & (cold_flag[u] == 1)).sum())}
+            int((others & ~in_t & ~in_v & ~later & (cold_flag[u] == 1)).sum()),
+            "target positives after the user's test positive (in no record)":
+            int((others & ~in_t & ~in_v & later).sum())}
   return ColdStartSplit(config=config, num_users=num_users, order=order, user=u, item=it,
                         domain=d, time=t, starts=starts, cold_items=cold_items,
                         valid_items=valid_items, test_users=np.sort(test_users),
-                        cold_users=cold_users, plans=plans, dropped=dropped, erased=erased)
+                        cold_users=cold_users, plans=plans, dropped=dropped, erased=erased,
+                        candidates=candidates)
 
 
 # ----------------------------------------------------------------------------- records

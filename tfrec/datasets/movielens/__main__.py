@@ -49,8 +49,13 @@ def _define_flags() -> None:
   flags.DEFINE_enum("seq_core", s.core, list(sequential.CORES),
                     "sequential: k-core in one pass on raw counts (SASRec's code) or iterated")
   flags.DEFINE_integer("seq_max_len", s.max_len, "sequential: newest items kept per sequence")
-  c = cold_start.ColdStartConfig()
+  c = couple.CoupleConfig().protocol
   flags.DEFINE_integer("couple_max_len", c.max_len, "couple: newest events kept per history")
+  flags.DEFINE_float("couple_cold_items", c.cold_item_share, "couple: share of the target "
+                     "movies that hold the held-out positives (seeded; each user's last "
+                     "positive on them is the test one); 0: the paper's rule, every user's last "
+                     "target positive (on ML-1M it erases 93%% of the target positives)",
+                     lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_bool("couple_valid", c.valid, "couple: write a valid split (each user's "
                     "second-to-last target positive, its movies erased from train); "
                     "--nocouple_valid: the paper's split (test only)")
@@ -77,7 +82,8 @@ def main(argv: Sequence[str]) -> None:
     couple.convert_couple(raw, fl.out, couple.CoupleConfig(
         target_genres=tuple(fl.target_genres), max_target_share=fl.max_target_share,
         protocol=cold_start.ColdStartConfig(max_len=fl.couple_max_len, valid=fl.couple_valid,
-                                            seed=fl.seed)),
+                                            seed=fl.seed,
+                                            cold_item_share=fl.couple_cold_items or None)),
         num_shards=fl.num_shards)
   elif fl.view == "sequential":
     sequential.convert_sequential(raw, fl.out, sequential.SequentialConfig(

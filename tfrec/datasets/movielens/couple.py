@@ -55,13 +55,17 @@ class CoupleConfig:
     target_genres: primary genres of the target domain (the two-domain view's).
     max_target_share: the two-domain view's refusal of a dense target.
     positive_min: rating >= this is a positive event (COUPLE: > 3).
-    protocol: the cold-start protocol's choices (`cold_start.ColdStartConfig`).
+    protocol: the cold-start protocol's choices (`cold_start.ColdStartConfig`). MovieLens
+      holds a user's test and valid positives on a seeded 10% of the target movies
+      (`cold_item_share`, the two-domain view's cold share): under the paper's rule every
+      popular movie is somebody's last positive, and erasing those left 70 training records
+      of 146,344 target positives (measured).
   """
 
   target_genres: tuple = DEFAULT_TARGET_GENRES
   max_target_share: float = 0.30
   positive_min: int = 4
-  protocol: cold_start.ColdStartConfig = cold_start.ColdStartConfig()
+  protocol: cold_start.ColdStartConfig = cold_start.ColdStartConfig(cold_item_share=0.1)
 
   def __post_init__(self):
     if not 1 <= self.positive_min <= 5:
