@@ -135,3 +135,15 @@ def test_couple_trains_through_train_py_on_matching_records(syn_dir, tmp_path):
   assert result.steps == 3
   for name in ("softmax_loss", "orthogonality_loss"):
     assert np.all(np.isfinite(result.history[name])), name
+
+
+def test_the_fifo_queue_on_two_replicas_equals_one_device():
+  from conftest import run_two_replica_script
+  result = run_two_replica_script("couple_two_replicas.py")
+  assert result["replicas"] == 2
+  rows = [s["rows_per_replica"] for s in result["steps"]]
+  assert rows == [[2, 2], [2, 2], [2, 1]]
+  for step in result["steps"]:
+    assert step["weights_moved"] > 1e-3
+    assert step["weights_vs_single"] < 1e-5  # the queue's rows and ids included
+    assert abs(step["loss_multi"] - step["loss_single"]) < 1e-5
