@@ -3,6 +3,13 @@
     python -m tfrec.bench retrieve [--index_items=1000000] [--index_dim=64] [--top_k=100]
         [--requests=200] [--warmup_requests=10] [--seq=50] [--ann=ivf|hnsw|none]
         [--nlist=1024] [--nprobe=16,64,256] [--ef_search=64,256] [--clusters=0] [--tfrs]
+        [--model=youtube_dnn|couple] [--num_tags=10000]
+
+`--model=couple`: a COUPLE model (random weights, COUPLE's sizes: one attention block of 4
+heads, the frequency encoder over the history's tags, the 1-32-512 memory tree) whose items
+are the mean of `--tags_per_item` random tags of `--num_tags` (the index: every item's
+tag-mean vector, so the vectors come from the tag table, not `--clusters`); its requests read
+each history item's tags from the export's tag table (COUPLE's history: --seq=8).
 
 A YouTube DNN (item tower = an id embedding, query tower = MLP of the mean history item; random
 weights) whose `index_items` item vectors are random (i.i.d. normal, or a mixture of
@@ -66,6 +73,11 @@ def define_flags() -> None:
                 "that many Gaussian clusters.")
   common.define("bool", "tfrs", True, "Also time tensorflow_recommenders' BruteForce (search "
                 "only, in memory) against ours on the same vectors.")
+  common.define("enum", "model", "youtube_dnn", "The exported model: youtube_dnn (an id "
+                "embedding per item) or couple (items from their tags).",
+                enum_values=["youtube_dnn", "couple"])
+  common.define("integer", "num_tags", 10_000, "couple: the tag vocabulary.")
+  common.define("integer", "tags_per_item", 10, "couple: tags per item (Amazon: n = 10).")
 
 
 def item_vectors(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
@@ -84,6 +96,27 @@ def build_model(n: int, d: int, seq: int, clusters: int, seed: int) -> YouTubeDN
   model = YouTubeDNN(n, dim=d, item_features=("id",), max_seq_len=seq, mlp_units=(d,))
   model.build_and_fill(types.SimpleNamespace(num_items=n))  # "id" only: no store columns
   model.item_encoder.id_embeddings.assign(item_vectors(n, d, clusters, seed))
+  return model
+
+
+def build_couple(n: int, d: int, seq: int, seed: int):
+  """A COUPLE model over `n` target items with random tags (module docstring), built and
+  filled, random weights."""
+  from tfrec.data import schema  # pylint: disable=import-outside-toplevel
+  from tfrec.data.item_store import ItemStore  # pylint: disable=import-outside-toplevel
+  from tfrec.models.couple import COUPLE  # pylint: disable=import-outside-toplevel
+  tf.random.set_seed(seed)
+  rng = np.random.default_rng(seed)
+  per = min(FLAGS.tags_per_item, schema.MAX_TAGS)
+  tags = np.zeros([n + 1, schema.MAX_TAGS], np.int64)
+  tags[1:, :per] = rng.integers(1, FLAGS.num_tags + 1, [n, per])
+  store = ItemStore(domain=np.r_[0, np.ones(n, np.int64)], category=np.zeros(n + 1, np.int64),
+                    tags=tags, title=np.zeros([n + 1, 1], np.int64),
+                    visual=np.zeros([n + 1, 0], np.float32), cold=np.zeros(n + 1, np.int64))
+  model = COUPLE(n, dim=d, num_tags=FLAGS.num_tags, max_seq_len=seq, negatives="in_batch")
+  model.build_and_fill(store)
+  ids = tf.constant(rng.choice(n, [1, seq], replace=False) + 1, tf.int64)
+  model({"seq_item_ids": ids, "seq_mask": ids > 0, "seq_domain_ids": tf.ones_like(ids)})
   return model
 
 
@@ -172,7 +205,8 @@ def main(argv) -> None:
   if not 1 <= k <= n - seq:
     raise ValueError(f"--top_k={k} must be in [1, --index_items - --seq]")
   start = time.perf_counter()
-  model = build_model(n, d, seq, FLAGS.clusters, FLAGS.seed)
+  model = (build_couple(n, d, seq, FLAGS.seed) if FLAGS.model == "couple"
+           else build_model(n, d, seq, FLAGS.clusters, FLAGS.seed))
   with tempfile.TemporaryDirectory(prefix="tfrec_bench_retrieve_") as tmp:
     path = export_lib.export(model, os.path.join(tmp, "1"))
     setup = time.perf_counter() - start
@@ -180,8 +214,10 @@ def main(argv) -> None:
     loaded = tf.saved_model.load(path)
     retrieve = loaded.signatures["retrieve"]
     ids, vectors = loaded.index_ids.numpy(), loaded.index_vectors.numpy()
-    print(f"retrieval latency: top-{k} of {n:,} items, d={d} "
-          f"({'i.i.d. normal' if FLAGS.clusters <= 0 else f'{FLAGS.clusters} clusters'}), "
+    vectors_text = (f"COUPLE: items = mean of {FLAGS.tags_per_item} of {FLAGS.num_tags:,} "
+                    "random tags" if FLAGS.model == "couple" else
+                    "i.i.d. normal" if FLAGS.clusters <= 0 else f"{FLAGS.clusters} clusters")
+    print(f"retrieval latency: top-{k} of {n:,} items, d={d} ({vectors_text}), "
           f"history {seq}; SavedModel loaded with tf.saved_model.load; TF {tf.__version__}, "
           f"{os.cpu_count()} CPU cores (build + export {setup:.1f} s, not timed)")
     paths: Dict[str, Callable] = {"exact: SavedModel `retrieve` (matvec + top_k)":
