@@ -254,7 +254,7 @@ def _fake_train_and_evaluate(monkeypatch, calls):
                                  best={"monitor": "val_auc", "mode": "max", "value": value,
                                        "epoch": 2})
 
-  def evaluate(self, run_dir):
+  def evaluate(self, run_dir, kind="ranking"):
     calls.append(("eval", run_dir))
     harness.save_arrays(os.path.join(run_dir, harness.ARRAYS_FILE),
                         {"user_ids": [0, 1], "target_len": [1, 2], "labels": [1, 0],

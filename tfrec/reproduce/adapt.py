@@ -90,9 +90,7 @@ SCALES = {
 }
 
 
-def world_config(scale: Scale, **more: Any):
-  from tfrec.datasets import synthetic
-  return synthetic.get_config(scale.synthetic_preset, **dict(scale.world_overrides, **more))
+world_config = tables.world_config
 
 
 def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:

@@ -102,10 +102,7 @@ SCALES = {
 }
 
 
-def world_config(scale: Scale, **more: Any):
-  """The synthetic world of a scale (`more`: a swept knob)."""
-  from tfrec.datasets import synthetic
-  return synthetic.get_config(scale.synthetic_preset, **dict(dict(scale.world_overrides), **more))
+world_config = tables.world_config
 
 
 def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:
