@@ -292,7 +292,13 @@ SETTINGS_ONLY = {os.path.join(REPO, "configs", "adapt", f"{n}.flags")
     # SEMI Table 1's DIEN and THACIL rows: the same models' flagfiles under configs/adapt and
     # configs/thacil run.
     os.path.join(REPO, "configs", *p) for p in (("baselines", "dien.flags"),
-                                                ("baselines", "thacil.flags"))}
+                                                ("baselines", "thacil.flags"))} | {
+    # COUPLE's Table 5 / Fig. 5 variants: configs/couple/couple.flags with model arguments the
+    # model tests cover (tests/test_couple.py: ablations; tests/test_reproduce_couple.py: the
+    # arguments each resolves to).
+    os.path.join(REPO, "configs", "couple", f"{n}.flags")
+    for n in ("base_history", "base_content", "base_tree", "batch_negatives",
+              "no_orthogonality")}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)
