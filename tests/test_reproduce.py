@@ -179,7 +179,7 @@ def test_results_file_from_known_numbers(tmp_path):
   # +- 0.001): "same direction, not significant".
   for s, d in enumerate((-0.05, 0.0, 0.05)):
     results["SEMI w/o CCL"][s]["metrics"]["auc"] = 0.66 + d
-  # Fig. 5 arrays: 10 examples of history lengths 0..9 (quintiles of 2), 5 users; the w. CCL
+  # Fig. 5 arrays: 10 examples of history lengths 0..9 (bins 0-1, 2-5, 6-9), 5 users; the w. CCL
   # model ranks the least active group's examples perfectly, the w/o model inversely.
   lens = np.arange(10)
   labels = np.array([1, 0] * 5)
@@ -220,6 +220,9 @@ def test_results_file_from_known_numbers(tmp_path):
   # A difference both rows have arrays for gets its paired bootstrap CI.
   assert "+0.0110 [" in claim("SEMI w. CCL > SEMI w/o CCL (AUC)")
   assert "| AUC | 0-1 | 2 | 0.0000 | 1.0000 |" in text  # Fig. 5's least active group
+  assert "(0-1, 2-5, 6-9 events;" in text  # the absolute bins, the last one to the longest
+  assert semi.absolute_edges(np.array([0, 3, 40])) == [1, 5, 10, 20, 40]
+  assert semi.absolute_edges(np.array([0, 5])) == [1, 5]
   assert "largest CCL AUC gain in the least active group (0-1 target events;" in text
   assert "0-1: +1.0000" in text
   assert "| the same for SEMI-Product | SEMI-Product w. CCL (normalised q, k) | 0.5010" in text
