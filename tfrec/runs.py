@@ -38,6 +38,10 @@ def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) 
     kwargs["num_tags"] = info.num_tags  # the tag vocabulary ("tags" item feature, COUPLE)
   if "pre_extracted_dim" in registry.accepted_args(registry.get(cfg.model.name).cls):
     kwargs["pre_extracted_dim"] = store.pre_extracted_dim  # ("pre_extracted" item feature)
+  if "num_scenarios" in registry.accepted_args(registry.get(cfg.model.name).cls):
+    kwargs["num_scenarios"] = info.num_scenarios  # scenario-aware towers (M5)
+  if "num_item_kinds" in registry.accepted_args(registry.get(cfg.model.name).cls):
+    kwargs["num_item_kinds"] = info.num_item_kinds  # behaviour buckets by item kind (M5)
   model = registry.build(cfg.model.name, num_items=info.num_items,
                          num_categories=info.num_categories, visual_dim=info.visual_dim,
                          max_seq_len=cfg.data.max_seq_len, **kwargs)

@@ -23,6 +23,7 @@ from tfrec.models.dual import DUAL
 from tfrec.models.gru4rec import GRU4Rec
 from tfrec.models.ican import ICAN
 from tfrec.models.lstm import LSTMRanker
+from tfrec.models.m5 import M5
 from tfrec.models.mf import MF
 from tfrec.models.minet import MiNet
 from tfrec.models.ncf import NCF
@@ -33,6 +34,6 @@ from tfrec.models.thacil import THACIL
 from tfrec.models.youtube_dnn import YouTubeDNN
 from tfrec.models.youtubenet import YouTubeNet
 
-__all__ = ["ADEN", "ATRank", "BERT4SessRec", "BERT4SessRecPretrain", "BPR", "BST", "CCL", "CMF", "COUPLE", "CoNet", "ComiRecSA", "DeepCoNN", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "ICAN", "LSTMRanker", "MF", "MiNet",
+__all__ = ["ADEN", "ATRank", "BERT4SessRec", "BERT4SessRecPretrain", "BPR", "BST", "CCL", "CMF", "COUPLE", "CoNet", "ComiRecSA", "DeepCoNN", "DIEN", "DIN", "DSSM", "DUAL", "GRU4Rec", "ICAN", "LSTMRanker", "M5", "MF", "MiNet",
            "NCF", "PiNet", "RankingModel", "SASRec", "SEMI", "THACIL", "YouTubeDNN", "YouTubeNet",
            "registry"]
