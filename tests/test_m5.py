@@ -285,18 +285,34 @@ def test_m5_trains_through_train_py_and_the_export_retrieves_eq_6s_top_k(kinds_d
   index = store_.item_ids(domain=1)
   seq = index[[0, 5, 40, 41]]
   user = np.array([1, 3, 5, 2], np.int64)
-  out = tf.saved_model.load(path).signatures["retrieve"](
-      timestamp=tf.constant(10**6, tf.int64), k=tf.constant(10, tf.int32),
-      seq_item_ids=tf.constant(seq), seq_domain_ids=tf.ones(len(seq), tf.int64),
-      seq_timestamps=tf.constant([10, 20, 30, 40], tf.int64),
-      user_features=tf.constant(user))
-  # Eq. 6 computed apart, on the request as the export reads it (padded to max_seq_len, no
-  # scenario_id: the serving scenario; no seq_subsidiary: zeros).
+  sub = np.array([[1, 0.5], [2, 1.5], [1, 0.25], [3, 2.0]], np.float32)
+  retrieve = tf.saved_model.load(path).signatures["retrieve"]
+
+  def request(scenario, subsidiary=sub):
+    return dict(timestamp=tf.constant(10**6, tf.int64), k=tf.constant(10, tf.int32),
+                seq_item_ids=tf.constant(seq), seq_domain_ids=tf.ones(len(seq), tf.int64),
+                seq_timestamps=tf.constant([10, 20, 30, 40], tf.int64),
+                user_features=tf.constant(user), scenario_id=tf.constant(scenario, tf.int64),
+                seq_subsidiary=tf.constant(subsidiary))
+  out = retrieve(**request(1))
+  # The scenario and the subsidiary signals reach the query.
+  assert not np.allclose(retrieve(**request(0))["scores"].numpy(), out["scores"].numpy())
+  assert not np.allclose(retrieve(**request(1, 2 * sub))["scores"].numpy(),
+                         out["scores"].numpy())
+  with pytest.raises(tf.errors.InvalidArgumentError, match="scenario_id must be in"):
+    retrieve(**request(info.num_scenarios))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="seq_subsidiary must have as many"):
+    retrieve(**request(1, sub[:3]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="finite and >= 0"):
+    retrieve(**request(1, -sub))
+  # Eq. 6 computed apart, on the request as the export reads it (padded to max_seq_len).
   L = model.max_seq_len
   pad = lambda v: tf.constant(np.pad(v, (0, L - len(v)))[None], tf.int64)  # noqa: E731
   f = {"seq_item_ids": pad(seq), "seq_timestamps": pad([10, 20, 30, 40]),
        "seq_domain_ids": pad(np.ones(len(seq))), "seq_mask": pad(seq) > 0,
-       "timestamp": tf.constant([10**6], tf.int64), "user_features": tf.constant(user[None])}
+       "timestamp": tf.constant([10**6], tf.int64), "user_features": tf.constant(user[None]),
+       "scenario_id": tf.constant([1], tf.int64),
+       "seq_subsidiary": tf.constant(np.pad(sub, [(0, L - len(sub)), (0, 0)])[None])}
   parts = model.user_parts(f)
   w = float(parts["w"][0, 0])
   f_id = model.item_encoder(tf.constant(index)).numpy() @ parts["u_id"].numpy()[0]

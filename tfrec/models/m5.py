@@ -51,9 +51,9 @@ Reading choices, stated (beyond those of the layers, each in its docstring):
   * The transformer's dropout is the model's `dropout` (0.1 in the preset; not in the paper);
     SMoE and the weighting network: hidden 768, 0.1 dropout on their inputs (§5.1.3); the
     paper gives no expert count (`num_experts` 4).
-  * Served requests (`tfrec.serving.retrieval`) carry neither `scenario_id` nor
-    `seq_subsidiary`: the query then takes `serving_scenario` and zero watch counts and hours
-    (positions and days since each behaviour still come from the timestamps).
+  * Served requests (`tfrec.serving.retrieval`: `USES_SCENARIO`, `USES_SUBSIDIARY`) carry
+    `scenario_id` and `seq_subsidiary`; features without them (a caller of `encode_query` in
+    Python) take `serving_scenario` and zero watch counts and hours.
 
 Table 2's variants (model arguments): `multi_modal=False` (w/o MM: the ID channel alone, w = 1,
 items E^ID); `multi_interest=False` (w/o MI: sum pooling of the whole ID and CG sequences, no
@@ -123,6 +123,8 @@ class M5(RetrievalModel):
   LOSSES = ("softmax", "mlm", "disagreement")
   MONITOR = ("softmax_loss", "min")  # the matching objective picks the checkpoint
   USES_USER_FEATURES = True
+  USES_SCENARIO = True     # `retrieve` requests carry scenario_id
+  USES_SUBSIDIARY = True   # and seq_subsidiary (tfrec.serving.retrieval)
   DEFAULT_LOSS_WEIGHTS = {"mlm": 0.1, "disagreement": 0.1}  # eq. 9's alpha and beta
 
   def __init__(self, num_items: int, num_scenarios: int = 4, num_item_kinds: int = 0,

@@ -12,6 +12,12 @@ load it alone.
               user_features   [F]  only for a model whose query tower reads the user's profile
                                    (`USES_USER_FEATURES`, DSSM): the F = 4 profile ids of
                                    `schema.USER_FEATURE_NAMES`, each in [0, its vocabulary)
+              scenario_id     []   only for a scenario-aware query tower (`USES_SCENARIO`,
+                                   M5): the request's scenario, in [0, num_scenarios)
+              seq_subsidiary  [L, S] float32, only for a model that reads the behaviours'
+                                   subsidiary signals (`USES_SUBSIDIARY`, M5): per behaviour
+                                   the S = `schema.NUM_SUBSIDIARY` values (watch count,
+                                   playback hours), finite and >= 0, aligned with seq_item_ids
               k               []   int32, 1 <= k <= the index size
             -> item_ids <int64>[k], scores <float32>[k], best first.
             The sequence is truncated to the model's `max_seq_len` keeping the newest events,
@@ -57,9 +63,15 @@ MAX_LEN = schema.MAX_MATCH_SEQ_LEN  # without a dataset: the contract's default
 _SEQ = ("seq_item_ids", "seq_domain_ids", "seq_timestamps")
 
 
-def retrieve_input_specs(with_k: bool = True, user_features: bool = False
+def retrieve_input_specs(with_k: bool = True, user_features: bool = False,
+                         scenario: bool = False, subsidiary: bool = False
                          ) -> Dict[str, tf.TensorSpec]:
   specs = {"timestamp": tf.TensorSpec([], tf.int64, name="timestamp")}
+  if scenario:
+    specs["scenario_id"] = tf.TensorSpec([], tf.int64, name="scenario_id")
+  if subsidiary:
+    specs["seq_subsidiary"] = tf.TensorSpec([None, schema.NUM_SUBSIDIARY], tf.float32,
+                                            name="seq_subsidiary")
   if with_k:
     specs["k"] = tf.TensorSpec([], tf.int32, name="k")
   for name in _SEQ:
@@ -138,11 +150,12 @@ class RetrievalServingModule(tf.Module):
       query, _, _ = _query(model, self, request, ENCODE_QUERY)
       return {"query": query}
 
-    profile = bool(getattr(model, "USES_USER_FEATURES", False))
-    self.retrieve = tf.function(retrieve,
-                                input_signature=[retrieve_input_specs(user_features=profile)])
+    reads = dict(user_features=bool(getattr(model, "USES_USER_FEATURES", False)),
+                 scenario=bool(getattr(model, "USES_SCENARIO", False)),
+                 subsidiary=bool(getattr(model, "USES_SUBSIDIARY", False)))
+    self.retrieve = tf.function(retrieve, input_signature=[retrieve_input_specs(**reads)])
     self.encode_query = tf.function(
-        encode_query, input_signature=[retrieve_input_specs(False, user_features=profile)])
+        encode_query, input_signature=[retrieve_input_specs(False, **reads)])
     with encoder.lookup_table(self.item_table, self.item_tags):  # traced now, with the tables
       self.retrieve.get_concrete_function()
       self.encode_query.get_concrete_function()
@@ -156,7 +169,8 @@ class RetrievalServingModule(tf.Module):
 def _query(model, module: RetrievalServingModule, request: Dict[str, tf.Tensor], sig: str):
   """Checks a request and encodes its query: (<float32>[d] or [K, d], the checked seq
   <int64>[L], the checked request)."""
-  ranks = {name: (0 if name in ("timestamp", "k") else 1) for name in request}
+  ranks = {name: (0 if name in ("timestamp", "k", "scenario_id") else
+                  2 if name == "seq_subsidiary" else 1) for name in request}
   x = _after(_rank_checks(sig, request, ranks), request)
   n = tf.size(x["seq_item_ids"])
   max_len = module.max_len
@@ -165,6 +179,18 @@ def _query(model, module: RetrievalServingModule, request: Dict[str, tf.Tensor],
             for name in _SEQ[1:]]
   checks.append(_assert(n <= max_len, f"{sig}: seq_item_ids holds at most {max_len} events "
                         "(the dataset's matching maximum); got", n))
+  if "seq_subsidiary" in x:
+    sub = x["seq_subsidiary"]
+    checks.append(_assert(tf.equal(tf.shape(sub)[0], n), f"{sig}: seq_subsidiary must have as "
+                          "many rows as seq_item_ids has events (aligned); got",
+                          tf.shape(sub)[0], n))
+    checks.append(_assert(tf.reduce_all(tf.math.is_finite(sub) & (sub >= 0)),
+                          f"{sig}: seq_subsidiary values must be finite and >= 0"))
+  if "scenario_id" in x:
+    scenarios = int(getattr(model, "num_scenarios", 1))
+    checks.append(_assert((x["scenario_id"] >= 0) & (x["scenario_id"] < scenarios),
+                          f"{sig}: scenario_id must be in [0, {scenarios}); got",
+                          x["scenario_id"]))
   if "k" in x:
     size = tf.shape(module.index_ids)[0]
     checks.append(_assert((x["k"] >= 1) & (x["k"] <= size),
@@ -191,6 +217,12 @@ def _query(model, module: RetrievalServingModule, request: Dict[str, tf.Tensor],
               "seq_domain_ids": tf.maximum(domains - 1, 0), "seq_mask": mask}
   if "user_features" in x:
     features["user_features"] = x["user_features"][None]
+  if "scenario_id" in x:
+    features["scenario_id"] = x["scenario_id"][None]
+  if "seq_subsidiary" in x:  # the same newest events as the ids (every request id is real)
+    sub = x["seq_subsidiary"][-model.max_seq_len:]
+    features["seq_subsidiary"] = tf.pad(
+        sub, [[0, model.max_seq_len - tf.shape(sub)[0]], [0, 0]])[None]
   return model.encode_user(features, training=False)["query"][0], seq, x
 
 
