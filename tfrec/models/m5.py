@@ -84,7 +84,6 @@ from tfrec.models import registry
 from tfrec.models.bert4sessrec import choose_masked_positions
 from tfrec.models.graphsage import EMBEDDINGS_FILE, load_cg_embeddings
 from tfrec.models.retrieval import SEQ, RetrievalModel
-from tfrec.tasks.retrieval import full_softmax
 
 MIXINGS = ("smoe", "cgc", "ple")
 SELF_ATTENTION = ("id", "both", "none")
@@ -373,23 +372,6 @@ class M5(RetrievalModel):
     total = tf.math.unsorted_segment_sum(per_position, rows, batch)
     count = tf.math.unsorted_segment_sum(tf.ones_like(per_position), rows, batch)
     return total / tf.maximum(count, 1.0)
-
-  def matching_loss(self, query: tf.Tensor, batch: Mapping[str, tf.Tensor],
-                    training: Optional[bool] = None) -> tf.Tensor:
-    """Eq. 7-8 per example: `RetrievalModel.compute_losses`' softmax for `negatives` "full",
-    "in_batch" or "sampled", given the query (which M5 computes once with its other losses)."""
-    positive_ids = tf.cast(batch["positive_item_id"], tf.int64)
-    if self.negatives == "full":
-      ids = tf.range(1, self.num_items + 1, dtype=tf.int64)
-      return full_softmax(query, positive_ids, self.encode_items(ids), ids, self.temperature)
-    positives = self.encode_items(positive_ids, training=training)
-    log_q = tf.gather(self.item_log_q, positive_ids) if self.log_q_correction else None
-    extra = None
-    if self.negatives == "sampled":
-      ids = self.sample_negatives()
-      extra = (self.encode_items(ids, training=training), ids,
-               self.sampling_log_q(ids) if self.log_q_correction else None)
-    return self.task(query, positives, positive_ids, log_q, extra=extra)
 
   def compute_losses(self, batch: Dict[str, tf.Tensor],
                      training: Optional[bool] = None) -> Dict[str, tf.Tensor]:

@@ -146,12 +146,16 @@ class RetrievalModel(core.Model):
 
   def compute_losses(self, batch: Dict[str, tf.Tensor],
                      training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
-    query = self(batch, training=training)
+    return {"softmax": self.matching_loss(self(batch, training=training), batch, training)}
+
+  def matching_loss(self, query: tf.Tensor, batch: Dict[str, tf.Tensor],
+                    training: Optional[bool] = None) -> tf.Tensor:
+    """<float32>[b] the loss of `negatives` (module docstring) for a given query <[b, d]>: what
+    a subclass that computes its query together with other losses (M5) calls."""
     positive_ids = tf.cast(batch["positive_item_id"], tf.int64)
     if self.negatives == "full":
       ids = tf.range(1, self.num_items + 1, dtype=tf.int64)
-      return {"softmax": full_softmax(query, positive_ids, self.encode_items(ids), ids,
-                                      self.temperature)}
+      return full_softmax(query, positive_ids, self.encode_items(ids), ids, self.temperature)
     positives = self.encode_items(positive_ids, training=training)
     log_q = self._log_q(positive_ids)
     extra = None
@@ -171,7 +175,7 @@ class RetrievalModel(core.Model):
     if self.negative_queue is not None and training:
       self.negative_queue.enqueue(tf.concat(
           [tf.stop_gradient(positives), tf.cast(positive_ids, tf.float32)[:, None]], axis=1))
-    return {"softmax": loss}
+    return loss
 
   def _log_q(self, ids: tf.Tensor) -> Optional[tf.Tensor]:
     return tf.gather(self.item_log_q, ids) if self.log_q_correction else None
