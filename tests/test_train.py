@@ -298,7 +298,11 @@ SETTINGS_ONLY = {os.path.join(REPO, "configs", "adapt", f"{n}.flags")
     # arguments each resolves to).
     os.path.join(REPO, "configs", "couple", f"{n}.flags")
     for n in ("base_history", "base_content", "base_tree", "batch_negatives",
-              "no_orthogonality")}
+              "no_orthogonality")} | {
+    # M5's baselines at the paper's d = 128 and M5 itself: tests/test_m5_baselines.py and
+    # tests/test_m5.py train them through train.py (BST, SDM and PDN in the slow set there).
+    os.path.join(REPO, "configs", "m5", f"{n}.flags")
+    for n in ("bst_two_tower", "sdm", "pdn", "cl4srec", "gru4rec_plus", "m5")}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)

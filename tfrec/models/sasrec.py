@@ -87,6 +87,11 @@ class SASRec(RetrievalModel):
     self.final_norm = (None if norm_order == "post" else
                        keras.layers.LayerNormalization(epsilon=1.001e-5, name="final_norm"))
 
+  def embed_sequence(self, ids: tf.Tensor) -> tf.Tensor:
+    """<int>[b, L] -> [b, L, d] the item encodings the blocks read (CL4SRec adds its mask
+    token, `tfrec.models.cl4srec`)."""
+    return self.item_encoder(ids)
+
   def sequence_outputs(self, features: Dict[str, tf.Tensor],
                        training: Optional[bool] = None):
     """(<float32>[b, L, d] the output at every position, <bool>[b, L] mask, <int32>[b] lengths)."""
@@ -94,7 +99,7 @@ class SASRec(RetrievalModel):
     length = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
     steps = tf.shape(mask)[1]
     back = tf.maximum(length[:, None] - 1 - tf.range(steps)[None, :], 0)  # newest: 0
-    x = (self.item_encoder(features[SEQ]) * tf.cast(math.sqrt(self.dim), self.compute_dtype)
+    x = (self.embed_sequence(features[SEQ]) * tf.cast(math.sqrt(self.dim), self.compute_dtype)
          + self.positions(back))
     x = self.input_dropout(x, training=training) * tf.cast(mask, x.dtype)[..., None]
     causal = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)[None]
