@@ -432,3 +432,24 @@ def test_weight_decay_selects_adamw_whose_decay_is_decoupled_from_the_gradient()
   fl = _fresh_flags()
   fl(["prog", "--data_dir=d", "--run_dir=r", "--model=dual", "--weight_decay=0.01"])
   assert tfrec_flags.run_config(fl).train.weight_decay == 0.01
+
+
+def test_linear_decay_falls_to_zero_at_the_runs_last_step(syn_dir, tmp_path, monkeypatch):
+  t = config_lib.TrainConfig(run_dir="r", learning_rate=0.002, lr_decay="linear")
+  opt = train_lib.make_optimizer(t, total_steps=100)
+  schedule = keras.optimizers.schedules.deserialize(opt.get_config()["learning_rate"])
+  for step, rate in ((0, 0.002), (25, 0.0015), (100, 0.0), (150, 0.0)):
+    assert float(schedule(step)) == pytest.approx(rate, abs=1e-9)
+  with pytest.raises(ValueError, match="lr_decay must be one of"):
+    config_lib.TrainConfig(run_dir="r", lr_decay="cosine")
+  # Through train.py: the schedule spans the run (epochs x steps per epoch = 6 steps).
+  made = []
+  real = train_lib.make_optimizer
+  monkeypatch.setattr(train_lib, "make_optimizer",
+                      lambda t, total_steps=0: made.append(total_steps) or real(t, total_steps))
+  cfg = make_config(syn_dir, str(tmp_path / "run"), steps_per_epoch=3, epochs=2,
+                    learning_rate=0.006, lr_decay="linear")
+  assert train_lib.train(cfg).steps == 6 and made == [6]
+  fl = _fresh_flags()
+  fl(["prog", "--data_dir=d", "--run_dir=r", "--model=dual", "--lr_decay=linear"])
+  assert tfrec_flags.run_config(fl).train.lr_decay == "linear"

@@ -75,6 +75,9 @@ class ModelConfig:
   skipped: Tuple[str, ...] = ()
 
 
+LR_DECAYS = ("constant", "linear")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """How to train.
@@ -109,6 +112,8 @@ class TrainConfig:
       code: 5); 0: no clipping.
     weight_decay: > 0: AdamW with this decoupled weight decay (ADAPT §IV-B: AdamW, 0.01)
       instead of Adam.
+    lr_decay: "constant", or "linear": the rate falls linearly from `learning_rate` at step 0
+      to 0 at the run's last step (epochs x steps per epoch; M5 §5.1.3).
     verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
   """
 
@@ -135,7 +140,12 @@ class TrainConfig:
   loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
   clip_norm: float = 0.0
   weight_decay: float = 0.0
+  lr_decay: str = "constant"
   verbose: int = 1
+
+  def __post_init__(self):
+    if self.lr_decay not in LR_DECAYS:
+      raise ValueError(f"lr_decay must be one of {LR_DECAYS}, not {self.lr_decay!r}")
 
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")

@@ -63,6 +63,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (SEMI A.1: 1e-3).", flag_values=fv)
   flags.DEFINE_float("weight_decay", 0.0, "> 0: AdamW with this decoupled weight decay "
                      "(ADAPT: 0.01) instead of Adam.", flag_values=fv)
+  flags.DEFINE_enum("lr_decay", "constant", ["constant", "linear"], "linear: the learning "
+                    "rate falls linearly to 0 at the run's last step (M5 §5.1.3).", flag_values=fv)
   flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (THACIL's code: 5); "
                      "0: off.", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed of Python, NumPy, TensorFlow and the shuffle.", flag_values=fv)
@@ -148,5 +150,5 @@ def run_config(fl=FLAGS, need_run_dir: bool = True) -> config_lib.RunConfig:
       init_layers=",".join(x.strip() for x in fl.init_layers if x.strip()),
       export_dir=fl.export_dir, allow_test_validation=fl.allow_test_validation,
       loss_weights=loss_weights(fl.loss_weights), clip_norm=fl.clip_norm,
-      weight_decay=fl.weight_decay, verbose=fl.verbose)
+      weight_decay=fl.weight_decay, lr_decay=fl.lr_decay, verbose=fl.verbose)
   return config_lib.RunConfig(data=data, model=model, train=train)

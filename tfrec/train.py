@@ -173,13 +173,20 @@ def _distributed(strategy, reader_, batch_size: int, training: bool, skip_steps:
   return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def make_optimizer(t: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(t: config_lib.TrainConfig, total_steps: int = 0
+                   ) -> keras.optimizers.Optimizer:
   """Adam at `t.learning_rate` (AdamW with `t.weight_decay` when > 0: ADAPT §IV-B), clipping
-  gradients to the global norm `t.clip_norm` if > 0."""
+  gradients to the global norm `t.clip_norm` if > 0; with `t.lr_decay` "linear" the rate falls
+  linearly to 0 over `total_steps` (a function of the optimizer's step, so a resumed run
+  continues the schedule)."""
+  rate = t.learning_rate
+  if t.lr_decay == "linear":
+    rate = keras.optimizers.schedules.PolynomialDecay(
+        t.learning_rate, decay_steps=max(1, int(total_steps)), end_learning_rate=0.0, power=1.0)
   if t.weight_decay > 0:
-    return keras.optimizers.AdamW(t.learning_rate, weight_decay=t.weight_decay,
+    return keras.optimizers.AdamW(rate, weight_decay=t.weight_decay,
                                   global_clipnorm=t.clip_norm or None)
-  return keras.optimizers.Adam(t.learning_rate, global_clipnorm=t.clip_norm or None)
+  return keras.optimizers.Adam(rate, global_clipnorm=t.clip_norm or None)
 
 
 def train(cfg: config_lib.RunConfig,
@@ -226,7 +233,8 @@ def train(cfg: config_lib.RunConfig,
     model.configure_training(seed=t.seed, loss_weights=t.loss_weights)
     if t.init_from and start_step == 0:
       _init_from(model, t.init_from, store, t.init_layers)
-    model.compile(optimizer=make_optimizer(t), jit_compile=t.jit_compile)
+    model.compile(optimizer=make_optimizer(t, t.epochs * steps_per_epoch),
+                  jit_compile=t.jit_compile)
 
   def other_batches(seed: int):
     other = dataclasses.replace(cfg, train=dataclasses.replace(t, seed=seed))
