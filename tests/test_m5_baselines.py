@@ -339,8 +339,8 @@ def test_profile_reading_towers_serve_through_the_retrieve_signature(name):
 # --------------------------------------------------------------------------- training
 
 # GRU4Rec+ and CL4SRec train with their own compute_losses; BST, SDM and PDN through the core's
-# loss, which tests/test_retrieval_models.py trains already: their runs are `slow` (and every
-# flagfile trains for two steps in tests/test_train.py's default run).
+# loss, which tests/test_retrieval_models.py trains already: their runs are `slow`, as their
+# flagfiles' two-step runs in tests/test_train.py (at the paper's d = 128).
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
                                   if n in ("bst_two_tower", "sdm", "pdn") else n
                                   for n in NAMES])

@@ -72,7 +72,7 @@ def test_a_tiny_sweep_regenerates_the_world_per_value_and_measures_the_claim(tmp
                               scale_flagfile=scale, protocol="couple", lr_grid=(3e-3,))
   data = str(tmp_path / "data")
   points = sweep.run_sweep("transfer", [0.1, 0.9], [claim], rows, "tiny", data, settings,
-                           ["auc"])
+                           ["auc"], overrides={"num_users": 60})  # small worlds: a fast test
   (pts,) = points.values()
   assert [p.value for p in pts] == [0.1, 0.9]
   for p in pts:
@@ -88,7 +88,7 @@ def test_a_tiny_sweep_regenerates_the_world_per_value_and_measures_the_claim(tmp
   # A world of the right configuration is reused, not regenerated.
   d = sweep.world_dir(data, "tiny", "transfer", 0.1)
   stamp = os.path.getmtime(os.path.join(d, "dataset.json"))
-  sweep.ensure_world(d, "tiny", "transfer", 0.1)
+  sweep.ensure_world(d, "tiny", "transfer", 0.1, {"num_users": 60})
   assert os.path.getmtime(os.path.join(d, "dataset.json")) == stamp
 
 
