@@ -26,10 +26,9 @@ from typing import Dict, Optional
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.layers import step_random
 from tfrec.layers.step_random import Dropout
 from tfrec.models import registry
-from tfrec.models.retrieval import _EVAL_SEED, SEQ, RetrievalModel
+from tfrec.models.retrieval import SEQ, RetrievalModel, shared_step_seed
 from tfrec.moco.queue import gather_replicas
 from tfrec.tasks.ranking_max import LOSSES as RANKING_MAX_LOSSES
 from tfrec.tasks.ranking_max import ranking_max
@@ -95,15 +94,9 @@ class GRU4RecPlus(GRU4Rec):
   def sample_negatives(self) -> tf.Tensor:
     """<int64>[num_sampled] ids drawn with P(i) ~ supp_i^alpha = exp(alpha `item_log_q`[i]),
     seeded as `RetrievalModel.sample_negatives` (the same on every replica)."""
-    seed = step_random.step_seed()
-    if seed is None:
-      seed = tf.constant(_EVAL_SEED, tf.int64)
-    else:
-      ctx = tf.distribute.get_replica_context()
-      replica = 0 if ctx is None else ctx.replica_id_in_sync_group
-      seed = seed - tf.stack([tf.constant(0, tf.int64), tf.cast(replica, tf.int64)])
     logits = self.sample_alpha * self.item_log_q[None, 1:]
-    return tf.random.stateless_categorical(logits, self.num_sampled, seed, dtype=tf.int64)[0] + 1
+    return tf.random.stateless_categorical(logits, self.num_sampled, shared_step_seed(),
+                                           dtype=tf.int64)[0] + 1
 
   def candidates(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None):
     """(<float32>[n, d] candidate vectors, <int64>[n] their ids, <int32>[] the offset of this

@@ -55,6 +55,18 @@ NEGATIVES = ("in_batch", "queue", "sampled", "full")
 _EVAL_SEED = (12_345, 0)  # the "sampled" draw outside a training step (validation)
 
 
+def shared_step_seed() -> tf.Tensor:
+  """<int64>[2] the seed of a draw every replica makes alike: `step_random.step_seed()` (seed,
+  step, draw) with its replica part taken off inside a training step; a fixed seed outside one
+  (validation), so validation losses compare across epochs."""
+  seed = step_random.step_seed()
+  if seed is None:
+    return tf.constant(_EVAL_SEED, tf.int64)
+  ctx = tf.distribute.get_replica_context()
+  replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+  return seed - tf.stack([tf.constant(0, tf.int64), tf.cast(replica, tf.int64)])
+
+
 class RetrievalModel(core.Model):
   """Base class of two-tower models (module docstring); subclasses implement `encode_query`.
 
@@ -194,15 +206,8 @@ class RetrievalModel(core.Model):
     replica part of `step_random.step_seed()` is taken off), so 2 replicas score the same
     negatives as one device; outside one, a fixed seed.
     """
-    seed = step_random.step_seed()
-    if seed is None:
-      seed = tf.constant(_EVAL_SEED, tf.int64)
-    else:
-      ctx = tf.distribute.get_replica_context()
-      replica = 0 if ctx is None else ctx.replica_id_in_sync_group
-      seed = seed - tf.stack([tf.constant(0, tf.int64), tf.cast(replica, tf.int64)])
-    draws = tf.random.stateless_categorical(self.item_log_q[None, 1:], self.num_sampled, seed,
-                                            dtype=tf.int64)
+    draws = tf.random.stateless_categorical(self.item_log_q[None, 1:], self.num_sampled,
+                                            shared_step_seed(), dtype=tf.int64)
     return draws[0] + 1
 
   def before_training(self, context: core.TrainingContext) -> None:
@@ -273,4 +278,4 @@ def log_q_table(counts: np.ndarray) -> np.ndarray:
   return np.log(np.where(share > 0, share, floor)).astype(np.float32)
 
 
-__all__ = ["RetrievalModel", "log_q_table"]
+__all__ = ["RetrievalModel", "log_q_table", "shared_step_seed"]
