@@ -4,12 +4,38 @@ user embedding is trained"), with its ids checked before the lookup."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
 
+from tfrec.data import schema
 from tfrec.layers._utils import clone_initializer
+
+
+def profile_sizes(user_feature_sizes: Sequence[int]) -> Tuple[int, ...]:
+  """The vocabulary size of each of the `schema.USER_FEATURE_NAMES` profile fields, checked.
+
+  Raises:
+    ValueError: not one size per field.
+  """
+  sizes = tuple(int(n) for n in user_feature_sizes)
+  if len(sizes) != schema.NUM_USER_FEATURES:
+    raise ValueError(f"user_feature_sizes needs {schema.NUM_USER_FEATURES} sizes, got {sizes}")
+  return sizes
+
+
+def profile_embeddings(user_feature_sizes: Sequence[int], dim: int) -> List[keras.layers.Layer]:
+  """One `Embedding(size, dim)` per profile field, named user_<field> (DSSM's, SDM's and
+  PDN's user profile; a query tower that reads it sets `USES_USER_FEATURES`)."""
+  return [keras.layers.Embedding(n, dim, name=f"user_{name}")
+          for n, name in zip(profile_sizes(user_feature_sizes), schema.USER_FEATURE_NAMES)]
+
+
+def embed_profile(embeddings: Sequence[keras.layers.Layer], user_features: tf.Tensor
+                  ) -> List[tf.Tensor]:
+  """<[b, dim]> per profile field from `user_features` <int64>[b, NUM_USER_FEATURES]."""
+  return [emb(user_features[:, i]) for i, emb in enumerate(embeddings)]
 
 
 def check_user_ids(ids: tf.Tensor, num_users: int, name: str = "user_id") -> tf.Tensor:

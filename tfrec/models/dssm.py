@@ -10,9 +10,9 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.data import schema
 from tfrec.layers.mlp import MLP
 from tfrec.layers.pooling import SequencePooling
+from tfrec.layers.user_embedding import embed_profile, profile_embeddings, profile_sizes
 from tfrec.models import registry
 from tfrec.models.retrieval import SEQ, RetrievalModel
 
@@ -36,12 +36,8 @@ class DSSM(RetrievalModel):
                user_feature_sizes: Sequence[int] = (2, 7, 21, 11), **kwargs):
     super().__init__(num_items, **kwargs)
     self.tower_units = tuple(int(u) for u in tower_units)
-    self.user_feature_sizes = tuple(int(n) for n in user_feature_sizes)
-    if len(self.user_feature_sizes) != schema.NUM_USER_FEATURES:
-      raise ValueError(f"user_feature_sizes needs {schema.NUM_USER_FEATURES} sizes, got "
-                       f"{self.user_feature_sizes}")
-    self.profile = [keras.layers.Embedding(n, self.dim, name=f"user_{name}")
-                    for n, name in zip(self.user_feature_sizes, schema.USER_FEATURE_NAMES)]
+    self.user_feature_sizes = profile_sizes(user_feature_sizes)
+    self.profile = profile_embeddings(self.user_feature_sizes, self.dim)
     self.pooling = SequencePooling("mean", name="mean_pooling")
     self.user_tower = MLP(list(self.tower_units) + [self.dim], dropout=self.dropout,
                           linear_output=True, name="user_tower")
@@ -52,7 +48,7 @@ class DSSM(RetrievalModel):
                    training: Optional[bool] = None) -> tf.Tensor:
     mask = tf.cast(features["seq_mask"], tf.bool)
     history = self.pooling(self.item_encoder(features[SEQ]), mask=mask)
-    profile = [emb(features["user_features"][:, i]) for i, emb in enumerate(self.profile)]
+    profile = embed_profile(self.profile, features["user_features"])
     x = self.user_tower(tf.concat(profile + [history], axis=-1), training=training)
     return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
 

@@ -80,6 +80,7 @@ from tfrec.layers.ple import CustomizedGateControl, ProgressiveLayeredExtraction
 from tfrec.layers.scenario_indicator import ScenarioIndicator
 from tfrec.layers.split_moe import SplitMixtureOfExperts, TwoLayerNetwork, disagreement_loss
 from tfrec.layers.subsidiary_intensity import subsidiary_feature_names, subsidiary_features
+from tfrec.layers.user_embedding import profile_sizes
 from tfrec.models import registry
 from tfrec.models.bert4sessrec import choose_masked_positions
 from tfrec.models.graphsage import EMBEDDINGS_FILE, load_cg_embeddings
@@ -161,10 +162,7 @@ class M5(RetrievalModel):
                        f"{num_scenarios}, {num_item_kinds}")
     if not 0 <= serving_scenario < num_scenarios:
       raise ValueError(f"serving_scenario {serving_scenario} is not in [0, {num_scenarios})")
-    self.user_feature_sizes = tuple(int(n) for n in user_feature_sizes)
-    if len(self.user_feature_sizes) != schema.NUM_USER_FEATURES:
-      raise ValueError(f"user_feature_sizes needs {schema.NUM_USER_FEATURES} sizes, got "
-                       f"{self.user_feature_sizes}")
+    self.user_feature_sizes = profile_sizes(user_feature_sizes)
     self.num_scenarios, self.num_item_kinds = int(num_scenarios), int(num_item_kinds)
     self.cg_init = cg_init or None
     self.cg_dim = int(cg_dim) if cg_dim else self.dim

@@ -43,10 +43,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.data import schema
 from tfrec.layers.mlp import MLP
 from tfrec.layers.step_random import Dropout
 from tfrec.layers.time_block import TimeBlockEmbedding
+from tfrec.layers.user_embedding import embed_profile, profile_embeddings, profile_sizes
 from tfrec.models import registry
 from tfrec.models.retrieval import SEQ, RetrievalModel
 
@@ -96,12 +96,8 @@ class PDN(RetrievalModel):
     super().__init__(num_items, **kwargs)
     self.trigger_units = tuple(int(u) for u in trigger_units)
     self.similarity_units = tuple(int(u) for u in similarity_units)
-    self.user_feature_sizes = tuple(int(n) for n in user_feature_sizes)
-    if len(self.user_feature_sizes) != schema.NUM_USER_FEATURES:
-      raise ValueError(f"user_feature_sizes needs {schema.NUM_USER_FEATURES} sizes, got "
-                       f"{self.user_feature_sizes}")
-    self.profile = [keras.layers.Embedding(n, self.dim, name=f"user_{name}")
-                    for n, name in zip(self.user_feature_sizes, schema.USER_FEATURE_NAMES)]
+    self.user_feature_sizes = profile_sizes(user_feature_sizes)
+    self.profile = profile_embeddings(self.user_feature_sizes, self.dim)
     self.recency = TimeBlockEmbedding(self.dim, name="recency")
     self.domain = keras.layers.Embedding(NUM_DOMAINS, self.dim, name="domain")
     self.input_dropout = Dropout(self.dropout)
@@ -120,8 +116,8 @@ class PDN(RetrievalModel):
     mask = tf.cast(features["seq_mask"], tf.bool)
     triggers, count = distinct_triggers(ids, mask)
     steps = tf.shape(ids)[1]
-    profile = tf.concat([emb(features["user_features"][:, i])
-                         for i, emb in enumerate(self.profile)], axis=-1)     # [b, 4 d]
+    profile = tf.concat(embed_profile(self.profile, features["user_features"]),
+                        axis=-1)                                            # [b, 4 d]
     profile = tf.tile(profile[:, None, :], [1, steps, 1])
     recency = self.recency(features["seq_timestamps"], features["timestamp"], mask)
     domains = tf.clip_by_value(tf.cast(features["seq_domain_ids"], tf.int32), 0, NUM_DOMAINS - 1)

@@ -35,9 +35,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.data import schema
 from tfrec.layers.attention import MultiHeadAttentionBlock, masked_softmax
 from tfrec.layers.step_random import Dropout
+from tfrec.layers.user_embedding import embed_profile, profile_embeddings, profile_sizes
 from tfrec.models import registry
 from tfrec.models.retrieval import SEQ, RetrievalModel
 
@@ -89,12 +89,8 @@ class SDM(RetrievalModel):
     if short_len < 1:
       raise ValueError(f"short_len must be >= 1, got {short_len}")
     self.short_len, self.num_heads = int(short_len), int(num_heads)
-    self.user_feature_sizes = tuple(int(n) for n in user_feature_sizes)
-    if len(self.user_feature_sizes) != schema.NUM_USER_FEATURES:
-      raise ValueError(f"user_feature_sizes needs {schema.NUM_USER_FEATURES} sizes, got "
-                       f"{self.user_feature_sizes}")
-    self.profile = [keras.layers.Embedding(n, self.dim, name=f"user_{name}")
-                    for n, name in zip(self.user_feature_sizes, schema.USER_FEATURE_NAMES)]
+    self.user_feature_sizes = profile_sizes(user_feature_sizes)
+    self.profile = profile_embeddings(self.user_feature_sizes, self.dim)
     self.user_projection = keras.layers.Dense(self.dim, name="user_projection")
     self.lstm = keras.layers.LSTM(self.dim, return_sequences=True, name="session_lstm")
     self.session_attention = MultiHeadAttentionBlock(
@@ -106,7 +102,7 @@ class SDM(RetrievalModel):
 
   def user_vector(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     """<float>[b, d] e_u from the profile ids."""
-    profile = [emb(features["user_features"][:, i]) for i, emb in enumerate(self.profile)]
+    profile = embed_profile(self.profile, features["user_features"])
     return self.user_projection(tf.concat(profile, axis=-1))
 
   @staticmethod
