@@ -63,6 +63,7 @@ def test_claims_are_the_papers_by_text():
     sweep.chosen_claims(paper, ["W > Z"])
 
 
+@pytest.mark.slow  # about a minute: two worlds, four runs (measure: test_reproduce_couple)
 def test_a_tiny_sweep_regenerates_the_world_per_value_and_measures_the_claim(tmp_path):
   scale, _ = _tiny_flags(tmp_path)
   rows = [harness.Row("YouTubeNet", os.path.join(REPO, "configs/baselines/youtubenet.flags")),

@@ -303,6 +303,9 @@ SETTINGS_ONLY = {os.path.join(REPO, "configs", "adapt", f"{n}.flags")
     # here) with items from tags (tests/test_couple_baselines.py, test_couple.py train on tags).
     os.path.join(REPO, "configs", "couple", f"{n}.flags")
     for n in ("dssm", "youtube_dnn", "sasrec", "comirec_sa")} | {
+    # COUPLE, DeepCoNN and ICAN themselves: tests/test_couple.py trains COUPLE through
+    # train.py, tests/test_couple_baselines.py DeepCoNN and ICAN.
+    os.path.join(REPO, "configs", "couple", f"{n}.flags") for n in ("couple", "deepconn", "ican")} | {
     # M5's baselines at the paper's d = 128 and M5 itself: tests/test_m5_baselines.py and
     # tests/test_m5.py train them through train.py (BST, SDM and PDN in the slow set there).
     os.path.join(REPO, "configs", "m5", f"{n}.flags")
