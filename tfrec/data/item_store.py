@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -184,3 +184,33 @@ def _sha256(path: str, chunk: int = 1 << 22) -> str:
 def file_sha256(path: str) -> str:
   """Hex SHA-256 of a file, read in 4 MiB chunks."""
   return _sha256(path)
+
+
+def verified_artefact(path: str, manifest_path: str, what: str, hint: str,
+                      keys: Tuple[str, ...] = (), manifest_what: str = "") -> Dict[str, Any]:
+  """The JSON manifest of a derived file beside a dataset (M5's metagraph, its CG table),
+  after checking both exist and the file's size and sha256 match the manifest's "bytes" and
+  "sha256"; `keys` are fields the manifest must hold; `manifest_what` names the manifest in
+  errors (default "<what> manifest").
+
+  Raises:
+    DataError: a missing file, an unreadable manifest, or a damaged or changed file, naming it
+      (`hint`: how to rebuild it).
+  """
+  manifest_what = manifest_what or f"{what} manifest"
+  if not os.path.exists(manifest_path):
+    raise DataError(manifest_path, f"missing {manifest_what}: {hint}")
+  if not os.path.exists(path):
+    raise DataError(path, f"missing {what}: {hint}")
+  try:
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+    size, digest = manifest["bytes"], manifest["sha256"]
+    for key in keys:
+      manifest[key]  # pylint: disable=pointless-statement (a KeyError names the field)
+  except (ValueError, KeyError, TypeError) as e:
+    raise DataError(manifest_path, f"unreadable {manifest_what}: {e}") from e
+  if os.path.getsize(path) != size or file_sha256(path) != digest:
+    raise DataError(path, f"size or sha256 differs from {os.path.basename(manifest_path)}: the "
+                    f"file is damaged or was changed after writing; {hint}")
+  return manifest

@@ -50,7 +50,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from tfrec.data.errors import DataError
-from tfrec.data.item_store import ItemStore, file_sha256
+from tfrec.data.item_store import ItemStore, file_sha256, verified_artefact
 
 GRAPH_FILE = "metagraph.npz"
 GRAPH_MANIFEST = "metagraph.manifest.json"
@@ -198,20 +198,9 @@ class Metagraph:
     path = os.path.join(directory, GRAPH_FILE)
     manifest_path = os.path.join(directory, GRAPH_MANIFEST)
     hint = f"build it with python -m tfrec.datasets.metagraph --data_dir={directory}"
-    if not os.path.exists(manifest_path):
-      raise DataError(manifest_path, f"missing metagraph manifest: {hint}")
-    if not os.path.exists(path):
-      raise DataError(path, f"missing metagraph: {hint}")
-    try:
-      with open(manifest_path) as f:
-        manifest = json.load(f)
-      size, digest = manifest["bytes"], manifest["sha256"]
-      offsets, counts, params = manifest["offsets"], manifest["counts"], manifest["params"]
-    except (ValueError, KeyError, TypeError) as e:
-      raise DataError(manifest_path, f"unreadable metagraph manifest: {e}") from e
-    if os.path.getsize(path) != size or file_sha256(path) != digest:
-      raise DataError(path, f"size or sha256 differs from {GRAPH_MANIFEST}: the file is "
-                      f"damaged or was changed after writing; {hint}")
+    manifest = verified_artefact(path, manifest_path, "metagraph", hint,
+                                 ("offsets", "counts", "params"))
+    offsets, counts, params = manifest["offsets"], manifest["counts"], manifest["params"]
     try:
       with np.load(path, allow_pickle=False) as z:
         graph = cls(indptr=z["indptr"], indices=z["indices"], offsets=offsets, counts=counts,

@@ -56,7 +56,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.data.errors import DataError
-from tfrec.data.item_store import ItemStore, file_sha256
+from tfrec.data.item_store import ItemStore, file_sha256, verified_artefact
 from tfrec.datasets.metagraph import GRAPH_FILE, Metagraph
 from tfrec.layers import step_random
 from tfrec.layers.graphsage import GraphSAGEPooling, sample_neighbours
@@ -319,19 +319,12 @@ def load_cg_embeddings(directory: str, num_items: Optional[int] = None
   path = os.path.join(directory, EMBEDDINGS_FILE)
   info_path = os.path.join(directory, EMBEDDINGS_INFO)
   hint = f"pre-train them with python -m tfrec.models.graphsage --data_dir={directory}"
-  if not os.path.exists(info_path):
-    raise DataError(info_path, f"missing CG embedding settings: {hint}")
-  if not os.path.exists(path):
-    raise DataError(path, f"missing CG embeddings: {hint}")
+  info = verified_artefact(path, info_path, "CG embeddings", hint, ("shape",),
+                           manifest_what="CG embedding settings")
   try:
-    with open(info_path) as f:
-      info = json.load(f)
-    size, digest, shape = info["bytes"], info["sha256"], tuple(info["shape"])
-  except (ValueError, KeyError, TypeError) as e:
+    shape = tuple(info["shape"])
+  except TypeError as e:
     raise DataError(info_path, f"unreadable CG embedding settings: {e}") from e
-  if os.path.getsize(path) != size or file_sha256(path) != digest:
-    raise DataError(path, f"size or sha256 differs from {EMBEDDINGS_INFO}: the file is damaged "
-                    f"or was changed after writing; {hint}")
   try:
     table = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
