@@ -66,6 +66,14 @@ def test_full_protocol_matches_a_brute_force_ranking(tiny_run, syn_dir):
   assert result["arrays"]["ranks"].tolist() == ranks.tolist()
   assert result["arrays"]["user_ids"].tolist() == batch["user_id"].numpy().tolist()
   assert "groups" not in result and not result["arrays"]["cold_user"].any()
+  # Per scenario: the same brute-force ranks over each scenario's examples.
+  scen = batch["scenario_id"].numpy()
+  assert len(np.unique(scen)) > 1 and result["arrays"]["scenario_id"].tolist() == scen.tolist()
+  assert list(result["scenarios"]) == [f"scenario {s}" for s in np.unique(scen)]
+  for s in np.unique(scen):
+    g = result["scenarios"][f"scenario {s}"]
+    assert g["examples"] == int((scen == s).sum())
+    assert g["metrics"]["hr@20"] == pytest.approx(np.mean(ranks[scen == s] < 20))
 
 
 def test_user_groups_by_hand():
@@ -79,6 +87,19 @@ def test_user_groups_by_hand():
   assert g["cold users"]["examples"] == 1 and g["cold users"]["metrics"]["hr@5"] == 1.0
   assert g["cold users"]["metrics"]["ndcg@5"] == pytest.approx(1 / np.log2(5))
   assert "cold users" not in retrieval.user_groups(ranks, users, 0 * cold, ks=(5,))
+
+
+def test_scenario_groups_by_hand():
+  ranks = np.array([0, 7, 3, 12, 1])
+  users = np.array([4, 4, 9, 2, 2])
+  scenario = np.array([2, 0, 2, 2, 0])
+  g = retrieval.scenario_groups(ranks, users, scenario, ks=(5,), oracle_ranks=ranks * 0)
+  assert list(g) == ["scenario 0", "scenario 2"]  # id order, only the ids present
+  assert g["scenario 0"]["examples"] == 2 and g["scenario 0"]["users"] == 2
+  assert g["scenario 0"]["metrics"]["hr@5"] == pytest.approx(1 / 2)  # ranks 7, 1
+  assert g["scenario 2"]["metrics"]["ndcg@5"] == pytest.approx((1 + 1 / np.log2(5)) / 3)
+  assert g["scenario 2"]["oracle"]["hr@5"] == 1.0
+  assert "oracle" not in retrieval.scenario_groups(ranks, users, scenario, ks=(5,))["scenario 0"]
 
 
 def test_seen_items_are_excluded_beyond_the_sequence(tiny_run, tmp_path):
@@ -138,6 +159,10 @@ def test_full_protocol_ranks_by_the_planted_oracle_too(tiny_run):
   assert result["oracle"]["available"]
   assert result["oracle"]["metrics"]["hr@20"] == pytest.approx(np.mean(np.array(ranks) < 20))
   assert result["oracle"]["metrics"]["hr@20"] > result["metrics"]["hr@20"]  # a 2-step model
+  scen = batch["scenario_id"].numpy()
+  for s in np.unique(scen):
+    assert result["scenarios"][f"scenario {s}"]["oracle"]["hr@20"] == pytest.approx(
+        np.mean(np.array(ranks)[scen == s] < 20))
   assert "planted oracle" in retrieval.to_markdown({**result, "split": "test", "model": {
       "name": "youtube_dnn"}, "validation": {"split": "valid"}})
 

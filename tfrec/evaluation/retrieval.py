@@ -23,7 +23,11 @@ Warm and cold users (COUPLE §4.1 reports them apart): where a split holds users
 `cold_user` = 1 (no target-domain history), the result adds "groups": the same metrics over
 the warm users' examples and over the cold users' examples, beside the whole split's.
 `keep_arrays` returns the per-example "user_ids", "ranks" (0-based) and "cold_user" (what the
-reproduction's bootstrap over users and its warm/cold tables read).
+reproduction's bootstrap over users and its warm/cold tables read), and "scenario_id".
+
+Scenarios (M5 §5.1.1 reports HR@K per scenario): where a split's records come from more than one
+`scenario_id`, the result adds "scenarios": {"scenario <id>": the same metrics over that
+scenario's examples}, in id order.
 
 On synthetic data the same candidates are also ranked by the planted oracle
 (`SyntheticOracle.positive_intensities`: the expected number of target positives on each item
@@ -136,7 +140,7 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
   if max_examples:  # whole users sampled at random, as the ranking evaluation does
     split_users = np.concatenate([b["user_id"].numpy() for b in reader.dataset(4096)])
     selected, sampling = sample_users(split_users, max_examples, seed)
-  ranks, users, colds, oracle_ranks = [], [], [], []
+  ranks, users, colds, scens, oracle_ranks = [], [], [], [], []
   oracle_note = ""
   for _, index, batch in batches(reader.dataset(batch_size), selected):
     b = len(index)
@@ -163,6 +167,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
     users.append(batch["user_id"].numpy())
     colds.append(batch["cold_user"].numpy().astype(np.int64) if "cold_user" in batch
                  else np.zeros(b, np.int64))
+    scens.append(batch["scenario_id"].numpy().astype(np.int64) if "scenario_id" in batch
+                 else np.zeros(b, np.int64))
     if oracle is not None and not oracle_note:
       try:
         o = _oracle_scores(oracle, batch, cands, positives, proto is None)
@@ -173,6 +179,7 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
   if not ranks:
     raise ValueError("no examples to evaluate (empty split or max_examples)")
   ranks, users, colds = np.concatenate(ranks), np.concatenate(users), np.concatenate(colds)
+  scens = np.concatenate(scens)
   excluded = ("the user's whole history before the positive (seen_items) excluded"
               if seen is not None else "the user's behaviour sequence excluded")
   description = (f"full: the positive against every item of the pool ({pool_description}, "
@@ -186,8 +193,13 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
           "counts": {"examples": int(len(ranks)), "users": int(len(np.unique(users)))},
           "metrics": _metrics_at(ranks, ks), "max_examples": int(max_examples),
           **({"groups": user_groups(ranks, users, colds, ks)} if colds.any() else {}),
+          **({"scenarios": scenario_groups(
+              ranks, users, scens, ks,
+              np.concatenate(oracle_ranks) if oracle_ranks and not oracle_note else None)}
+             if len(np.unique(scens)) > 1 else {}),
           **({"sampling": sampling} if sampling else {}),
-          **({"arrays": {"user_ids": users, "ranks": ranks, "cold_user": colds}}
+          **({"arrays": {"user_ids": users, "ranks": ranks, "cold_user": colds,
+                         "scenario_id": scens}}
              if keep_arrays else {}),
           **_oracle_result(oracle, oracle_ranks, oracle_note, ks)}
 
@@ -213,6 +225,33 @@ def user_groups(ranks: np.ndarray, users: np.ndarray, cold_user: np.ndarray,
     if sel.any():
       out[name] = {"examples": int(sel.sum()), "users": int(len(np.unique(users[sel]))),
                    "metrics": _metrics_at(ranks[sel], ks)}
+  return out
+
+
+def scenario_name(scenario: int) -> str:
+  return f"scenario {int(scenario)}"
+
+
+def scenario_groups(ranks: np.ndarray, users: np.ndarray, scenario: np.ndarray,
+                    ks: Sequence[int], oracle_ranks: Optional[np.ndarray] = None
+                    ) -> Dict[str, Dict[str, Any]]:
+  """The metrics over each scenario's examples (M5 §5.1.1), in scenario-id order.
+
+  Args:
+    ranks, users, scenario: <int64>[n] per example.
+    ks: the cut-offs.
+    oracle_ranks: <int64>[n] the planted oracle's ranks of the same examples, or None.
+
+  Returns:
+    {"scenario <id>": {"examples", "users", "metrics"[, "oracle"]}} for each id present.
+  """
+  out = {}
+  for s in np.unique(scenario):
+    sel = scenario == s
+    out[scenario_name(s)] = {"examples": int(sel.sum()), "users": int(len(np.unique(users[sel]))),
+                             "metrics": _metrics_at(ranks[sel], ks),
+                             **({"oracle": _metrics_at(oracle_ranks[sel], ks)}
+                                if oracle_ranks is not None else {})}
   return out
 
 
@@ -316,8 +355,17 @@ def to_markdown(result: Dict[str, Any]) -> str:
               "|---|" + "---:|" * len(names)]
     lines += [f"| {k} | " + " | ".join(f"{groups[n]['metrics'][k]:.4f}" for n in names) + " |"
               for k in result["metrics"]]
+  scenarios = result.get("scenarios", {})
+  if scenarios:
+    names = list(scenarios)
+    lines += ["", "By scenario (`scenario_id` of the request):", "",
+              "| metric | " + " | ".join(f"{n} ({scenarios[n]['examples']} examples)"
+                                         for n in names) + " |",
+              "|---|" + "---:|" * len(names)]
+    lines += [f"| {k} | " + " | ".join(f"{scenarios[n]['metrics'][k]:.4f}" for n in names)
+              + " |" for k in result["metrics"]]
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["FULL", "GROUPS", "user_groups", "evaluate_retrieval", "evaluate_retrieval_run", "full_ranks",
+__all__ = ["FULL", "GROUPS", "user_groups", "scenario_groups", "scenario_name", "evaluate_retrieval", "evaluate_retrieval_run", "full_ranks",
            "to_markdown", "train_popularity"]

@@ -195,26 +195,7 @@ def group_values(runs: Sequence[Mapping[str, Any]], group: Optional[str], metric
 
 def group_arrays(arrays: Optional[tables.Arrays], group: str) -> Optional[tables.Arrays]:
   """Each run's arrays restricted to the examples of one user group (`cold_user`)."""
-  if not arrays:
-    return None
-  flag = {"warm users": 0, "cold users": 1}[group]
-  out = {}
-  for name, runs in arrays.items():
-    kept = []
-    for a in runs:
-      sel = np.asarray(a.get("cold_user", np.zeros(len(a["user_ids"]), np.int64))) == flag
-      if not sel.any():
-        break
-      index = np.full(len(sel), -1, np.int64)
-      index[sel] = np.arange(int(sel.sum()))
-      rows = np.asarray(a["rows"])
-      keep_rows = sel[rows]
-      kept.append({"user_ids": np.asarray(a["user_ids"])[sel],
-                   "labels": np.asarray(a["labels"])[sel], "logits": np.asarray(a["logits"])[sel],
-                   "rows": index[rows[keep_rows]], "ranks": np.asarray(a["ranks"])[keep_rows]})
-    else:
-      out[name] = kept
-  return out or None
+  return tables.subset_arrays(arrays, "cold_user", {"warm users": 0, "cold users": 1}[group])
 
 
 def _cell(runs, group, metric) -> str:

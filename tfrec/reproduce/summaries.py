@@ -32,6 +32,8 @@ def summarize(result: Mapping[str, Any], row: Any, seed: int) -> Dict[str, Any]:
          "checkpoint": result["checkpoint"]["which"]}
   if result.get("groups"):  # retrieval: warm and cold users apart
     out["groups"] = {name: dict(g) for name, g in result["groups"].items()}
+  if result.get("scenarios"):  # retrieval: per scenario (M5)
+    out["scenarios"] = {name: dict(g) for name, g in result["scenarios"].items()}
   return out
 
 
@@ -49,11 +51,12 @@ def save_arrays(path: str, arrays: Mapping[str, Any]) -> None:
     arrays = {"user_ids": arrays["user_ids"], "target_len": np.zeros(n, np.int64),
               "labels": np.ones(n, np.int64), "logits": np.zeros(n, np.float32),
               "rows": np.arange(n, dtype=np.int64), "ranks": ranks,
-              "cold_user": arrays.get("cold_user", np.zeros(n, np.int64))}
+              "cold_user": arrays.get("cold_user", np.zeros(n, np.int64)),
+              **({"scenario_id": arrays["scenario_id"]} if "scenario_id" in arrays else {})}
   scores = arrays.get("scores")
   ranks = (metrics.rank_of_positive(scores[:, 0], scores[:, 1:]) if scores is not None
            else np.asarray(arrays.get("ranks", np.zeros(0, np.int64)), np.int64))
-  extra = {"cold_user": np.asarray(arrays["cold_user"])} if "cold_user" in arrays else {}
+  extra = {k: np.asarray(arrays[k]) for k in ("cold_user", "scenario_id") if k in arrays}
   tmp = report.incomplete_path(path) + ".npz"
   np.savez(tmp, user_ids=np.asarray(arrays["user_ids"]),
            target_len=np.asarray(arrays["target_len"]), labels=np.asarray(arrays["labels"]),

@@ -70,6 +70,37 @@ class Intervals:
     return ci.format() if ci else "n/a"
 
 
+def subset_arrays(arrays: Optional[Arrays], key: str, value: int) -> Optional[Arrays]:
+  """Each run's retrieval arrays (`harness.save_arrays`: one ranked positive per example)
+  restricted to the examples whose `key` array (`cold_user`, `scenario_id`) equals `value`:
+  the bootstrap of one user group or scenario. None where there are no arrays, and a row is
+  left out when one of its runs has no such example (or no `key`; a missing `cold_user` reads
+  as all 0)."""
+  if not arrays:
+    return None
+  out = {}
+  for name, runs in arrays.items():
+    kept = []
+    for a in runs:
+      n = len(a["user_ids"])
+      col = a.get(key, np.zeros(n, np.int64) if key == "cold_user" else None)
+      if col is None:
+        break
+      sel = np.asarray(col) == value
+      if not sel.any():
+        break
+      index = np.full(n, -1, np.int64)
+      index[sel] = np.arange(int(sel.sum()))
+      rows = np.asarray(a["rows"])
+      keep_rows = sel[rows]
+      kept.append({"user_ids": np.asarray(a["user_ids"])[sel],
+                   "labels": np.asarray(a["labels"])[sel], "logits": np.asarray(a["logits"])[sel],
+                   "rows": index[rows[keep_rows]], "ranks": np.asarray(a["ranks"])[keep_rows]})
+    else:
+      out[name] = kept
+  return out or None
+
+
 CLAIMS_INTRO = ("Verdict: **holds** only when the one-sided Welch p over seeds is below 0.05; "
                 "otherwise **same direction, not significant** when the mean difference has the "
                 "paper's sign, else **does not hold**. The difference's 95% CI is the paired "
