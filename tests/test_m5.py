@@ -192,6 +192,11 @@ def test_the_hybrid_query_dot_the_item_vector_is_eq_6():
     (dict(mlm=False, num_layers=2),
      lambda m, q, l: float(np.abs(l["mlm"]).max()) == 0 and len(m.id_extraction.blocks) == 2),
     (dict(negatives="sampled", num_sampled=4), lambda m, q, l: True),
+    (dict(cg_source="raw", num_categories=4, num_tags=6, num_tokens=9),  # w/ Raw Metadata
+     lambda m, q, l: q.shape[1] == 12 and m.cg_embeddings is None
+     and m.cg_metadata.parts == ("category", "tags", "title")),
+    (dict(channels="single"),  # w/ Single Channel
+     lambda m, q, l: q.shape[1] == 8 and m.weighting is None and m.single_item is not None),
 ])
 def test_each_ablation_switch_builds_and_runs(args, check):
   m = m5(**args)
@@ -263,7 +268,7 @@ def test_m5_trains_through_train_py_and_the_export_retrieves_eq_6s_top_k(kinds_d
   run = str(tmp_path / "m5")
   cfg = make_config(kinds_dir, run, model="m5",
                     model_kwargs=dict(num_layers=1, ff_dim=16, mlp_hidden=32, cg_dim=8,
-                                      cg_init=kinds_dir, cg_trainable=False,
+                                      cg_init="dataset", cg_trainable=False,
                                       cg_sin_units=[16], num_experts=2, mlm_shared_pass=True),
                     steps_per_epoch=3, epochs=2, batch_size=32, learning_rate=1e-2,
                     backup_every_steps=0)
@@ -278,6 +283,7 @@ def test_m5_trains_through_train_py_and_the_export_retrieves_eq_6s_top_k(kinds_d
 
   path = serving.export_run(run, str(tmp_path / "serving" / "1"), checkpoint="final")
   model, _, info, store_ = runs.restore_model(run, "final")
+  assert model.cg_init == kinds_dir  # cg_init=dataset: the run's --data_dir
   assert model.num_item_kinds == 2 and model.num_scenarios == info.num_scenarios
   from tfrec.models.graphsage import load_cg_embeddings
   np.testing.assert_array_equal(model.cg_embeddings.numpy(),  # frozen: the file's, trained on
@@ -337,6 +343,173 @@ def test_the_flagfile_sets_the_papers_settings(monkeypatch, tmp_path):
   assert cfg.train.loss_weights == {"mlm": 0.1, "disagreement": 0.1}
   kw = cfg.model.kwargs
   assert (kw["dim"], kw["num_layers"], kw["num_heads"], kw["ff_dim"], kw["mlp_hidden"],
-          kw["negatives"], kw["cg_init"]) == (128, 3, 2, 512, 768, "full", "data/syn-m5")
-  model = registry.build("m5", num_items=10, **kw)
+          kw["negatives"], kw["cg_init"]) == (128, 3, 2, 512, 768, "full", "dataset")
+  model = registry.build("m5", num_items=10, **{**kw, "cg_init": None})
   assert model.dim == 128 and model.cg_dim == 128 and model.item_features == ("id",)
+
+
+# ------------------------------------------------------------------ §5.3.1's two variants
+
+RAW = dict(cg_source="raw", num_categories=4, num_tags=6, num_tokens=9)  # tiny_store's sizes
+
+
+def metadata_store():
+  """tiny_store with several tags and title words per item, padding (0) between real ids, and
+  item 3 without any tag or title word."""
+  s = store()
+  s.tags[:] = 0
+  s.tags[1:, 0] = (np.arange(1, NUM_ITEMS + 1) % 6) + 1
+  s.tags[1:, 2] = (np.arange(1, NUM_ITEMS + 1) * 5 % 6) + 1  # a padding tag between two real
+  s.tags[7, 5] = 6
+  s.title[:] = 0
+  s.title[1:, 0] = (np.arange(1, NUM_ITEMS + 1) % 9) + 1
+  s.title[4:, 1] = (np.arange(4, NUM_ITEMS + 1) * 2 % 9) + 1
+  s.tags[3], s.title[3] = 0, 0
+  return s
+
+
+def numpy_raw_cg(m, s):
+  """E^CG by hand: [E_cat[category]; mean of the real tags' rows; mean of the real title
+  words' rows] W, every item (row 0 too)."""
+  enc = m.cg_metadata.metadata
+  cat, tag, tok = (enc.category_embeddings.numpy(), enc.tag_embeddings.numpy(),
+                   enc.token_embeddings.numpy())
+  kernel = m.cg_metadata.projection.kernel.numpy()
+
+  def mean(table, ids):
+    real = ids[ids > 0]
+    return table[real].mean(0) if len(real) else np.zeros(table.shape[1], np.float32)
+  x = np.stack([np.concatenate([cat[s.category[i]], mean(tag, s.tags[i]), mean(tok, s.title[i])])
+                for i in range(NUM_ITEMS + 1)])
+  assert x.shape == (NUM_ITEMS + 1, 3 * 4) and kernel.shape == (12, 4)
+  return x @ kernel
+
+
+def test_raw_metadata_cg_is_the_linear_map_of_the_concatenated_metadata():
+  s = metadata_store()
+  m = m5(False, self_attention="none", **RAW).build_and_fill(s)
+  want = numpy_raw_cg(m, s)
+  ids = tf.range(NUM_ITEMS + 1)
+  np.testing.assert_allclose(m.cg_items(ids).numpy(), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(m.encode_items(ids).numpy()[:, 8:], want, rtol=1e-5, atol=1e-6)
+  # An item known only by its columns (one added later) gets the same vector.
+  cols = {"category": s.category[[3, 7]], "tags": s.tags[[3, 7]], "title": s.title[[3, 7]]}
+  np.testing.assert_allclose(m.cg_metadata.encode_features(cols).numpy(), want[[3, 7]],
+                             rtol=1e-5, atol=1e-6)
+  layer = m.cg_metadata  # the layer's own config round trip
+  again = type(layer).from_config(layer.get_config())
+  assert again.get_config() == layer.get_config() and again.parts == layer.parts
+  # The CG channel's layers read it as they read GraphSAGE's table (SIN: 1 at start).
+  f = feats()
+  seq, mask = f["seq_item_ids"].numpy(), f["seq_mask"].numpy()
+  np.testing.assert_allclose(m.user_parts(f)["interests_cg"].numpy(),
+                             bucket_sums(want, seq, mask, KINDS, 3), rtol=1e-5, atol=1e-5)
+
+
+def test_single_channel_score_is_the_dot_product_of_the_two_mlps():
+  m = m5(channels="single")
+  f = feats()
+  parts = m.user_parts(f)
+  assert "w" not in parts and parts["query"].shape == (4, 8)
+
+  def mlp(net, x):  # TwoLayerNetwork: Dense(hidden, swish) -> Dense(out); no dropout here
+    (w1, b1), (w2, b2) = [(d.kernel.numpy(), d.bias.numpy()) for d in net.mlp._stack
+                          if isinstance(d, keras.layers.Dense)]
+    h = x @ w1 + b1
+    return (h / (1 + np.exp(-h))) @ w2 + b2
+  query = mlp(m.single_query, np.concatenate([parts["u_id"].numpy(), parts["u_cg"].numpy()], 1))
+  np.testing.assert_allclose(parts["query"].numpy(), query, rtol=1e-4, atol=1e-5)
+  cands = np.array([[6, 7, 8, 9, 10]] * 4)
+  items = mlp(m.single_item, np.concatenate(
+      [m.item_encoder.id_embeddings.numpy()[cands], m.cg_embeddings.numpy()[cands]], -1))
+  want = np.einsum("bd,bnd->bn", query, items)
+  got = m.score(m.encode_user(f), tf.constant(cands)).numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  # the full softmax (eq. 7-8) over that score
+  scores = query @ mlp(m.single_item, np.concatenate(
+      [m.item_encoder.id_embeddings.numpy()[1:], m.cg_embeddings.numpy()[1:]], -1)).T
+  pos = f["positive_item_id"].numpy() - 1
+  ce = np.log(np.exp(scores).sum(1)) - scores[np.arange(4), pos]
+  np.testing.assert_allclose(m.compute_losses(f)["softmax"].numpy(), ce, rtol=1e-4)
+
+
+@pytest.mark.parametrize("args,own", [
+    (RAW, lambda m: m.cg_metadata.trainable_weights),
+    (dict(channels="single"),
+     lambda m: m.single_query.trainable_weights + m.single_item.trainable_weights),
+])
+def test_each_section_5_3_1_variant_trains_a_step_and_round_trips_its_config(args, own):
+  m = m5(**args)
+  names = [w.name for w in own(m)]
+  assert names and all(w.trainable for w in own(m))
+  before = [w.numpy() for w in own(m)]
+  m.compile(optimizer=keras.optimizers.SGD(0.1))
+  logs = m.train_step(feats())
+  assert all(np.isfinite(float(logs[k])) for k in ("loss", "softmax_loss", "mlm_loss"))
+  for name, a, w in zip(names, before, own(m)):
+    assert not np.array_equal(a, w.numpy()), name  # every weight of the variant's own moved
+  config = m.get_config()
+  assert {k: config[k] for k in ("cg_source", "channels")} == {
+      "cg_source": args.get("cg_source", "graph"), "channels": args.get("channels", "two")}
+  again = type(m).from_config(config).build_and_fill(store())
+  assert again.get_config() == config
+  again.set_weights(m.get_weights())
+  np.testing.assert_allclose(again(feats()).numpy(), m(feats()).numpy(), rtol=1e-5)
+  ids = tf.range(1, NUM_ITEMS + 1)
+  np.testing.assert_allclose(again.encode_items(ids).numpy(), m.encode_items(ids).numpy(),
+                             rtol=1e-5)
+
+
+def test_section_5_3_1_variants_refuse_bad_arguments():
+  for bad, message in ((dict(cg_source="bert"), "cg_source must be one of"),
+                       (dict(channels="three"), "channels must be one of"),
+                       (dict(RAW, cg_init="data"), "leave cg_init unset"),
+                       (dict(RAW, cg_trainable=False), "trains its metadata embeddings"),
+                       (dict(cg_source="raw"), "num_tags and num_tokens are all 0"),
+                       (dict(RAW, multi_modal=False), "multi_modal=False has none"),
+                       (dict(channels="single", multi_modal=False), "multi_modal=False has")):
+    with pytest.raises(ValueError, match=message):
+      m5(False, **bad)
+
+
+@pytest.mark.parametrize("args,saved", [(RAW, True), (dict(channels="single"), False)],
+                         ids=["raw", "single"])
+def test_the_export_of_each_section_5_3_1_variant_retrieves_its_top_k(args, saved, tmp_path):
+  """raw: through a written and reloaded SavedModel (the metadata columns travel in it);
+  single: the serving module's traced `retrieve` itself (what is saved; saving costs ~15 s)."""
+  from tfrec.serving.export import write_saved_model
+  from tfrec.serving.retrieval import RetrievalServingModule
+  m = m5(**args)
+  index = np.arange(1, NUM_ITEMS + 1)
+  module = RetrievalServingModule(m, index, max_len=5)
+  seq, ts = np.array([2, 6, 7]), np.array([10, 20, 30])
+  sub = np.array([[1, 0.5], [2, 1.5], [3, 2.0]], np.float32)
+  user = np.array([1, 3, 5, 2])
+  request = dict(timestamp=tf.constant(10**6, tf.int64), k=tf.constant(4, tf.int32),
+                 seq_item_ids=tf.constant(seq, tf.int64),
+                 seq_domain_ids=tf.constant((seq >= 6).astype(np.int64)),
+                 seq_timestamps=tf.constant(ts, tf.int64),
+                 user_features=tf.constant(user, tf.int64),
+                 scenario_id=tf.constant(1, tf.int64), seq_subsidiary=tf.constant(sub))
+  if saved:
+    path = write_saved_model(module, str(tmp_path / "1"))
+    out = tf.saved_model.load(path).signatures["retrieve"](**request)
+  else:
+    out = module.retrieve(request)
+  pad = lambda v: tf.constant(np.pad(v, (0, 5 - len(v)))[None], tf.int64)  # noqa: E731
+  f = {"seq_item_ids": pad(seq), "seq_timestamps": pad(ts), "seq_domain_ids": pad(seq >= 6),
+       "seq_mask": pad(seq) > 0, "timestamp": tf.constant([10**6], tf.int64),
+       "user_features": tf.constant(user[None], tf.int64),
+       "scenario_id": tf.constant([1], tf.int64),
+       "seq_subsidiary": tf.constant(np.pad(sub, [(0, 2), (0, 0)])[None])}
+  parts = m.user_parts(f)
+  if "w" in parts:  # raw metadata: eq. 6 with E^CG from the metadata
+    w = float(parts["w"][0, 0])
+    scores = (w * m.item_encoder(tf.constant(index)).numpy() @ parts["u_id"].numpy()[0]
+              + (1 - w) * m.cg_items(tf.constant(index)).numpy() @ parts["u_cg"].numpy()[0])
+  else:  # single channel: the query MLP's output . the item MLP's (checked by hand above)
+    scores = m.encode_items(tf.constant(index)).numpy() @ parts["query"].numpy()[0]
+  scores[np.isin(index, seq)] = -np.inf
+  order = np.argsort(-scores, kind="stable")[:4]
+  np.testing.assert_array_equal(out["item_ids"].numpy(), index[order])
+  np.testing.assert_allclose(out["scores"].numpy(), scores[order], rtol=1e-4, atol=1e-5)

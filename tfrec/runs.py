@@ -19,11 +19,17 @@ from tfrec.models import registry
 from tfrec.models.base import RankingModel
 
 
+# A model argument naming a file beside the dataset (M5's `cg_init`) may be this word: the run's
+# own --data_dir, so one flagfile serves every dataset (the reproduction's worlds and sweeps).
+DATASET_DIR = "dataset"
+
+
 def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) -> RankingModel:
   """Builds `cfg.model` for the dataset (sizes from `info`), with weights and the item store.
 
   Item features default to what the dataset has ("visual" only when the store has vectors),
   unless the model's registration fixes them (THACIL: visual + category, no id).
+  `cg_init=dataset` (`DATASET_DIR`) reads the CG embeddings beside `cfg.data.data_dir`.
   """
   kwargs = dict(cfg.model.kwargs)
   if "item_features" not in kwargs and "item_features" not in registry.get(cfg.model.name).preset:
@@ -42,6 +48,8 @@ def build_model(cfg: config_lib.RunConfig, info: DatasetInfo, store: ItemStore) 
     kwargs["num_scenarios"] = info.num_scenarios  # scenario-aware towers (M5)
   if "num_item_kinds" in registry.accepted_args(registry.get(cfg.model.name).cls):
     kwargs["num_item_kinds"] = info.num_item_kinds  # behaviour buckets by item kind (M5)
+  if kwargs.get("cg_init") == DATASET_DIR:  # M5's CG table pre-trained beside the run's data
+    kwargs["cg_init"] = cfg.data.data_dir
   model = registry.build(cfg.model.name, num_items=info.num_items,
                          num_categories=info.num_categories, visual_dim=info.visual_dim,
                          max_seq_len=cfg.data.max_seq_len, **kwargs)

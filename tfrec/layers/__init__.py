@@ -1,7 +1,8 @@
 """Reusable Keras 2 layers shared by the models: attention block, target attention, time-block
 embedding, MLP, masked pooling, the trained user embedding, self-attentive pooling (ADAPT eq. 2-4)
 the gradient reversal layer (ADAPT's DUAL) and M5's multi-scenario and subsidiary layers (scenario
-indicator, Split Mixture-of-Experts with eq. 5's disagreement loss, CGC / PLE, SIN). Every layer
+indicator, Split Mixture-of-Experts with eq. 5's disagreement loss, CGC / PLE, SIN, the
+raw-metadata CG embedding of §5.3.1). Every layer
 is registered as
 `tfrec>ClassName`.
 
@@ -13,6 +14,7 @@ from tfrec.layers.attention import MultiHeadAttentionBlock, masked_softmax
 from tfrec.layers.augru import AUGRU
 from tfrec.layers.attentive_pooling import SelfAttentivePooling
 from tfrec.layers.gradient_reversal import GradientReversal, reverse_gradient
+from tfrec.layers.metadata_embedding import MetadataEmbedding
 from tfrec.layers.mlp import MLP
 from tfrec.layers.ple import CustomizedGateControl, ProgressiveLayeredExtraction
 from tfrec.layers.pooling import SequencePooling
@@ -28,6 +30,7 @@ __all__ = [
     "CustomizedGateControl",
     "GradientReversal",
     "MLP",
+    "MetadataEmbedding",
     "MultiHeadAttentionBlock",
     "ProgressiveLayeredExtraction",
     "ScenarioIndicator",

@@ -8,7 +8,9 @@ Two mirrored channels c in {ID, CG}, each a two-tower model (§4.1):
            (`cg_init`: a dataset dir holding `cg_embeddings.npy`, or the file; checked by
            `graphsage.load_cg_embeddings`; assigned when training starts, `before_training`)
            and trained on (`cg_trainable`); without `cg_init` it starts random (glorot
-           uniform) and the CG channel is a second, differently initialised id channel
+           uniform) and the CG channel is a second, differently initialised id channel.
+           `cg_source="raw"` (w/ Raw Metadata): x(i) W from the item store's metadata instead
+           (`tfrec.layers.metadata_embedding`)
   buckets  each behaviour's item kind (the item store's `kind`; kind 0 "no kind", e.g. the
            source domain, is a bucket of its own): K = num_item_kinds + 1 interests    §4.3.1
   s_j      `subsidiary_features`: watch count, playback hours, hours per watch, days since,
@@ -56,12 +58,22 @@ Reading choices, stated (beyond those of the layers, each in its docstring):
     Python) take `serving_scenario` and zero watch counts and hours.
 
 Table 2's variants (model arguments): `multi_modal=False` (w/o MM: the ID channel alone, w = 1,
-items E^ID); `multi_interest=False` (w/o MI: sum pooling of the whole ID and CG sequences, no
-buckets, decoration, self-attention, SIN or MLM); `bucketing=False, subsidiary=False` (w/o
-Bucket & Sub); `self_attention="none"` (w/ SIN), `"both", sin=False` (w/ SA), `"both"` (w/
-SA-SIN); `mlm=False`; `num_layers`; `multi_scenario=False` (w/o MS: no indicator, a two-layer
-MLP instead of SMoE); `indicator=False` (w/o idx); `disagreement=False` (w/o dis); `mixing="cgc"`
-/ `"ple"` (w/ CGC / PLE).
+items E^ID); `cg_source="raw"` (w/ Raw Metadata, §5.3.1: E^CG(i) = [E_cat[category(i)]; mean
+of i's tag embeddings; mean of its title-token embeddings] W, padding ids 0 left out of the
+means: the paper's concatenation of genres, brands and texts, mapped linearly to cg_dim so the
+same CG layers apply; its tables and W are trained, no `cg_init`; the model carries the
+store's columns, so an export scores eq. 6 as before, and `cg_metadata.encode_features` gives an
+item known by its columns alone its E^CG, though `serving.add_items` refuses M5: E^ID has no row
+for a new id); `channels="single"` (w/
+Single Channel, §5.3.1: no dynamic weight; query = MLP_u([u^ID, u^CG]), item = MLP_i([E^ID(i);
+E^CG(i)]), both two-layer swish networks (hidden `mlp_hidden`, dropout `mlp_dropout` on their
+inputs) `dim` wide, score = their dot product); `multi_interest=False` (w/o MI: sum pooling of
+the whole ID and CG sequences, no buckets, decoration, self-attention, SIN or MLM);
+`bucketing=False, subsidiary=False` (w/o Bucket & Sub); `self_attention="none"` (w/ SIN),
+`"both", sin=False` (w/ SA), `"both"` (w/ SA-SIN); `mlm=False`; `num_layers`;
+`multi_scenario=False` (w/o MS: no indicator, a two-layer MLP instead of SMoE);
+`indicator=False` (w/o idx); `disagreement=False` (w/o dis); `mixing="cgc"` / `"ple"` (w/ CGC /
+PLE).
 """
 
 from __future__ import annotations
@@ -76,6 +88,7 @@ import tf_keras as keras
 from tfrec.data import schema
 from tfrec.layers import step_random
 from tfrec.layers.interest_extraction import REDUCTIONS, InterestExtraction
+from tfrec.layers.metadata_embedding import MetadataEmbedding
 from tfrec.layers.ple import CustomizedGateControl, ProgressiveLayeredExtraction
 from tfrec.layers.scenario_indicator import ScenarioIndicator
 from tfrec.layers.split_moe import SplitMixtureOfExperts, TwoLayerNetwork, disagreement_loss
@@ -88,6 +101,8 @@ from tfrec.models.retrieval import SEQ, RetrievalModel
 
 MIXINGS = ("smoe", "cgc", "ple")
 SELF_ATTENTION = ("id", "both", "none")
+CG_SOURCES = ("graph", "raw")   # E^CG: GraphSAGE's table (the paper) or raw metadata (§5.3.1)
+CHANNELS = ("two", "single")    # eq. 6's two weighted channels, or one MLP-fused (§5.3.1)
 NUM_SUBSIDIARY = len(subsidiary_feature_names(with_time=True))
 _FIXED_MASK_SEED = (20230806, 0)  # MLM positions outside a training step (validation)
 
@@ -104,6 +119,11 @@ class M5(RetrievalModel):
       a random CG table.
     cg_dim: width of the CG channel (default: `dim`); must match `cg_init`'s table.
     cg_trainable: train the CG table (the paper: "initialized by" the graph's embeddings).
+    cg_source: "graph" (the CG table above) or "raw" (w/ Raw Metadata: E^CG from the item
+      store's category, tags and title, `MetadataEmbedding`; needs num_categories, num_tags
+      or num_tokens; refuses cg_init and cg_trainable=False).
+    channels: "two" (eq. 6) or "single" (w/ Single Channel: MLPs fuse the channels on both
+      sides, no dynamic weight; module docstring).
     multi_modal, multi_interest, multi_scenario, bucketing, subsidiary, self_attention, sin,
       mlm, indicator, disagreement, mixing: Table 2's switches (module docstring).
     num_layers, num_heads, ff_dim: the transformer (§5.1.3: 3, 2, 512).
@@ -130,7 +150,8 @@ class M5(RetrievalModel):
   def __init__(self, num_items: int, num_scenarios: int = 4, num_item_kinds: int = 0,
                user_feature_sizes: Sequence[int] = (2, 7, 21, 11),
                cg_init: Optional[str] = None, cg_dim: Optional[int] = None,
-               cg_trainable: bool = True, multi_modal: bool = True,
+               cg_trainable: bool = True, cg_source: str = "graph", channels: str = "two",
+               multi_modal: bool = True,
                multi_interest: bool = True, multi_scenario: bool = True,
                bucketing: bool = True, subsidiary: bool = True, self_attention: str = "id",
                sin: bool = True, mlm: bool = True, indicator: bool = True,
@@ -153,6 +174,19 @@ class M5(RetrievalModel):
     if self_attention not in SELF_ATTENTION:
       raise ValueError(f"self_attention must be one of {SELF_ATTENTION}, got "
                        f"{self_attention!r}")
+    if cg_source not in CG_SOURCES:
+      raise ValueError(f"cg_source must be one of {CG_SOURCES}, got {cg_source!r}")
+    if channels not in CHANNELS:
+      raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
+    if not multi_modal and (cg_source != "graph" or channels != "two"):
+      raise ValueError(f"cg_source={cg_source!r} and channels={channels!r} are about the CG "
+                       "channel: multi_modal=False has none (leave them at 'graph', 'two')")
+    if cg_source == "raw" and cg_init:
+      raise ValueError(f"cg_init={cg_init!r} is GraphSAGE's table; cg_source='raw' builds the "
+                       "CG embeddings from the item store's metadata: leave cg_init unset")
+    if cg_source == "raw" and not cg_trainable:
+      raise ValueError("cg_trainable=False freezes GraphSAGE's table; cg_source='raw' trains "
+                       "its metadata embeddings (nothing pre-trained to keep)")
     if pooling not in REDUCTIONS:
       raise ValueError(f"pooling must be one of {REDUCTIONS}, got {pooling!r}")
     if not 0.0 < mask_rate <= 1.0:
@@ -167,6 +201,7 @@ class M5(RetrievalModel):
     self.cg_init = cg_init or None
     self.cg_dim = int(cg_dim) if cg_dim else self.dim
     self.cg_trainable = bool(cg_trainable)
+    self.cg_source, self.channels = cg_source, channels
     self.multi_modal, self.multi_interest = bool(multi_modal), bool(multi_interest)
     self.multi_scenario, self.bucketing = bool(multi_scenario), bool(bucketing)
     self.subsidiary, self.self_attention = bool(subsidiary), self_attention
@@ -194,11 +229,15 @@ class M5(RetrievalModel):
 
     self.item_kind = self.add_weight("item_kind", shape=[self.num_items + 1], dtype=tf.int32,
                                      initializer="zeros", trainable=False)
-    self.cg_embeddings = None
-    if self.multi_modal:
+    self.cg_embeddings = self.cg_metadata = None
+    if self.multi_modal and self.cg_source == "graph":
       self.cg_embeddings = self.add_weight(
           "cg_embeddings", shape=[self.num_items + 1, self.cg_dim],
           initializer="glorot_uniform", trainable=self.cg_trainable)
+    elif self.multi_modal:  # w/ Raw Metadata
+      self.cg_metadata = MetadataEmbedding(
+          self.num_items, self.cg_dim, num_categories=self.num_categories,
+          num_tags=self.num_tags, num_tokens=self.num_tokens, name="cg_metadata")
     self.id_extraction = self._extraction("id", self_attention in ("id", "both"),
                                           self.id_sin_units)
     self.cg_extraction = (self._extraction("cg", self_attention == "both", self.cg_sin_units)
@@ -214,9 +253,15 @@ class M5(RetrievalModel):
     self.indicators = {c: ScenarioIndicator(self.num_scenarios, width, name=f"{c}_indicator")
                        for c, width in channels if self.uses_indicator}
     self.mixers = {c: self._mixer(c, width) for c, width in channels}
-    self.weighting = (TwoLayerNetwork(self.mlp_hidden, 1, keras.activations.get("swish"),
-                                      self.mlp_dropout, "glorot_uniform", name="weighting")
-                      if self.multi_modal else None)
+    two = self.multi_modal and self.channels == "two"
+    self.weighting = self._mlp(1, "weighting") if two else None
+    single = self.multi_modal and self.channels == "single"  # w/ Single Channel's two fusing MLPs
+    self.single_query = self._mlp(self.dim, "single_query") if single else None
+    self.single_item = self._mlp(self.dim, "single_item") if single else None
+
+  def _mlp(self, width: int, name: str) -> TwoLayerNetwork:
+    return TwoLayerNetwork(self.mlp_hidden, width, keras.activations.get("swish"),
+                           self.mlp_dropout, "glorot_uniform", name=name)
 
   def _extraction(self, channel: str, attention: bool, sin_units) -> InterestExtraction:
     mi = self.multi_interest
@@ -239,6 +284,14 @@ class M5(RetrievalModel):
     if self.mixing == "cgc":
       return CustomizedGateControl(self.num_scenarios, width, **common)
     return ProgressiveLayeredExtraction(self.num_scenarios, width, **common)
+
+  def cg_items(self, item_ids: tf.Tensor) -> tf.Tensor:
+    """E^CG <float32>[..., cg_dim] of items <int>[...]: the CG table's rows, or with
+    cg_source="raw" their metadata's `MetadataEmbedding`. Needs multi_modal."""
+    ids = tf.cast(item_ids, tf.int32)
+    if self.cg_metadata is not None:
+      return tf.cast(self.cg_metadata(ids), tf.float32)
+    return tf.cast(tf.gather(self.cg_embeddings, ids), tf.float32)
 
   # ------------------------------------------------------------------ the user tower
 
@@ -300,8 +353,9 @@ class M5(RetrievalModel):
   def user_parts(self, features: Mapping[str, tf.Tensor], training: Optional[bool] = None,
                  masked: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
     """Everything the query is made of: "u_id" <[b, dim]>, "u_cg" <[b, cg_dim]> (multi-modal),
-    "w" <[b, 1]> (1 without CG), "query" (module docstring), "interests_id" <[b, K, dim]>,
-    "interests_cg", "id_sequence" (the ID transformer's H), "disagreement" <[b]>.
+    "w" <[b, 1]> (1 without CG; absent with channels="single"), "query" (module docstring),
+    "interests_id" <[b, K, dim]>, "interests_cg", "id_sequence" (the ID transformer's H),
+    "disagreement" <[b]>.
     `masked` <bool>[b, l]: the ID inputs replaced by [MASK] (MLM's shared pass)."""
     seq = self.behaviours(features)
     mask, buckets, sub = seq["mask"], seq["buckets"], seq["subsidiary"]
@@ -318,10 +372,14 @@ class M5(RetrievalModel):
       out["w"] = tf.ones([batch, 1], tf.float32)
       out["query"] = out["u_id"]
     else:
-      cg_in = tf.gather(self.cg_embeddings, tf.cast(seq["ids"], tf.int32))
+      cg_in = self.cg_items(seq["ids"])
       out["interests_cg"] = self.cg_extraction(cg_in, buckets, mask, sub, training=training)
       out["u_cg"], dis_cg = self._mix("cg", out["interests_cg"], profile, scenario, training)
       losses += [d for d in (dis_cg,) if d is not None]
+    if self.single_query is not None:  # w/ Single Channel: one user vector, no w
+      both = tf.concat([out["u_id"], out["u_cg"]], axis=-1)
+      out["query"] = tf.cast(self.single_query(both, training=training), tf.float32)
+    elif self.multi_modal:
       inputs = [profile]
       if self.uses_indicator:
         inputs.append(tf.cast(self.indicators["id"].indicator(scenario), tf.float32))
@@ -335,16 +393,20 @@ class M5(RetrievalModel):
 
   def encode_query(self, features: Dict[str, tf.Tensor],
                    training: Optional[bool] = None) -> tf.Tensor:
-    """<float32>[batch, dim + cg_dim] = [w u^ID, (1 - w) u^CG] (w/o MM: u^ID)."""
+    """<float32>[batch, dim + cg_dim] = [w u^ID, (1 - w) u^CG] (w/o MM: u^ID; channels="single":
+    <[batch, dim]> MLP_u([u^ID, u^CG]))."""
     return self.user_parts(features, training=training)["query"]
 
   def encode_items(self, item_ids: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
-    """<float32>[..., dim + cg_dim] = [E^ID(i); E^CG(i)] (w/o MM: E^ID(i))."""
+    """<float32>[..., dim + cg_dim] = [E^ID(i); E^CG(i)] (w/o MM: E^ID(i); channels="single":
+    <[..., dim]> MLP_i([E^ID(i); E^CG(i)]))."""
     f_id = tf.cast(self.item_encoder(item_ids), tf.float32)
     if not self.multi_modal:
       return f_id
-    f_cg = tf.gather(self.cg_embeddings, tf.cast(item_ids, tf.int32))
-    return tf.concat([f_id, tf.cast(f_cg, tf.float32)], axis=-1)
+    both = tf.concat([f_id, self.cg_items(item_ids)], axis=-1)
+    if self.single_item is None:
+      return both
+    return tf.cast(self.single_item(both, training=training), tf.float32)
 
   # ------------------------------------------------------------------ training
 
@@ -409,7 +471,7 @@ class M5(RetrievalModel):
       DataError: the table is missing, damaged or for another item store.
       ValueError: its width is not cg_dim.
     """
-    if not (self.multi_modal and self.cg_init):
+    if not (self.cg_embeddings is not None and self.cg_init):
       return False
     table = load_cg_table(self.cg_init, self.num_items)
     if table.shape[1] != self.cg_dim:
@@ -433,8 +495,9 @@ class M5(RetrievalModel):
     return feats
 
   def build_and_fill(self, item_store: Any) -> "M5":
-    """Builds and copies the item store in (ids, kinds); the CG table starts from `cg_init`
-    when training starts (`before_training`).
+    """Builds and copies the item store in (ids, kinds; with cg_source="raw" the category,
+    tags and title columns); the CG table starts from `cg_init` when training starts
+    (`before_training`).
 
     Raises:
       ValueError: the store has a kind above num_item_kinds.
@@ -445,6 +508,8 @@ class M5(RetrievalModel):
                        f"{self.num_item_kinds} (dataset.json's num_item_kinds)")
     super().build_and_fill(item_store)
     self.item_kind.assign(kinds.astype(np.int32))
+    if self.cg_metadata is not None:
+      self.cg_metadata.set_item_features(item_store)
     return self
 
   def get_config(self) -> Dict[str, Any]:
@@ -452,6 +517,7 @@ class M5(RetrievalModel):
             "num_item_kinds": self.num_item_kinds,
             "user_feature_sizes": list(self.user_feature_sizes), "cg_init": self.cg_init,
             "cg_dim": self.cg_dim, "cg_trainable": self.cg_trainable,
+            "cg_source": self.cg_source, "channels": self.channels,
             "multi_modal": self.multi_modal, "multi_interest": self.multi_interest,
             "multi_scenario": self.multi_scenario, "bucketing": self.bucketing,
             "subsidiary": self.subsidiary, "self_attention": self.self_attention,
