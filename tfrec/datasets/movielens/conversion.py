@@ -21,13 +21,25 @@ from tfrec.datasets.movielens.raw import AGES, GENRES, NUM_OCCUPATIONS, RawMovie
 from tfrec.data.tfrecord_io import ShardedWriter
 
 __all__ = ["ConvertConfig", "Prepared", "prepare", "records", "num_records", "write",
-           "genre_shares", "SPLITS", "DEFAULT_TARGET_GENRES"]
+           "genre_shares", "SPLITS", "SPLIT_RULES", "ITEM_KIND_RULES", "GENRE_KINDS",
+           "DEFAULT_TARGET_GENRES"]
 
 DAY_S = 86_400
 DEFAULT_SOURCE_GENRES = ("Action", "Comedy", "Drama")
 DEFAULT_TARGET_GENRES = tuple(g for g in GENRES if g not in DEFAULT_SOURCE_GENRES)
 NON_DIGIT_REGION = 10
 SCENARIO_NAMES = ("east", "south", "midwest", "west", "other")
+SPLIT_RULES = ("share", "last_day", "last_positive_day")
+ITEM_KIND_RULES = ("decade", "genre")
+# item_kind="genre" (the M5 view, `tfrec.datasets.movielens.m5`, which says why these groups):
+# kind = 1 + the index of the group holding the movie's primary genre.
+GENRE_KINDS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("action", ("Action", "Adventure", "Fantasy", "Sci-Fi", "War", "Western")),
+    ("comedy", ("Comedy", "Musical", "Romance")),
+    ("drama", ("Documentary", "Drama")),
+    ("thriller", ("Crime", "Film-Noir", "Horror", "Mystery", "Thriller")),
+    ("family", ("Animation", "Children's")),
+)
 USER_FEATURE_SIZES = (2, len(AGES), NUM_OCCUPATIONS, NON_DIGIT_REGION + 1)
 TITLE_STOPWORDS = frozenset(
     "a about all an and at be by de do don el for from get i in is it la le les me my no of "
@@ -53,7 +65,8 @@ class ConvertConfig:
   max_history: int = schema.MAX_SEQ_LEN  # per-domain history (ranking, ccl_pair); above 50
                                          # it becomes the dataset's max_seq_len
   max_match_history: int = schema.MAX_MATCH_SEQ_LEN  # mixed sequence (matching)
-  split: str = "share"             # "share" (last test_share of events) or "last_day"
+  split: str = "share"             # "share" (last test_share of events), "last_day" or
+                                   # "last_positive_day" (test and valid by day, the M5 view)
   test_share: float = 0.2          # of each user's labelled warm target events
   valid_share: float = 0.1         # of each user's training-period ones (before the test cut)
   cold_share: float = 0.1          # of the target movies with labelled events
@@ -62,20 +75,25 @@ class ConvertConfig:
   title_tag_min_count: int = 10    # a title word is a tag when in >= this many titles
   scenario_of_region: Tuple[int, ...] = (0, 0, 0, 1, 2, 2, 2, 1, 3, 3, 4)  # region -> scenario
   seed: int = 0                    # of the cold-movie choice
+  item_kind: str = "decade"        # item store kind: "decade" (release-decade group) or
+                                   # "genre" (primary-genre group, `GENRE_KINDS`)
 
   def __post_init__(self):
     unknown = [g for g in self.target_genres if g not in GENRES]
-    if unknown or not self.target_genres or len(set(self.target_genres)) == len(GENRES):
-      raise ValueError(f"target_genres {self.target_genres}: need a non-empty proper subset "
-                       f"of {GENRES} (unknown: {unknown})")
+    if unknown or not self.target_genres:
+      raise ValueError(f"target_genres {self.target_genres}: need a non-empty subset of "
+                       f"{GENRES} (unknown: {unknown}; all of them: one domain, every movie "
+                       "in the target)")
     if not 1 <= self.negative_max < self.positive_min <= 5:
       raise ValueError("need 1 <= negative_max < positive_min <= 5")
     if self.max_history < 1:
       raise ValueError("max_history must be >= 1")
     if not 1 <= self.max_match_history <= schema.MAX_MATCH_SEQ_LEN:
       raise ValueError(f"max_match_history must be in 1..{schema.MAX_MATCH_SEQ_LEN}")
-    if self.split not in ("share", "last_day") or self.cold_events not in ("all", "test_period"):
-      raise ValueError("split must be share|last_day, cold_events all|test_period")
+    if self.split not in SPLIT_RULES or self.cold_events not in ("all", "test_period"):
+      raise ValueError(f"split must be one of {SPLIT_RULES}, cold_events all|test_period")
+    if self.item_kind not in ITEM_KIND_RULES:
+      raise ValueError(f"item_kind must be one of {ITEM_KIND_RULES}, not {self.item_kind!r}")
     if not (0 <= self.test_share < 1 and 0 <= self.valid_share < 1
             and 0 <= self.cold_share < 1):
       raise ValueError("test_share, valid_share and cold_share must be in [0, 1)")
@@ -143,16 +161,24 @@ def _item_store(raw: RawMovieLens, row_of_item: np.ndarray, domain: np.ndarray,
     tags[item, :len(ids)] = ids
     tok = [token_id[w] for w in ws][:schema.MAX_TITLE_LEN]
     title[item, :len(tok)] = tok
-  # kind = release-decade group: 1 + the index of the movie's decade among the decades present
-  # (ML-1M: 1910s..2000s -> 1..10); num_item_kinds = the number of decades.
   kind = np.zeros(n, np.int64)
-  kind[1:] = [decades.index(int(raw.years[r]) // 10 * 10) + 1 for r in row_of_item]
+  if config.item_kind == "genre":
+    # kind = 1 + the index of the group of `GENRE_KINDS` holding the movie's primary genre;
+    # num_item_kinds = the number of groups (present or not).
+    group = {g: k for k, (_, genres) in enumerate(GENRE_KINDS, 1) for g in genres}
+    kind[1:] = [group[raw.genres[r][0]] for r in row_of_item]
+    kind_names = [name for name, _ in GENRE_KINDS]
+  else:
+    # kind = release-decade group: 1 + the index of the movie's decade among the decades present
+    # (ML-1M: 1910s..2000s -> 1..10); num_item_kinds = the number of decades.
+    kind[1:] = [decades.index(int(raw.years[r]) // 10 * 10) + 1 for r in row_of_item]
+    kind_names = [f"{d}s" for d in decades]
   store = ItemStore(domain=np.concatenate([[0], domain]), category=category, tags=tags,
                     title=title, visual=np.zeros([n, 0], np.float32),
                     cold=np.concatenate([[0], cold]).astype(np.int64), kind=kind)
   names = {"categories": list(GENRES), "tags": tag_names, "tokens": tokens,
            "items": [""] + [raw.titles[r] for r in row_of_item],
-           "item_kinds": [""] + [f"{d}s" for d in decades]}
+           "item_kinds": [""] + kind_names}
   return store, names
 
 
@@ -226,23 +252,35 @@ def _share_cut(ev: _Events, mask: np.ndarray, num_users: int, share: float) -> n
   return np.where(n_late > 0, ev.t[rows][first], _NEVER)
 
 
+def _day_cut(ev: _Events, mask: np.ndarray, num_users: int) -> np.ndarray:
+  """<int64>[U] per user 00:00 UTC of the day of the newest event in `mask`, int64 max for a
+  user without one."""
+  rows = np.nonzero(mask)[0]  # Events are sorted by (user, time, item).
+  if not len(rows):
+    return np.full(num_users, _NEVER, np.int64)
+  counts = np.bincount(ev.user[rows], minlength=num_users)
+  last = ev.t[rows][np.maximum(np.cumsum(counts) - 1, 0)]
+  return np.where(counts > 0, last // DAY_S * DAY_S, _NEVER)
+
+
 def _cut_times(ev: _Events, num_users: int, config: ConvertConfig) -> np.ndarray:
   """<int64>[U] T_u: a user's test period starts at T_u (int64 max: no test events)."""
   labelled = (ev.domain == schema.TARGET) & (ev.label >= 0) & ~ev.cold
   if config.split == "last_day":
-    rows = np.nonzero(labelled)[0]
-    if not len(rows):
-      return np.full(num_users, _NEVER, np.int64)
-    counts = np.bincount(ev.user[rows], minlength=num_users)
-    last = ev.t[rows][np.maximum(np.cumsum(counts) - 1, 0)]
-    return np.where(counts > 0, last // DAY_S * DAY_S, _NEVER)
+    return _day_cut(ev, labelled, num_users)
+  if config.split == "last_positive_day":
+    return _day_cut(ev, labelled & (ev.label == 1), num_users)
   return _share_cut(ev, labelled, num_users, config.test_share)
 
 
 def _valid_cut_times(ev: _Events, num_users: int, config: ConvertConfig) -> np.ndarray:
   """<int64>[U] V_u: the validation period [V_u, T_u) holds the last `valid_share` of the
-  user's labelled warm target events of the training period (t < T_u); needs `ev.test`."""
+  user's labelled warm target events of the training period (t < T_u), or, with
+  split="last_positive_day", starts at 00:00 UTC of the day of the user's newest positive warm
+  target event before T_u; needs `ev.test`."""
   labelled = (ev.domain == schema.TARGET) & (ev.label >= 0) & ~ev.cold & ~ev.test
+  if config.split == "last_positive_day":
+    return _day_cut(ev, labelled & (ev.label == 1), num_users)
   return _share_cut(ev, labelled, num_users, config.valid_share)
 
 
@@ -444,6 +482,8 @@ def _cold_users(ev: _Events, num_users: int) -> np.ndarray:
 def _dataset_info(raw: RawMovieLens, config: ConvertConfig, store: ItemStore,
                   names: Dict[str, list]) -> DatasetInfo:
   cfg = dataclasses.asdict(config)
+  if config.item_kind == "decade":
+    del cfg["item_kind"]  # Recorded only when set: the views converted before it read the same.
   extra = {"converter": "tfrec.datasets.movielens", "config": cfg, "seed": config.seed,
            "splits": {k: list(v) for k, v in SPLITS.items()},
            "raw": {"format": raw.fmt, "path": os.path.abspath(raw.path)},
@@ -457,7 +497,7 @@ def _dataset_info(raw: RawMovieLens, config: ConvertConfig, store: ItemStore,
                      num_tokens=len(names["tokens"]), user_feature_sizes=USER_FEATURE_SIZES,
                      visual_dim=0, extra=extra,
                      max_seq_len=max(schema.MAX_SEQ_LEN, config.max_history),
-                     num_item_kinds=int(store.kind.max()) if store.num_items else 0)
+                     num_item_kinds=len(names["item_kinds"]) - 1 if store.num_items else 0)
 
 
 # ----------------------------------------------------------------------------- records
