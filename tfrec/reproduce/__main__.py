@@ -1,4 +1,4 @@
-"""`python -m tfrec.reproduce --paper=semi|thacil|adapt|couple --dataset=synthetic|movielens [--seeds=5] [--scale=cpu]`
+"""`python -m tfrec.reproduce --paper=semi|thacil|adapt|couple|m5 --dataset=synthetic|movielens [--seeds=5] [--scale=cpu]`
 
 Chooses each row's learning rate from `--lr_grid` on the valid split (seed 0), trains every row
 of the paper's tables and figures that tfrec has `--seeds` times with early stopping on the
@@ -31,11 +31,12 @@ from tfrec import cli
 from tfrec.reproduce import adapt
 from tfrec.reproduce import couple
 from tfrec.reproduce import harness
+from tfrec.reproduce import m5
 from tfrec.reproduce import semi
 from tfrec.reproduce import sweep
 from tfrec.reproduce import thacil
 
-PAPERS = {"semi": semi, "thacil": thacil, "adapt": adapt, "couple": couple}
+PAPERS = {"semi": semi, "thacil": thacil, "adapt": adapt, "couple": couple, "m5": m5}
 DATASET_DIRS = {"movielens": "data/ml1m", "microvideo": "data/microvideo"}
 
 flags.DEFINE_enum("paper", "semi", list(PAPERS), "Which paper to reproduce.")
@@ -47,7 +48,8 @@ flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens", "microvideo
                   "thacil); amazon: Amazon reviews Books -> Movies and TV (python -m "
                   "tfrec.datasets.amazon --raw DIR --out data/amazon_couple; couple; COUPLE "
                   "on MovieLens reads data/ml1m_couple: python -m tfrec.datasets.movielens "
-                  "--view=couple --out data/ml1m_couple).")
+                  "--view=couple --out data/ml1m_couple; M5 reads data/ml1m_m5: "
+                  "--view=m5).")
 flags.DEFINE_integer("seeds", harness.DEFAULT_SEEDS, "Seeds per row (0 .. seeds-1).")
 flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: the scaled-down variant for 2 CPU "
                   "cores; paper: the paper's sizes (A.1).")
@@ -58,7 +60,8 @@ flags.DEFINE_string("work_dir", None, "Run directories (default: runs/reproduce/
 flags.DEFINE_string("results_dir", "docs/results", "Where the results file and figures go.")
 flags.DEFINE_list("parts", [], "Subset of the paper's parts (default: all): semi "
                   f"{', '.join(semi.PARTS)}; thacil {', '.join(thacil.PARTS)}; adapt "
-                  f"{', '.join(adapt.PARTS)}; couple {', '.join(couple.PARTS)}.")
+                  f"{', '.join(adapt.PARTS)}; couple {', '.join(couple.PARTS)}; m5 "
+                  f"{', '.join(m5.PARTS)}.")
 flags.DEFINE_multi_string("extra_flags", [], "A flag appended to every ranking row's (repeat "
                           "for several), e.g. --extra_flags=--epochs=2 on a larger dataset.")
 flags.DEFINE_integer("max_eval_examples", 0, "Evaluate all examples of users of the test split "
