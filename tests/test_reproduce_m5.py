@@ -123,3 +123,32 @@ def test_results_file_from_known_numbers(tmp_path):
   # The smallest scenario's gain over w/o MS (0.05 in both here): the sentence names it.
   assert "M5 - M5 w/o MS (HR@20) by scenario, fewest test examples first: S1 (33% of " in text
   assert "val_loss at lr 0.002" in text
+
+
+def test_the_regime_maps_scenario_metric_reads_that_scenarios_examples_only():
+  from tfrec.reproduce import sweep
+  assert sweep.scenario_metric("hr@20 in scenario 1") == ("hr@20", 1)
+  assert sweep.scenario_metric("hr@20") == ("hr@20", None)
+  assert sweep.metric_label("hr@20 in scenario 1") == "HR@20 in scenario 1"
+  users = np.arange(6)
+  scen = np.array([0, 1, 1, 0, 1, 0])
+
+  def arrays(ranks):
+    return {"user_ids": users, "labels": np.ones(6, np.int64), "logits": np.zeros(6),
+            "rows": np.arange(6), "ranks": np.array(ranks), "scenario_id": scen}
+
+  def summary(all_hr, s1_hr):
+    return {"metrics": {"hr@20": all_hr}, "k": 20,
+            "scenarios": {"scenario 1": {"metrics": {"hr@20": s1_hr}}}}
+  # In scenario 1 (examples 1, 2, 4) a hits 3 of 3, b 1 of 3; overall 4/6 vs 3/6.
+  a = arrays([50, 0, 3, 60, 19, 0])
+  b = arrays([0, 40, 2, 0, 90, 70])
+  results = {"A": [summary(4 / 6, 1.0)] * 2, "B": [summary(3 / 6, 1 / 3)] * 2}
+  point = sweep.measure(results, {"A": [a] * 2, "B": [b] * 2},
+                        sweep.Claim("A > B", "A", "B"), "hr@20 in scenario 1", 2.0)
+  assert (point.mean_a, point.mean_b) == (1.0, pytest.approx(1 / 3))
+  assert point.difference.estimate == pytest.approx(2 / 3)
+  whole = sweep.measure(results, {"A": [a] * 2, "B": [b] * 2},
+                        sweep.Claim("A > B", "A", "B"), "hr@20", 2.0)
+  assert whole.difference.estimate == pytest.approx(1 / 6)
+  assert m5.SWEEP_METRICS == ("hr@20", "hr@20 in scenario 1")

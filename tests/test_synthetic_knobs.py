@@ -219,6 +219,18 @@ def test_scenario_user_tilt_shows_in_clicks():
   assert tilts[labels == 1].mean() > tilts[labels == 0].mean() + 0.3
 
 
+def test_scenario_traffic_skew_shrinks_the_small_scenarios():
+  def smallest_share(**knobs):  # scenario 3 has the smallest traffic (0.1) in the preset
+    w = _world(**knobs)
+    scen = [r["scenario_id"] for u in range(60)
+            for r in syn.user_records(w, u)["matching"]["train"]]
+    return np.mean(np.asarray(scen) == 3)
+  flat, given, steep = (smallest_share(scenario_traffic_skew=s) for s in (0.0, 1.0, 2.0))
+  assert flat > given + 0.05 and given > steep + 0.03
+  with pytest.raises(ValueError, match="scenario_traffic_skew"):
+    syn.get_config("tiny", scenario_traffic_skew=-1.0)
+
+
 def test_scenario_behaviour_weight_tilts_organic_target_behaviour():
   def preference(w):
     out = []

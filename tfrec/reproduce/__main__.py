@@ -155,7 +155,8 @@ def run_sweep(paper, scale) -> None:
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_sweep_{field}_{scale.name}"
   data_base = FLAGS.data_dir or "data/reproduce/sweep"
   points = sweep.run_sweep(field, values, claims, rows, preset, data_base,
-                           _settings(paper, "", work_dir, scale), paper.METRICS,
+                           _settings(paper, "", work_dir, scale),
+                           getattr(paper, "SWEEP_METRICS", paper.METRICS),
                            overrides=dict(getattr(scale, "world_overrides", ())),
                            world_name=world_name(scale),
                            prepare=((lambda d: paper.prepare(d, scale))
@@ -169,7 +170,7 @@ def run_sweep(paper, scale) -> None:
   overrides = dict(getattr(scale, "world_overrides", ()))
   world = f"`{preset}`" + "".join(f", {k} = {v}" for k, v in overrides.items())
   path = sweep.write_report(out, FLAGS.paper, field, values, world, FLAGS.seeds, points,
-                            paper.METRICS, command)
+                            getattr(paper, "SWEEP_METRICS", paper.METRICS), command)
   print(f"tfrec.reproduce: wrote {path}")
 
 

@@ -121,10 +121,36 @@ def _same_world(held: Optional[Mapping[str, Any]], config: Any) -> bool:
   return filled == config
 
 
+SCENARIO_METRIC = " in scenario "
+
+
+def scenario_metric(metric: str) -> Tuple[str, Optional[int]]:
+  """"hr@20 in scenario 1" -> ("hr@20", 1) (a retrieval metric over one scenario's examples,
+  M5's regime map); "hr@20" -> ("hr@20", None)."""
+  base, sep, scenario = metric.partition(SCENARIO_METRIC)
+  return (base, int(scenario)) if sep else (metric, None)
+
+
+def metric_label(metric: str) -> str:
+  base, scenario = scenario_metric(metric)
+  return base.upper() + ("" if scenario is None else f" in scenario {scenario}")
+
+
 def measure(results: Mapping[str, List[Dict[str, Any]]],
             arrays: Mapping[str, List[Mapping[str, np.ndarray]]], claim: Claim, metric: str,
             value: Any) -> Point:
-  """One `Point`: means over seeds, the paired bootstrap CI of the difference, Welch, verdict."""
+  """One `Point`: means over seeds, the paired bootstrap CI of the difference, Welch, verdict.
+  A metric "<m> in scenario <id>" is <m> over that scenario's examples (`scenario_metric`)."""
+  metric, scenario = scenario_metric(metric)
+  if scenario is not None:
+    from tfrec.reproduce import tables
+    name = f"scenario {scenario}"
+    results = {r: [{**x, "metrics": x.get("scenarios", {}).get(name, {}).get("metrics", {})}
+                   for x in results[r]] for r in (claim.a, claim.b)}
+    arrays = tables.subset_arrays({r: arrays[r] for r in (claim.a, claim.b)}, "scenario_id",
+                                  scenario) or {}
+    if claim.a not in arrays or claim.b not in arrays:
+      raise ValueError(f"{claim.text}: no examples of {name} in the evaluated split")
   va = harness.values(results[claim.a], metric)
   vb = harness.values(results[claim.b], metric)
   # HR@K / NDCG@K bootstrap at their own K (COUPLE's claims are at K = 10, its first K is 5).
@@ -164,7 +190,7 @@ def write_report(path: str, paper: str, field: str, values: Sequence[Any], prese
             "when p < 0.05, otherwise **same direction, not significant** when the mean "
             "difference has the paper's sign, else **does not hold**.", ""]
   for (text, metric), pts in points.items():
-    lines += [f"## {text} ({metric.upper()})", "", regimes(pts), ""]
+    lines += [f"## {text} ({metric_label(metric)})", "", regimes(pts), ""]
     rows = [[str(p.value), f"{p.mean_a:.4f}", f"{p.mean_b:.4f}",
              f"{p.difference.estimate:+.4f} {p.difference.format()}",
              "n/a" if not np.isfinite(p.p) else f"{p.p:.3g}", p.verdict] for p in pts]
@@ -174,7 +200,7 @@ def write_report(path: str, paper: str, field: str, values: Sequence[Any], prese
     figures.interval_plot(png, [p.value for p in pts],
                           [p.difference.estimate for p in pts],
                           [p.difference.low for p in pts], [p.difference.high for p in pts],
-                          xlabel=field, ylabel=f"{metric.upper()} difference (a - b)",
+                          xlabel=field, ylabel=f"{metric_label(metric)} difference (a - b)",
                           title=f"{text}: regime map over {field}")
     lines += [f"![{text}, {metric}]({os.path.basename(png)})", ""]
   notes = stem + ".notes.md"

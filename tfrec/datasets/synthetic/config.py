@@ -175,6 +175,11 @@ class SyntheticConfig:
   scenario_pool_share: float = 1.0
   """Share of warm target items each scenario can show (a random subset per scenario, world
   stream); impression candidates come from the scenario's subset (1.0: every item)."""
+  scenario_traffic_skew: float = 1.0
+  """s >= 0: a session's scenario is drawn with weight scenario_traffic[j]^s (times the user's
+  region tilt): 1 as `scenario_traffic` says, 0 every scenario alike, > 1 the large scenarios
+  larger and the small ones smaller (M5's regime map: the gain of multi-scenario modelling in
+  the smallest scenario against the traffic skew). No draw changes with it."""
   item_kind_transfer: Tuple[float, ...] = ()
   """Per item kind j = 1..K, its transfer tr_j: target items get kind ~ U{1..K} (the item
   store's kind column; dataset.json's num_item_kinds = K) and their click logit's interest
@@ -207,6 +212,8 @@ class SyntheticConfig:
     if len(self.scenario_traffic) != self.num_scenarios:
       raise ValueError(f"scenario_traffic has {len(self.scenario_traffic)} entries for "
                        f"num_scenarios={self.num_scenarios}")
+    if self.scenario_traffic_skew < 0:
+      raise ValueError(f"scenario_traffic_skew={self.scenario_traffic_skew} must be >= 0")
     positive = ("num_users", "num_topics", "categories_per_topic", "num_source_items",
                 "num_target_items", "latent_dim", "tags_per_topic", "days", "num_scenarios")
     for name in positive:

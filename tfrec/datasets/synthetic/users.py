@@ -118,7 +118,10 @@ def make_user(world: World, rng: np.random.Generator, user_id: int) -> UserProfi
                 + cfg.user_group_weight * world.group_centers[group])
   own = tuple(rng.dirichlet(alpha) for _ in range(2))
   interest = tuple(cfg.transfer * shared + (1 - cfg.transfer) * phi for phi in own)
-  traffic = np.asarray(cfg.scenario_traffic) * np.exp(world.region_scenario_logit[region])
+  traffic = np.asarray(cfg.scenario_traffic)
+  if cfg.scenario_traffic_skew != 1.0:
+    traffic = traffic ** cfg.scenario_traffic_skew
+  traffic = traffic * np.exp(world.region_scenario_logit[region])
   active = bool(rng.random() < cfg.active_share)
   # The SEMI-knob latents, from the user's own knob stream (drawn whatever the knobs).
   knob = np.random.default_rng([cfg.seed, user_id, _USER_KNOB_STREAM])
