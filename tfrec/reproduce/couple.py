@@ -187,10 +187,7 @@ CLAIMS = tuple((f"COUPLE > {b}", COUPLE_ROW, b) for b in (
 def group_values(runs: Sequence[Mapping[str, Any]], group: Optional[str], metric: str
                  ) -> List[float]:
   """A metric per seed, over all examples (`group` None) or one user group's."""
-  if group is None:
-    return [float(r["metrics"][metric]) for r in runs]
-  return [float(r.get("groups", {}).get(group, {}).get("metrics", {}).get(metric, np.nan))
-          for r in runs]
+  return tables.group_values(runs, "groups", group, metric)
 
 
 def group_arrays(arrays: Optional[tables.Arrays], group: str) -> Optional[tables.Arrays]:
@@ -234,22 +231,7 @@ def _table(rows: Sequence[Row], results, cis: Mapping[Optional[str], tables.Inte
 def _group_claims(results, cis: Mapping[Optional[str], tables.Intervals], groups: Sequence[str]
                   ) -> List[List[str]]:
   """COUPLE's claims on HR@10 per user group (the paper's Fig. 4 splits warm and cold)."""
-  rows = []
-  for g in groups:
-    ci = cis.get(g)
-    for text, a, b in CLAIMS:
-      if a not in results or b not in results:
-        continue
-      va, vb = group_values(results[a], g, "hr@10"), group_values(results[b], g, "hr@10")
-      if not (np.all(np.isfinite(va)) and np.all(np.isfinite(vb))):
-        continue
-      words, p = stats.verdict(va, vb)
-      d = ci.difference(a, b, "hr@10") if ci else None
-      ma, mb = float(np.mean(va)), float(np.mean(vb))
-      rows.append([f"{text} ({g}, HR@10)",
-                   f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%)",
-                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", tables.p_text(p), words])
-  return rows
+  return tables.group_claim_rows(CLAIMS, results, cis, groups, "groups", "hr@10", "HR@10")
 
 
 def _fig4(rows: Sequence[Row], results, groups: Sequence[str], fig_dir: str, fig_base: str

@@ -126,6 +126,42 @@ def claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results, ci: Int
   return rows
 
 
+def group_values(runs: Sequence[Mapping[str, Any]], where: str, group: Optional[str],
+                 metric: str) -> List[float]:
+  """A metric per seed over all examples (`group` None) or over one group's: the summaries'
+  `where` ("groups": COUPLE's warm and cold users; "scenarios": M5's) entry `group`; NaN for a
+  seed without it."""
+  if group is None:
+    return [float(r["metrics"][metric]) for r in runs]
+  return [float(r.get(where, {}).get(group, {}).get("metrics", {}).get(metric, np.nan))
+          for r in runs]
+
+
+def group_claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results,
+                     cis: Mapping[Optional[str], Intervals], groups: Sequence[str], where: str,
+                     metric: str, label: str, group_label=lambda g: g) -> List[List[str]]:
+  """`claim_rows` within each group (`group_values`): the means over seeds, the difference
+  with the group's own paired bootstrap CI (`cis[group]`, "n/a" without one), Welch, verdict.
+  Claims whose rows lack the group are left out."""
+  rows = []
+  for g in groups:
+    ci = cis.get(g)
+    for text, a, b in claims:
+      if a not in results or b not in results:
+        continue
+      va = group_values(results[a], where, g, metric)
+      vb = group_values(results[b], where, g, metric)
+      if not (np.all(np.isfinite(va)) and np.all(np.isfinite(vb))):
+        continue
+      words, p = stats.verdict(va, vb)
+      d = ci.difference(a, b, metric) if ci else None
+      ma, mb = float(np.mean(va)), float(np.mean(vb))
+      rows.append([f"{text} ({group_label(g)}, {label})",
+                   f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%)",
+                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", p_text(p), words])
+  return rows
+
+
 def claims_section(rows: Sequence[Sequence[str]]) -> List[str]:
   if not rows:
     return []
