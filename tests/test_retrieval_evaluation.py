@@ -196,3 +196,26 @@ def test_the_command_line_evaluates_a_retrieval_run(tiny_run):
   assert set(result["metrics"]) == {"hr@10", "recall@10", "ndcg@10"}
   assert "| hr@10 |" in out.stdout
   assert result["oracle"]["available"] and "hr@10" in result["oracle"]["metrics"]
+
+
+def test_valid_retrieval_monitors_the_reported_metric_each_epoch(syn_dir, tmp_path):
+  from tfrec import config as config_lib
+  run = str(tmp_path / "run")
+  cfg = make_config(syn_dir, run, model="youtube_dnn", steps_per_epoch=2, epochs=2,
+                    batch_size=32, validation_steps=None, valid_retrieval="full:hr@5")
+  result = train_lib.train(cfg)
+  values = result.history["val_hr@5"]
+  assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)
+  # The best checkpoint is the epoch of the highest value, and its evaluation on `valid` with
+  # the same protocol gives that value back.
+  assert result.best["monitor"] == "val_hr@5" and result.best["mode"] == "max"
+  assert result.best["value"] == max(values)
+  again = retrieval.evaluate_retrieval_run(run, "valid", "full", (5,), checkpoint="best")
+  assert again["metrics"]["hr@5"] == pytest.approx(max(values))
+  with pytest.raises(ValueError, match="<protocol>:<metric>@<K>"):
+    config_lib.TrainConfig(run_dir=run, valid_retrieval="hr@5")
+  with pytest.raises(ValueError, match="reports K in"):
+    retrieval.RetrievalValidation(cfg, *runs.restore_model(run, "best")[2:], "couple:hr@20")
+  with pytest.raises(ValueError, match="not a retrieval model"):
+    train_lib.train(make_config(syn_dir, str(tmp_path / "r2"), model="youtubenet",
+                                validation_steps=None, valid_retrieval="full:hr@5"))

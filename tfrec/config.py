@@ -114,6 +114,12 @@ class TrainConfig:
       instead of Adam.
     lr_decay: "constant", or "linear": the rate falls linearly from `learning_rate` at step 0
       to 0 at the run's last step (epochs x steps per epoch; M5 §5.1.3).
+    valid_retrieval: "" (retrieval models validate their loss), or "<protocol>:<metric>@<K>"
+      ("couple:hr@10", "full:hr@20", metric hr or ndcg): each epoch a retrieval model is
+      evaluated on the valid split as `tfrec.evaluate` would report it
+      (`evaluation.retrieval`, protocol "full" or a sampled one, the default candidate pool),
+      logged as val_<metric>@<K>, and that value (higher is better) picks the best checkpoint
+      and stops early: the epoch is chosen by the reported metric, not the training loss.
     verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
   """
 
@@ -141,11 +147,32 @@ class TrainConfig:
   clip_norm: float = 0.0
   weight_decay: float = 0.0
   lr_decay: str = "constant"
+  valid_retrieval: str = ""
   verbose: int = 1
 
   def __post_init__(self):
     if self.lr_decay not in LR_DECAYS:
       raise ValueError(f"lr_decay must be one of {LR_DECAYS}, not {self.lr_decay!r}")
+    if self.valid_retrieval:
+      parse_valid_retrieval(self.valid_retrieval)
+
+
+VALID_RETRIEVAL_METRICS = ("hr", "ndcg")
+
+
+def parse_valid_retrieval(spec: str) -> Tuple[str, str, int]:
+  """"couple:hr@10" -> ("couple", "hr@10", 10) (`TrainConfig.valid_retrieval`).
+
+  Raises:
+    ValueError: not "<protocol>:<hr|ndcg>@<K>" with K >= 1.
+  """
+  protocol, sep, metric = spec.partition(":")
+  name, at, k = metric.partition("@")
+  if not (sep and at and protocol and name in VALID_RETRIEVAL_METRICS and k.isdigit()
+          and int(k) >= 1):
+    raise ValueError(f"valid_retrieval={spec!r}: expected <protocol>:<metric>@<K>, metric one "
+                     f"of {VALID_RETRIEVAL_METRICS} (e.g. couple:hr@10, full:hr@20)")
+  return protocol, metric, int(k)
 
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")

@@ -65,6 +65,10 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                      "(ADAPT: 0.01) instead of Adam.", flag_values=fv)
   flags.DEFINE_enum("lr_decay", "constant", ["constant", "linear"], "linear: the learning "
                     "rate falls linearly to 0 at the run's last step (M5 §5.1.3).", flag_values=fv)
+  flags.DEFINE_string("valid_retrieval", "", "Retrieval models: validate each epoch with "
+                     "<protocol>:<metric>@<K> on the valid split (e.g. couple:hr@10, "
+                     "full:hr@20) instead of the loss; it picks the best checkpoint and stops "
+                     "early. Empty: the validation loss.", flag_values=fv)
   flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (THACIL's code: 5); "
                      "0: off.", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed of Python, NumPy, TensorFlow and the shuffle.", flag_values=fv)
@@ -150,5 +154,6 @@ def run_config(fl=FLAGS, need_run_dir: bool = True) -> config_lib.RunConfig:
       init_layers=",".join(x.strip() for x in fl.init_layers if x.strip()),
       export_dir=fl.export_dir, allow_test_validation=fl.allow_test_validation,
       loss_weights=loss_weights(fl.loss_weights), clip_norm=fl.clip_norm,
-      weight_decay=fl.weight_decay, lr_decay=fl.lr_decay, verbose=fl.verbose)
+      weight_decay=fl.weight_decay, lr_decay=fl.lr_decay,
+      valid_retrieval=fl.valid_retrieval, verbose=fl.verbose)
   return config_lib.RunConfig(data=data, model=model, train=train)

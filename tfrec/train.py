@@ -129,15 +129,17 @@ def monitor_of(model_cls: type, validate: bool) -> Tuple[str, str]:
 
 
 def build_callbacks(cfg: config_lib.RunConfig, strategy: tf.distribute.Strategy,
-                    monitor: Tuple[str, str], extra: Sequence[keras.callbacks.Callback] = ()
+                    monitor: Tuple[str, str], extra: Sequence[keras.callbacks.Callback] = (),
+                    validation: Sequence[keras.callbacks.Callback] = ()
                     ) -> List[keras.callbacks.Callback]:
-  """NaN guard first (so no backup saves a diverged step), then backup, checkpoints, logs;
-  `monitor` = (logged metric, mode) picks the best checkpoint and stops early."""
+  """NaN guard first (so no backup saves a diverged step), then `validation` (callbacks that
+  add the monitored value to the epoch's logs), backup, checkpoints, logs; `monitor` = (logged
+  metric, mode) picks the best checkpoint and stops early."""
   t = cfg.train
   paths = config_lib.run_paths(t.run_dir)
   monitor, mode = monitor
   chief = distribute.is_chief(strategy)
-  callbacks = [cb.NanGuard()]
+  callbacks = [cb.NanGuard()] + list(validation)
   callbacks.append(keras.callbacks.BackupAndRestore(
       paths["backup"], save_freq=t.backup_every_steps or "epoch", delete_checkpoint=True))
   callbacks.append(keras.callbacks.ModelCheckpoint(
@@ -220,6 +222,10 @@ def train(cfg: config_lib.RunConfig,
   info = DatasetInfo.load(cfg.data.data_dir)
   store = ItemStore.load(cfg.data.data_dir)
   kind = model_cls.RECORD_KIND
+  if t.valid_retrieval and kind != "matching":
+    raise ValueError(f"--valid_retrieval={t.valid_retrieval}: {cfg.model.name} is not a "
+                     f"retrieval model (it reads {kind} records); it validates "
+                     f"{model_cls.MONITOR[0]}")
   train_reader = runs.reader(cfg, cfg.data.train_split, training=True, info=info,
                              with_provenance=True, kind=kind)
   pipelines = distribute.num_input_pipelines(strategy)
@@ -265,10 +271,15 @@ def train(cfg: config_lib.RunConfig,
     logging.info("resuming from the backup at step %d (epoch %d, step %d of %d)", start_step,
                  start_step // steps_per_epoch, start_step % steps_per_epoch, steps_per_epoch)
   monitor = monitor_of(model_cls, validate)
+  validation = []
+  if t.valid_retrieval and validate:  # the epoch chosen by the reported metric (config doc)
+    from tfrec.evaluation.retrieval import RetrievalValidation
+    validation.append(RetrievalValidation(cfg, info, store, t.valid_retrieval))
+    monitor = (validation[0].name, "max")
   history = model.fit(
       train_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
       validation_steps=validation_steps, verbose=t.verbose,
-      callbacks=build_callbacks(cfg, strategy, monitor, extra_callbacks))
+      callbacks=build_callbacks(cfg, strategy, monitor, extra_callbacks, validation))
   final = _write_path(paths["final"], chief)
   model.save_weights(final)
   if not chief:

@@ -44,6 +44,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from tfrec import metrics, runs
 from tfrec import config as config_lib
@@ -333,6 +334,45 @@ def evaluate_retrieval_run(run_dir: str, split: str = "test", protocol: str = FU
           **result}
 
 
+class RetrievalValidation(keras.callbacks.Callback):
+  """Adds "val_<metric>@K" to each epoch's logs: the model evaluated on the valid split as
+  `evaluate_retrieval` reports a test split (`TrainConfig.valid_retrieval` =
+  "<protocol>:<metric>@<K>"; the default candidate pool of the split, seen items excluded where
+  the dataset has them, negatives seeded 0 so every epoch and run meets the same candidates).
+  Put it before the callbacks that monitor it (best checkpoint, early stopping).
+
+  Raises (at construction):
+    ValueError: a bad spec, an unknown protocol, or a K the sampled protocol does not report.
+  """
+
+  def __init__(self, cfg: config_lib.RunConfig, info: Any, store: Any, spec: str):
+    super().__init__()
+    self.protocol, self.metric, k = config_lib.parse_valid_retrieval(spec)
+    if self.protocol != FULL:
+      proto = metrics.PROTOCOLS.get(self.protocol)
+      if proto is None:
+        raise ValueError(f"valid_retrieval={spec!r}: unknown protocol {self.protocol!r}; known: "
+                         f"{', '.join((FULL,) + tuple(metrics.PROTOCOLS))}")
+      if k not in proto.ks:
+        raise ValueError(f"valid_retrieval={spec!r}: protocol {self.protocol} reports K in "
+                         f"{tuple(proto.ks)}")
+    self.ks = (k,)
+    self.name = f"val_{self.metric}"
+    split = cfg.data.valid_split
+    self.reader = runs.reader(cfg, split, training=False, info=info, kind="matching")
+    self.pool, _ = negative_pool(store, split, "auto")
+    self.popularity = (train_popularity(cfg, info.num_items, info)
+                       if self.protocol != FULL and metrics.PROTOCOLS[self.protocol].num_popular
+                       else None)
+    self.seen = seen_items.load(cfg.data.data_dir, split)
+
+  def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+    result = evaluate_retrieval(self.model, self.reader, self.pool, self.protocol, self.ks,
+                                self.popularity, seed=0, seen=self.seen)
+    if logs is not None:
+      logs[self.name] = result["metrics"][self.metric]
+
+
 def to_markdown(result: Dict[str, Any]) -> str:
   """The result as a markdown table headed by what was measured and how."""
   lines = [f"### tfrec.evaluate (retrieval): {result['model']['name']}, split {result['split']}",
@@ -367,5 +407,5 @@ def to_markdown(result: Dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["FULL", "GROUPS", "user_groups", "scenario_groups", "scenario_name", "evaluate_retrieval", "evaluate_retrieval_run", "full_ranks",
+__all__ = ["FULL", "GROUPS", "RetrievalValidation", "user_groups", "scenario_groups", "scenario_name", "evaluate_retrieval", "evaluate_retrieval_run", "full_ranks",
            "to_markdown", "train_popularity"]

@@ -197,7 +197,8 @@ def validates(cfg: config_lib.RunConfig) -> bool:
 
 # TrainConfig fields added after runs were cached, with their defaults: at the default a
 # field is left out of the key, so every earlier key (and cached run) stays valid.
-ADDED_TRAIN_FIELDS = {"clip_norm": 0.0, "weight_decay": 0.0, "lr_decay": "constant"}
+ADDED_TRAIN_FIELDS = {"clip_norm": 0.0, "weight_decay": 0.0, "lr_decay": "constant",
+                      "valid_retrieval": ""}
 ADDED_DATA_FIELDS = {"source_share": 1.0}
 
 
