@@ -145,6 +145,22 @@ def test_comirec_scores_by_the_best_interest_and_trains_the_closest_one():
   np.testing.assert_allclose(m_loss, expect_loss, rtol=1e-5)
 
 
+def test_comirec_with_the_full_softmax_trains_the_closest_interest_over_the_catalogue():
+  m = build("comirec_sa", num_interests=3, negatives="full")  # M5 §5.1.3's baselines
+  f = feats([[1, 2, 3, 0], [6, 7, 0, 0]])
+  interests = m(f).numpy()
+  items = m.encode_items(tf.range(1, NUM_ITEMS + 1)).numpy()  # [n, d], ids 1..n
+  pos = np.array([7, 2])
+  chosen = interests[np.arange(2), np.argmax(
+      np.einsum("bkd,bd->bk", interests, items[pos - 1]), axis=1)]
+  logits = chosen @ items.T / m.temperature
+  expect = np.log(np.exp(logits).sum(1)) - logits[np.arange(2), pos - 1]
+  got = m.compute_losses(dict(f, positive_item_id=tf.constant(pos)), training=False)
+  np.testing.assert_allclose(got["softmax"].numpy(), expect, rtol=1e-4)
+  with pytest.raises(ValueError, match="not 'queue'"):
+    build("comirec_sa", negatives="queue", queue_size=8)
+
+
 def test_a_multi_interest_retrieve_merges_the_interests_by_score():
   from tfrec.serving.retrieval import RetrievalServingModule
   m = build("comirec_sa", num_interests=2)

@@ -6,7 +6,9 @@ the behaviour sequence; at serving each interest retrieves and the results merge
   V = A H                                                      <[K, d]> the K interests
   score(user, item) = max_k <v_k, e(item)>                     (merging the K retrievals)
   training: the interest closest to the target, k* = argmax_k <v_k, e(target)> (eq. 9),
-            in the retrieval core's softmax (in-batch, log-q corrected)
+            in the retrieval core's softmax (in-batch, log-q corrected; or negatives="full",
+            the softmax over the whole catalogue, as M5 §5.1.3 trains every baseline, or
+            "sampled")
 
 The query of this model is <float32>[batch, K, dim]; `score`, `tfrec.evaluation.retrieval` and
 the `retrieve` signature take the maximum over the interests.
@@ -36,8 +38,9 @@ class ComiRecSA(RetrievalModel):
   def __init__(self, num_items: int, num_interests: int = 4, attention_units: int = 0,
                **kwargs):
     super().__init__(num_items, **kwargs)
-    if self.negatives != "in_batch":
-      raise ValueError("ComiRec-SA trains with in-batch negatives (negatives='in_batch')")
+    if self.negatives not in ("in_batch", "full", "sampled"):
+      raise ValueError("ComiRec-SA trains with negatives 'in_batch', 'full' or 'sampled', not "
+                       f"{self.negatives!r}")
     self.num_interests = int(num_interests)
     self.attention_units = int(attention_units) or 4 * self.dim
     self.positions = keras.layers.Embedding(self.max_seq_len, self.dim, name="positions")
@@ -70,6 +73,8 @@ class ComiRecSA(RetrievalModel):
     positives = self.encode_items(positive_ids)
     chosen = tf.argmax(tf.einsum("bkd,bd->bk", interests, positives), axis=1)  # eq. 9
     query = tf.gather(interests, chosen, batch_dims=1)
+    if self.negatives != "in_batch":  # the whole catalogue or sampled negatives (module doc)
+      return {"softmax": self.matching_loss(query, batch, training=training)}
     log_q = tf.gather(self.item_log_q, positive_ids) if self.log_q_correction else None
     return {"softmax": self.task(query, positives, positive_ids, log_q)}
 
