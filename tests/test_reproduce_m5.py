@@ -152,3 +152,11 @@ def test_the_regime_maps_scenario_metric_reads_that_scenarios_examples_only():
                         sweep.Claim("A > B", "A", "B"), "hr@20", 2.0)
   assert whole.difference.estimate == pytest.approx(1 / 6)
   assert m5.SWEEP_METRICS == ("hr@20", "hr@20 in scenario 1")
+
+
+def test_the_reports_name_the_epoch_monitor_the_rows_used():
+  from tfrec.reproduce import tables
+  assert tables.retrieval_monitor({"best": {"monitor": "val_loss"}}, "the loss") == "the loss"
+  assert tables.retrieval_monitor({}, "the loss") == "the loss"
+  text = tables.retrieval_monitor({"best": {"monitor": "val_hr@10"}}, "the loss")
+  assert text.startswith("HR@10 on the valid split") and "`val_hr@10`" in text

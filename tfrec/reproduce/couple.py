@@ -331,11 +331,11 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
   lines = tables.report_opening(
       f"COUPLE reproduction on {dataset}", command, seconds, results, fig_base, dataset_text,
       f"`{scale.name}`: {scale.text(dataset)}", extra_flags, seeds) + [
-           f"- **Model selection, on `{valid}` only:** each epoch validates the in-batch "
-           "softmax loss; training stops early on it and the best epoch is evaluated; the "
-           "learning rate per row from "
-           + (f"{{{', '.join(grid)}}}" if grid else "the flagfile (no grid)")
-           + " by seed 0's best validation loss (table below).",
+           f"- **Model selection, on `{valid}` only:** each epoch validates "
+           + tables.retrieval_monitor(first, "the in-batch softmax loss")
+           + "; training stops early on it and the best epoch is evaluated; the learning rate "
+           "per row from " + (f"{{{', '.join(grid)}}}" if grid else "the flagfile (no grid)")
+           + " by seed 0's best validation value (table below).",
            f"- **Protocol (§4.1):** the cold-item split `{EVAL_SPLIT}` ({counts.get('examples', 0):,} "
            f"examples of {counts.get('users', 0):,} users"
            + (f"; {group_counts}" if group_counts else "")

@@ -378,10 +378,10 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
       f"M5 reproduction on {dataset}", command, seconds, results, fig_base, dataset_text,
       f"`{scale.name}`: {scale.text(dataset)}", extra_flags, seeds) + [
           f"- **Model selection, on `{first.get('valid_split') or 'valid'}` only:** each "
-          "epoch validates the row's matching loss; training stops early on it and the best "
-          "epoch is evaluated; the learning rate per row from "
-          + (f"{{{', '.join(grid)}}}" if grid else "the flagfile (no grid)")
-          + " by seed 0's best validation loss (table below).",
+          "epoch validates " + tables.retrieval_monitor(first, "the row's matching loss")
+          + "; training stops early on it and the best epoch is evaluated; the learning rate "
+          "per row from " + (f"{{{', '.join(grid)}}}" if grid else "the flagfile (no grid)")
+          + " by seed 0's best validation value (table below).",
           f"- **Protocol (§5.1.1):** the last day, split `{EVAL_SPLIT}` "
           f"({counts.get('examples', 0):,} examples of {counts.get('users', 0):,} users; "
           + ", ".join(f"{_scenario_label(s)} {n:,} ({n / total:.0%})"

@@ -126,6 +126,16 @@ def claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results, ci: Int
   return rows
 
 
+def retrieval_monitor(first: Mapping[str, Any], loss_text: str) -> str:
+  """What a retrieval report's rows validated each epoch: `loss_text` for the loss, or the
+  reported metric of `--valid_retrieval` (a summary's best.monitor, e.g. "val_hr@10")."""
+  monitor = (first.get("best") or {}).get("monitor") or "val_loss"
+  if monitor == "val_loss":
+    return loss_text
+  return (f"{monitor[len('val_'):].upper()} on the valid split with the evaluation's protocol "
+          f"(`--valid_retrieval`, logged as `{monitor}`)")
+
+
 def group_values(runs: Sequence[Mapping[str, Any]], where: str, group: Optional[str],
                  metric: str) -> List[float]:
   """A metric per seed over all examples (`group` None) or over one group's: the summaries'
