@@ -106,7 +106,8 @@ SCALES = {
         world="the `m5` preset (5,000 users, 4 scenarios with traffic 15/10/45/30%, 3 target "
         "item kinds, watch counts and playback hours per behaviour)",
         description="§5.1.3's model at half width for 2 CPU cores, every row alike: d = 64 (the "
-        "CG table too), feed-forward 256, SMoE / weighting / SIN hidden 256, the newest 20 "
+        "CG table too), feed-forward 256, PDN's nets 64 and 128, SMoE / weighting / SIN "
+        "hidden 256, the newest 20 "
         "behaviours; L = 3, 2 heads, batch 2048, Adam 0.002 with linear decay and the softmax "
         "over the whole catalogue as the paper; at most 30 epochs, patience 3 "
         "(`configs/reproduce/m5_cpu.flags` after each row's own flagfile); GraphSAGE's CG "
