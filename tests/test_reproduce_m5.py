@@ -160,3 +160,15 @@ def test_the_reports_name_the_epoch_monitor_the_rows_used():
   assert tables.retrieval_monitor({}, "the loss") == "the loss"
   text = tables.retrieval_monitor({"best": {"monitor": "val_hr@10"}}, "the loss")
   assert text.startswith("HR@10 on the valid split") and "`val_hr@10`" in text
+
+
+def test_a_claim_against_a_row_that_never_hits_has_no_relative_gain():
+  from tfrec.reproduce import tables
+  assert tables.gain_text(0.2, 0.1) == "+100.00%" and tables.gain_text(0.1, 0.0) == "gain n/a"
+  runs = [{"metrics": {"hr@20": 0.0}, "scenarios": {"scenario 1": {"metrics": {"hr@20": 0.0}}}}]
+  results = {"A": [{"metrics": {"hr@20": 0.1},
+                    "scenarios": {"scenario 1": {"metrics": {"hr@20": 0.1}}}}] * 2,
+             "B": runs * 2}
+  rows = tables.group_claim_rows([("A > B", "A", "B")], results, {}, ["scenario 1"],
+                                 "scenarios", "hr@20", "HR@20")
+  assert rows[0][1] == "0.1000 vs 0.0000 (gain n/a)" and rows[0][2] == "+0.1000 n/a"

@@ -24,6 +24,14 @@ def p_text(p: float) -> str:
   return "n/a (1 seed)" if not np.isfinite(p) else f"{p:.3g}{report.significance_marker(p)}"
 
 
+def gain_text(a: float, b: float) -> str:
+  """"+12.34%": a's relative gain over b, or "gain n/a" where b is 0 (a row that never hits,
+  e.g. in a small scenario) or either is not finite."""
+  if not (np.isfinite(a) and np.isfinite(b)) or b == 0:
+    return "gain n/a"
+  return f"{stats.relative_gain(a, b):+.2f}%"
+
+
 def welch_p(a: Sequence[float], b: Sequence[float]) -> str:
   """One-sided Welch p for mean(a) > mean(b), with the paper's markers."""
   if len(a) < 2 or len(b) < 2:
@@ -121,7 +129,7 @@ def claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results, ci: Int
       words, p = stats.verdict(va, vb)
       d = ci.difference(a, b, m)
       rows.append([f"{text} ({labels[m]})",
-                   f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%)",
+                   f"{ma:.4f} vs {mb:.4f} ({gain_text(ma, mb)})",
                    f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", p_text(p), words])
   return rows
 
@@ -167,7 +175,7 @@ def group_claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results,
       d = ci.difference(a, b, metric) if ci else None
       ma, mb = float(np.mean(va)), float(np.mean(vb))
       rows.append([f"{text} ({group_label(g)}, {label})",
-                   f"{ma:.4f} vs {mb:.4f} ({stats.relative_gain(ma, mb):+.2f}%)",
+                   f"{ma:.4f} vs {mb:.4f} ({gain_text(ma, mb)})",
                    f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", p_text(p), words])
   return rows
 
