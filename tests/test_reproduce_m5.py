@@ -122,6 +122,9 @@ def test_results_file_from_known_numbers(tmp_path):
   assert "MLM's gain grows with L" in text and "yes here" in text
   # The smallest scenario's gain over w/o MS (0.05 in both here): the sentence names it.
   assert "M5 - M5 w/o MS (HR@20) by scenario, fewest test examples first: S1 (33% of " in text
+  assert "The smallest scenario ties for the largest gain." in text  # 0.05 in both
+  assert m5._smallest_verdict([0.2, 0.1]) == "The smallest scenario gains most."
+  assert m5._smallest_verdict([0.0, 0.1]) == "The smallest scenario does not gain most."
   assert "val_loss at lr 0.002" in text
 
 

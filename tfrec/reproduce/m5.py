@@ -302,10 +302,20 @@ def _smallest_scenario_gain(results, scenarios: Sequence[str], traffic: Sequence
     lines.append(f"- M5 - {other} (HR@20) by scenario, fewest test examples first: "
                  + "; ".join(f"{_scenario_label(s)} ({share:.0%} of examples) {g:+.4f} ± {sd:.4f}"
                              for share, s, g, sd in gains)
-                 + (". The smallest scenario gains most." if gains and gains[0][2] == max(
-                     g for _, _, g, _ in gains) else ". The smallest scenario does not gain "
-                    "most."))
+                 + ". " + _smallest_verdict([g for _, _, g, _ in gains]))
   return lines
+
+
+def _smallest_verdict(gains: Sequence[float]) -> str:
+  """Whether the first (smallest) scenario's gain is the largest: strictly, tied, or not."""
+  if not gains:
+    return ""
+  others = max(gains[1:], default=-np.inf)
+  if gains[0] > others:
+    return "The smallest scenario gains most."
+  if gains[0] == others:
+    return "The smallest scenario ties for the largest gain."
+  return "The smallest scenario does not gain most."
 
 
 def _table1(results) -> List[str]:
