@@ -106,3 +106,36 @@ def test_same_world_fills_fields_an_older_dataset_json_lacks():
   assert not sweep._same_world({**held, "transfer": 0.9}, config)
   assert not sweep._same_world({**held, "no_such_knob": 1}, config)
   assert not sweep._same_world(None, config)
+
+
+def test_sweep_workers_share_each_worlds_runs_and_helpers_report_nothing(tmp_path, monkeypatch):
+  made, runners = [], []
+
+  class FakeRunner:
+    def __init__(self, settings, worker=(0, 1)):
+      self.settings, self.worker = settings, worker
+      runners.append(self)
+
+    def run_all(self, rows, own_only=False):
+      self.own_only = own_only
+      return {} if own_only else {r.name: [] for r in rows}
+
+    def arrays(self, row, seed):
+      return {}
+
+  monkeypatch.setattr(sweep.harness, "Runner", FakeRunner)
+  monkeypatch.setattr(sweep, "ensure_world", lambda d, *a, **k: made.append(d) or d)
+  monkeypatch.setattr(sweep, "measure", lambda *a: "point")
+  settings = harness.Settings(data_dir="", work_dir=str(tmp_path / "runs"), seeds=1)
+  claims = [sweep.Claim("A > B", "A", "B")]
+  rows = [harness.Row("A", "a.flags"), harness.Row("B", "b.flags")]
+  out = sweep.run_sweep("transfer", [0.1, 0.7], claims, rows, "tiny", str(tmp_path),
+                        settings, ["auc"], worker=(1, 2))
+  assert out == {} and [r.worker for r in runners] == [(1, 2), (1, 2)]
+  assert all(r.own_only for r in runners) and len(made) == 2  # each world ensured, under a lock
+  assert all(os.path.exists(d.rstrip(os.sep) + ".world.lock") for d in made)
+  runners.clear()
+  out = sweep.run_sweep("transfer", [0.1, 0.7], claims, rows, "tiny", str(tmp_path),
+                        settings, ["auc"], worker=(0, 2))
+  assert out == {("A > B", "auc"): ["point", "point"]}
+  assert [r.worker for r in runners] == [(0, 2), (0, 2)] and not runners[0].own_only

@@ -154,13 +154,18 @@ def run_sweep(paper, scale) -> None:
   rows = [by_name[n] for n in dict.fromkeys(x for c in claims for x in (c.a, c.b))]
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_sweep_{field}_{scale.name}"
   data_base = FLAGS.data_dir or "data/reproduce/sweep"
+  helpers = [] if FLAGS.worker_index else start_helpers(work_dir)
   points = sweep.run_sweep(field, values, claims, rows, preset, data_base,
                            _settings(paper, "", work_dir, scale),
                            getattr(paper, "SWEEP_METRICS", paper.METRICS),
                            overrides=dict(getattr(scale, "world_overrides", ())),
                            world_name=world_name(scale),
                            prepare=((lambda d: paper.prepare(d, scale))
-                                    if hasattr(paper, "prepare") else None))
+                                    if hasattr(paper, "prepare") else None),
+                           worker=(FLAGS.worker_index, FLAGS.workers))
+  if FLAGS.worker_index:
+    return
+  wait_for(helpers, work_dir)
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_synthetic_sweep_{field}.md")
   command = (f"python -m tfrec.reproduce --paper={FLAGS.paper} --scale={scale.name} "
              f"--seeds={FLAGS.seeds} --sweep={FLAGS.sweep}"
@@ -186,6 +191,15 @@ def start_helpers(work_dir: str):
         stdout=log, stderr=subprocess.STDOUT)))
     log.close()
   return helpers
+
+
+def wait_for(helpers, work_dir: str) -> None:
+  """Waits for the --workers helpers; a failed one is reported (its runs were trained by this
+  process instead: their locks were released)."""
+  for k, proc in helpers:
+    if proc.wait():
+      logging.warning("reproduce worker %d exited with %d; see %s", k, proc.returncode,
+                      os.path.join(work_dir, f"worker{k}.log"))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -218,10 +232,7 @@ def main(argv: Sequence[str]) -> None:
     return
   helpers = start_helpers(work_dir)
   results = runner.run_all(rows)
-  for k, proc in helpers:
-    if proc.wait():  # its runs were trained here instead (their locks were released)
-      logging.warning("reproduce worker %d exited with %d; see %s", k, proc.returncode,
-                      os.path.join(work_dir, f"worker{k}.log"))
+  wait_for(helpers, work_dir)
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_{FLAGS.dataset}.md")
   command = "python -m tfrec.reproduce " + " ".join(
       [f"--{n}={FLAGS[n].value}" for n in ("paper", "dataset", "seeds", "scale")]

@@ -215,27 +215,37 @@ def run_sweep(field: str, values: Sequence[Any], claims: Sequence[Claim], rows: 
               preset: str, data_base: str, settings: harness.Settings,
               metrics: Sequence[str], overrides: Mapping[str, Any] = (),
               world_name: Optional[str] = None,
-              prepare: Optional[Callable[[str], None]] = None
+              prepare: Optional[Callable[[str], None]] = None,
+              worker: Tuple[int, int] = (0, 1)
               ) -> Dict[Tuple[str, str], List[Point]]:
   """Trains and evaluates `rows` in the world of every value (module docstring); returns
   (claim text, metric) -> one `Point` per value. `overrides`: fields set on the preset in
   every world (a scale's world), `world_name` names its directories (default: the preset),
-  `prepare(data_dir)` adds what the paper's rows need to each world (SEMI's item vectors)."""
+  `prepare(data_dir)` adds what the paper's rows need to each world (SEMI's item vectors).
+
+  `worker` = (i, n > 1): n processes share the sweep (`--workers`): each world is generated
+  and prepared once, under a file lock, and each world's runs are shared as
+  `harness.Runner.run_all` shares them; a helper (i > 0) trains its share and returns {}."""
+  index, count = worker
   points: Dict[Tuple[str, str], List[Point]] = {(c.text, m): [] for c in claims for m in metrics}
   for value in values:
-    data_dir = ensure_world(world_dir(data_base, world_name or preset, field, value), preset,
-                            field, value, overrides)
-    if prepare is not None:
-      prepare(data_dir)
+    data_dir = world_dir(data_base, world_name or preset, field, value)
+    with harness.run_lock(data_dir, "world"):  # one process generates, the others wait
+      ensure_world(data_dir, preset, field, value, overrides)
+      if prepare is not None:
+        prepare(data_dir)
     runner = harness.Runner(dataclasses.replace(
         settings, data_dir=data_dir,
-        work_dir=os.path.join(settings.work_dir, f"{field}={value}")))
+        work_dir=os.path.join(settings.work_dir, f"{field}={value}")), worker=(index, count))
+    if index:
+      runner.run_all(rows, own_only=True)
+      continue
     results = runner.run_all(rows)
     arrays = {r.name: [runner.arrays(r, s) for s in range(settings.seeds)] for r in rows}
     for c in claims:
       for m in metrics:
         points[c.text, m].append(measure(results, arrays, c, m, value))
-  return points
+  return {} if index else points
 
 
 def chosen_claims(all_claims: Sequence[Tuple[str, str, str]], names: Optional[Sequence[str]]
