@@ -214,6 +214,20 @@ def test_valid_retrieval_monitors_the_reported_metric_each_epoch(syn_dir, tmp_pa
   assert again["metrics"]["hr@5"] == pytest.approx(max(values))
   with pytest.raises(ValueError, match="<protocol>:<metric>@<K>"):
     config_lib.TrainConfig(run_dir=run, valid_retrieval="hr@5")
+  assert config_lib.parse_valid_retrieval("full:ndcg@20:500") == ("full", "ndcg@20", 20, 500)
+  assert config_lib.parse_valid_retrieval("couple:hr@10") == ("couple", "hr@10", 10, 0)
+  with pytest.raises(ValueError, match="max examples"):
+    config_lib.parse_valid_retrieval("full:hr@20:many")
+  # A cap evaluates the same sampled users as evaluate_retrieval with that cap and seed 0.
+  model, cfg_, info, store = runs.restore_model(run, "best")
+  capped = retrieval.RetrievalValidation(cfg_, info, store, "full:hr@5:7")
+  capped.model = model
+  logs = {}
+  capped.on_epoch_end(0, logs)
+  reader = runs.reader(cfg_, "valid", training=False, info=info, kind="matching")
+  pool, _ = negative_pool(store, "valid")
+  direct = retrieval.evaluate_retrieval(model, reader, pool, "full", (5,), max_examples=7)
+  assert logs["val_hr@5"] == direct["metrics"]["hr@5"] and direct["counts"]["examples"] <= 7
   with pytest.raises(ValueError, match="reports K in"):
     retrieval.RetrievalValidation(cfg, *runs.restore_model(run, "best")[2:], "couple:hr@20")
   with pytest.raises(ValueError, match="not a retrieval model"):

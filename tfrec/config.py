@@ -115,7 +115,9 @@ class TrainConfig:
     lr_decay: "constant", or "linear": the rate falls linearly from `learning_rate` at step 0
       to 0 at the run's last step (epochs x steps per epoch; M5 §5.1.3).
     valid_retrieval: "" (retrieval models validate their loss), or "<protocol>:<metric>@<K>"
-      ("couple:hr@10", "full:hr@20", metric hr or ndcg): each epoch a retrieval model is
+      ("couple:hr@10", "full:hr@20", metric hr or ndcg; a suffix ":N" evaluates at most N
+      examples of users sampled with seed 0, the same ones every epoch, for a large valid
+      split): each epoch a retrieval model is
       evaluated on the valid split as `tfrec.evaluate` would report it
       (`evaluation.retrieval`, protocol "full" or a sampled one, the default candidate pool),
       logged as val_<metric>@<K>, and that value (higher is better) picks the best checkpoint
@@ -160,19 +162,22 @@ class TrainConfig:
 VALID_RETRIEVAL_METRICS = ("hr", "ndcg")
 
 
-def parse_valid_retrieval(spec: str) -> Tuple[str, str, int]:
-  """"couple:hr@10" -> ("couple", "hr@10", 10) (`TrainConfig.valid_retrieval`).
+def parse_valid_retrieval(spec: str) -> Tuple[str, str, int, int]:
+  """"couple:hr@10" -> ("couple", "hr@10", 10, 0); "full:hr@20:5000" -> (..., 5000): at most
+  5,000 examples of users sampled with seed 0 (`TrainConfig.valid_retrieval`; 0: all).
 
   Raises:
-    ValueError: not "<protocol>:<hr|ndcg>@<K>" with K >= 1.
+    ValueError: not "<protocol>:<hr|ndcg>@<K>[:<max examples>]" with K >= 1.
   """
-  protocol, sep, metric = spec.partition(":")
+  protocol, sep, rest = spec.partition(":")
+  metric, _, cap = rest.partition(":")
   name, at, k = metric.partition("@")
   if not (sep and at and protocol and name in VALID_RETRIEVAL_METRICS and k.isdigit()
-          and int(k) >= 1):
-    raise ValueError(f"valid_retrieval={spec!r}: expected <protocol>:<metric>@<K>, metric one "
-                     f"of {VALID_RETRIEVAL_METRICS} (e.g. couple:hr@10, full:hr@20)")
-  return protocol, metric, int(k)
+          and int(k) >= 1 and (cap == "" or cap.isdigit())):
+    raise ValueError(f"valid_retrieval={spec!r}: expected <protocol>:<metric>@<K>[:<max "
+                     f"examples>], metric one of {VALID_RETRIEVAL_METRICS} (e.g. couple:hr@10, "
+                     "full:hr@20:5000)")
+  return protocol, metric, int(k), int(cap or 0)
 
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")

@@ -337,8 +337,9 @@ def evaluate_retrieval_run(run_dir: str, split: str = "test", protocol: str = FU
 class RetrievalValidation(keras.callbacks.Callback):
   """Adds "val_<metric>@K" to each epoch's logs: the model evaluated on the valid split as
   `evaluate_retrieval` reports a test split (`TrainConfig.valid_retrieval` =
-  "<protocol>:<metric>@<K>"; the default candidate pool of the split, seen items excluded where
-  the dataset has them, negatives seeded 0 so every epoch and run meets the same candidates).
+  "<protocol>:<metric>@<K>[:<max examples>]"; the default candidate pool of the split, seen
+  items excluded where the dataset has them, negatives and sampled users seeded 0 so every
+  epoch and run meets the same examples and candidates).
   Put it before the callbacks that monitor it (best checkpoint, early stopping).
 
   Raises (at construction):
@@ -347,7 +348,7 @@ class RetrievalValidation(keras.callbacks.Callback):
 
   def __init__(self, cfg: config_lib.RunConfig, info: Any, store: Any, spec: str):
     super().__init__()
-    self.protocol, self.metric, k = config_lib.parse_valid_retrieval(spec)
+    self.protocol, self.metric, k, self.max_examples = config_lib.parse_valid_retrieval(spec)
     if self.protocol != FULL:
       proto = metrics.PROTOCOLS.get(self.protocol)
       if proto is None:
@@ -368,7 +369,8 @@ class RetrievalValidation(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
     result = evaluate_retrieval(self.model, self.reader, self.pool, self.protocol, self.ks,
-                                self.popularity, seed=0, seen=self.seen)
+                                self.popularity, seed=0, max_examples=self.max_examples,
+                                seen=self.seen)
     if logs is not None:
       logs[self.name] = result["metrics"][self.metric]
 
