@@ -38,6 +38,11 @@ def test_rows_are_the_papers_on_tag_based_items_with_its_settings():
   assert c.model.kwargs["temperature"] == pytest.approx(0.03)
   assert c.model.kwargs["queue_size"] == 2560 and c.model.kwargs["negatives"] == "queue"
   assert c.model.kwargs["dropout"] == pytest.approx(0.2)
+  diag = {r.name: _cfg(r, *r.flags).model.kwargs for r in exp.diag}
+  assert {n: (k["tau_rate"], k["tau_every"]) for n, k in diag.items()} == {
+      "Base + memory tree, tau over the run": (0.004, 100), "COUPLE, tau over the run": (0.004, 100)}
+  assert diag["Base + memory tree, tau over the run"]["group"] and diag[
+      "COUPLE, tau over the run"]["negatives"] == "queue"
   ablations = {r.name: _cfg(r).model.kwargs for r in exp.table5}
   assert (ablations["Base (history + domain)"]["content"],
           ablations["Base (history + domain)"]["group"]) == (False, False)
@@ -134,6 +139,7 @@ def test_results_file_from_known_numbers(tmp_path):
           "Base + user content": 0.18, "Base + memory tree": 0.19,
           "All + batch negatives": 0.205}
   base.update({couple.share_row(p): 0.1 + 0.1 * p for p in couple.SOURCE_SHARES})
+  base.update({"Base + memory tree, tau over the run": 0.25, "COUPLE, tau over the run": 0.21})
   results = {n: [_fake(n, s, v + 0.001 * s, v - 0.05 + 0.001 * s) for s in range(3)]
              for n, v in base.items()}
   out = str(tmp_path / "couple_synthetic.md")
@@ -153,6 +159,9 @@ def test_results_file_from_known_numbers(tmp_path):
   assert "val_loss at lr 0.0001" in text  # the model selection names the retrieval monitor
   # Fig. 4: one row per share (20%: 0.12 + 0.001 s for all users, 0.07 + ... for cold ones).
   assert "| 20% | 0.1210 ± 0.0010 |" in text and "| 100% | 0.2010 ± 0.0010 |" in text
+  # The temperature diagnostics: their table and the comparison with the paper's schedule.
+  assert "## Diagnostics (not in the paper): the Gumbel temperature over the run" in text
+  assert "| run-length tau > A.1.2's tau (Base + memory tree) (HR@10) | 0.2510 vs 0.1910" in text
   for metric in ("hr10", "ndcg10"):
     png = tmp_path / f"couple_synthetic_fig4_{metric}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.name in text

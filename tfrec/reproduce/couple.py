@@ -13,6 +13,8 @@ regime map, and the results file `docs/results/couple_<dataset>.md`.
   Fig. 5   the memory tree's leaves with and without the orthogonality penalty (srip_weight 0):
            their coherence, SRIP value and effective rank per seed, and a 2-D embedding of seed
            0's leaves coloured by their first-layer parent (`tfrec.evaluation.leaf_groups`)
+  diag     (not in the paper) Base + memory tree and COUPLE with the Gumbel temperature falling
+           to its floor within the run (`RUN_LENGTH_TAU`), beside their A.1.2 schedule
   sweep    `--sweep=tag_overlap=...`: COUPLE - SASRec across the share of target tags the
            source domain uses (the paper explains its larger gain on TPMV than on Amazon by 60%
            vs 25% overlap; `tfrec.reproduce.sweep`)
@@ -43,7 +45,12 @@ from tfrec.reproduce.harness import Row
 
 PAPER = "couple"
 CONFIGS = "configs/couple"
-PARTS = ("table4", "table5", "fig4", "fig5")
+PARTS = ("table4", "table5", "fig4", "fig5", "diag")
+# Diagnostics (not in the paper): the Gumbel temperature of A.1.2 falls over millions of steps
+# (tau = max(1, 20 e^{-1e-5 t}), updated every 1,000); a CPU run takes ~1,000, so tau stays 20.
+# These rows let tau reach its floor within the run (20 e^{-0.004 t}: 1 at t = 750, updated
+# every 100 steps), testing whether the memory tree's collapse is the schedule's.
+RUN_LENGTH_TAU = "--model_args=tau_rate=0.004,tau_every=100"
 SOURCE_SHARES = (0.2, 0.4, 0.6, 0.8)  # Fig. 4's shares below 1 (1.0 is COUPLE's own row)
 DATASETS = ("synthetic", "movielens", "amazon")
 DATA_DIRS = {"movielens": "data/ml1m_couple", "amazon": "data/amazon_couple"}
@@ -113,6 +120,7 @@ class Experiments:
   table5: Tuple[Row, ...]
   fig4: Tuple[Row, ...] = ()
   fig5: Tuple[Row, ...] = ()
+  diag: Tuple[Row, ...] = ()
 
   def rows(self, parts: Sequence[str]) -> List[Row]:
     out: Dict[str, Row] = {}
@@ -139,7 +147,10 @@ def experiments(scale: Scale) -> Experiments:
   fig4 = tuple(Row(share_row(p), couple.flagfile, (f"--source_share={p}",))
                for p in SOURCE_SHARES) + (couple,)
   fig5 = (couple, Row(NO_ORTHOGONALITY, f"{CONFIGS}/no_orthogonality.flags"))
-  return Experiments(table4, table5 + (couple,), fig4, fig5)
+  tree = table5[2]
+  diag = (Row(f"{tree.name}, tau over the run", tree.flagfile, (RUN_LENGTH_TAU,)),
+          Row(f"{COUPLE_ROW}, tau over the run", couple.flagfile, (RUN_LENGTH_TAU,)))
+  return Experiments(table4, table5 + (couple,), fig4, fig5, diag)
 
 
 
@@ -176,6 +187,11 @@ TABLE_METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
 _LABEL = {"hr@5": "HR@5", "hr@10": "HR@10", "ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10"}
 CI_K = 10
 GROUPS = ("warm users", "cold users")
+
+DIAG_CLAIMS = (
+    ("run-length tau > A.1.2's tau (Base + memory tree)", "Base + memory tree, tau over the run",
+     "Base + memory tree"),
+    ("run-length tau > A.1.2's tau (COUPLE)", f"{COUPLE_ROW}, tau over the run", COUPLE_ROW))
 
 CLAIMS = tuple((f"COUPLE > {b}", COUPLE_ROW, b) for b in (
     "SASRec", "ComiRec-SA", "ICAN", "YouTube DNN", "DeepCoNN", "DSSM")) + (
@@ -313,7 +329,8 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
   table5 = [r for r in exp.table5 if r.name in results]
   fig4 = [r for r in exp.fig4 if r.name in results]
   fig5 = [r for r in exp.fig5 if r.name in results]
-  rows = list({r.name: r for r in table4 + table5 + fig4 + fig5}.values())
+  diag = [r for r in exp.diag if r.name in results]
+  rows = list({r.name: r for r in table4 + table5 + fig4 + fig5 + diag}.values())
   seeds = max(len(v) for v in results.values())
   first = next(iter(results.values()))[0]
   groups = [g for g in GROUPS if any(g in r.get("groups", {}) for runs in results.values()
@@ -366,6 +383,17 @@ def write_report(results, exp: Experiments, scale: Scale, dataset: str, dataset_
     lines += _fig4(fig4, results, groups, os.path.dirname(out_md), fig_base)
   if extra:
     lines += _fig5(extra, results, os.path.dirname(out_md), fig_base)
+  if diag:
+    lines += ["## Diagnostics (not in the paper): the Gumbel temperature over the run", "",
+              "A.1.2's schedule keeps tau at 20 for the ~1,000 steps of a CPU run; these rows "
+              "let it fall to 1 within the run (`tau_rate=0.004, tau_every=100`), everything "
+              "else as their paper rows.", "",
+              _table(diag, results, cis, None, (), groups), ""]
+    compared = tables.claim_rows(DIAG_CLAIMS, results, cis[None], METRICS, _LABEL)
+    if compared:
+      lines += [report.markdown_table(["comparison", "measured (mean over seeds)",
+                                       "difference [95% CI]", "p (one-sided Welch)",
+                                       "verdict"], compared), ""]
   claim_rows = tables.claim_rows(CLAIMS, results, cis[None], METRICS, _LABEL)
   lines += tables.claims_section(claim_rows + _group_claims(results, cis, groups))
   lines += tables.closing_sections(rows, results, timings, stem)
