@@ -117,6 +117,19 @@ def flagfile_config(path, data_dir, run_dir, *extra):
   return tfrec_flags.run_config(fl)
 
 
+def assert_two_replicas_equal_one_device(result, tolerance=1e-6):
+  """The common check of the *_two_replicas.py scripts (`run_two_replica_script`): 2 replicas,
+  an even (2 + 2 rows) and an uneven (2 + 1) step, each moving the weights exactly as one
+  device with the same loss."""
+  assert result["replicas"] == 2
+  even, uneven = result["steps"]
+  assert even["rows_per_replica"] == [2, 2] and uneven["rows_per_replica"] == [2, 1]
+  for step in (even, uneven):
+    assert step["weights_moved"] > 1e-3  # SGD moved the weights...
+    assert step["weights_vs_single"] < tolerance  # ...exactly as one device did
+    assert abs(step["loss_multi"] - step["loss_single"]) < 1e-5
+
+
 def run_two_replica_script(name):
   """Runs tests/<name> in a fresh process (logical CPUs are set before TensorFlow starts) and
   returns the JSON it prints on its last "RESULT " line."""

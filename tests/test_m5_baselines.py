@@ -23,8 +23,8 @@ from tfrec.models.pdn import distinct_triggers
 from tfrec.models.sdm import split_sequence
 from tfrec.tasks.ranking_max import ranking_max
 
-from conftest import (NUM_ITEMS, flagfile_config, make_config, run_two_replica_script,  # noqa: E402
-                      tiny_store)
+from conftest import (NUM_ITEMS, assert_two_replicas_equal_one_device,  # noqa: E402
+                      flagfile_config, make_config, run_two_replica_script, tiny_store)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("gru4rec_plus", "bst_two_tower", "sdm", "pdn", "cl4srec")
@@ -310,14 +310,7 @@ def test_cl4srec_contrastive_loss_is_nt_xent_of_two_views_by_hand():
 
 @pytest.mark.slow
 def test_ranking_max_and_nt_xent_on_two_logical_cpus_equal_one_device():
-  result = run_two_replica_script("m5_two_replicas.py")
-  assert result["replicas"] == 2
-  even, uneven = result["steps"]
-  assert even["rows_per_replica"] == [2, 2] and uneven["rows_per_replica"] == [2, 1]
-  for step in (even, uneven):
-    assert step["weights_moved"] > 1e-3
-    assert step["weights_vs_single"] < 1e-6
-    assert abs(step["loss_multi"] - step["loss_single"]) < 1e-5
+  assert_two_replicas_equal_one_device(run_two_replica_script("m5_two_replicas.py"))
 
 
 # --------------------------------------------------------------------------- serving

@@ -115,18 +115,12 @@ def harness_settings(scale: Scale, dataset: str) -> Dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Experiments:
+class Experiments(tables.PartRows):
   table4: Tuple[Row, ...]
   table5: Tuple[Row, ...]
   fig4: Tuple[Row, ...] = ()
   fig5: Tuple[Row, ...] = ()
   diag: Tuple[Row, ...] = ()
-
-  def rows(self, parts: Sequence[str]) -> List[Row]:
-    out: Dict[str, Row] = {}
-    for part in parts:
-      out.update({r.name: r for r in getattr(self, part)})
-    return list(out.values())
 
 
 COUPLE_ROW = "COUPLE"

@@ -149,15 +149,9 @@ def prepare(data_dir: str, scale: Scale) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Experiments:
+class Experiments(tables.PartRows):
   table2: Tuple[Row, ...]
   table1: Tuple[Row, ...] = ()
-
-  def rows(self, parts: Sequence[str]) -> List[Row]:
-    out: Dict[str, Row] = {}
-    for part in parts:
-      out.update({r.name: r for r in getattr(self, part)})
-    return list(out.values())
 
 
 M5_ROW = "M5"

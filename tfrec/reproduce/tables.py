@@ -20,6 +20,17 @@ Results = Mapping[str, List[Dict[str, Any]]]
 Arrays = Mapping[str, List[Mapping[str, np.ndarray]]]
 
 
+class PartRows:
+  """A paper's `Experiments` dataclass whose fields are named after its parts and hold their
+  rows (COUPLE, M5): `rows(parts)` = every part's rows, each name once, in order."""
+
+  def rows(self, parts: Sequence[str]) -> List[harness.Row]:
+    out: Dict[str, harness.Row] = {}
+    for part in parts:
+      out.update({r.name: r for r in getattr(self, part)})
+    return list(out.values())
+
+
 def p_text(p: float) -> str:
   return "n/a (1 seed)" if not np.isfinite(p) else f"{p:.3g}{report.significance_marker(p)}"
 
