@@ -38,14 +38,21 @@ def epoch_losses(run_dir):
 
 def test_mirrored_strategy_on_two_logical_cpus_trains_and_loss_falls(syn_dir, tmp_path):
   run = str(tmp_path / "run")
-  out = subprocess.run(train_cmd(syn_dir, run, "--strategy=mirrored", "--cpu_replicas=2",
-                                 "--epochs=4", "--steps_per_epoch=6"),
-                       capture_output=True, text=True, env=env(), timeout=300, cwd=REPO)
+  # The default validation (the whole valid split: Keras needs its step count for a dataset
+  # distributed over 2 replicas) and the logged loss weight (1, not 2 summed over replicas).
+  cmd = [a for a in train_cmd(syn_dir, run, "--strategy=mirrored", "--cpu_replicas=2",
+                              "--epochs=4", "--steps_per_epoch=6")
+         if a != "--validation_steps=0"]
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "MirroredStrategy with 2 replica(s)" in out.stderr
   losses = epoch_losses(run)
   assert len(losses) == 4 and losses[-1] < losses[0], losses
   assert tf.io.gfile.exists(config_lib.run_paths(run)["final"] + ".index")
+  assert tf.io.gfile.exists(config_lib.run_paths(run)["best"] + ".index")  # validated
+  epochs = [x for x in out.stdout.splitlines() if x.startswith("6/6") and "val_auc" in x]
+  assert len(epochs) == 4 and all("_weight: 1.0000" in x and "_weight: 2.0" not in x
+                                  for x in epochs), epochs
 
 
 def free_ports(n):

@@ -264,6 +264,10 @@ def train(cfg: config_lib.RunConfig,
       logging.warning("--validation_steps=%d: the %s split holds %d batches; validating on "
                       "those", validation_steps, cfg.data.valid_split, val_batches)
       validation_steps = val_batches
+    if validation_steps is None and strategy.num_replicas_in_sync > 1:
+      # Keras needs the count for a distributed dataset of several replicas (it refuses
+      # None: "you must specify the number of steps"); one pass is val_batches steps.
+      validation_steps = val_batches
   logging.info("strategy %s with %d replica(s), %d input pipeline(s); %d steps per epoch; "
                "losses %s", type(strategy).__name__, strategy.num_replicas_in_sync, pipelines,
                steps_per_epoch, model.loss_weights)

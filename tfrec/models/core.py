@@ -210,7 +210,10 @@ class Model(keras.Model):
   def _logs(self) -> Dict[str, tf.Tensor]:
     logs = {m.name: m.result() for m in self.metrics}
     for name, weight in self._loss_weights.items():
-      logs[f"{name}_weight"] = tf.constant(weight, tf.float32)
+      # Keras sums a per-replica log over the replicas (fit's "auto" reduction off TPUs; the
+      # metrics' results are already cross-replica values and pass through): each replica
+      # logs its share so the epoch log shows the weight, not replicas x weight.
+      logs[f"{name}_weight"] = tf.constant(weight, tf.float32) / _num_replicas()
     return logs
 
   def train_step(self, data):
