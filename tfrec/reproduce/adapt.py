@@ -64,15 +64,7 @@ CROSS_DOMAIN = ("CMF", "CoNet", "Cross-BST", "π-Net", "ADAPT")
 FEATURES = {"V": "[visual]", "T": "[title]", "V+T": "[visual,title]"}
 
 
-@dataclasses.dataclass(frozen=True)
-class Scale:
-  name: str
-  synthetic_preset: str
-  world_overrides: Tuple[Tuple[str, Any], ...]
-  world_name: str
-  scale_flagfile: str
-  pretrain_flagfile: str
-  description: str
+Scale = tables.Scale
 
 
 SCALES = {

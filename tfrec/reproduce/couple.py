@@ -75,20 +75,7 @@ PAPER_TABLE5 = {"Base (history + domain)": (0.28411, 0.17042),
                 "All + FIFO queue (COUPLE)": (0.30625, 0.19062)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Scale:
-  name: str
-  synthetic_preset: str
-  world_overrides: Tuple[Tuple[str, Any], ...]
-  world_name: str
-  scale_flagfile: str
-  pretrain_flagfile: str
-  description: str
-  world: str = ""
-
-  def text(self, dataset: str) -> str:
-    return (f"{self.world}; " if dataset == "synthetic" and self.world else "") + self.description
-
+Scale = tables.Scale
 
 SCALES = {
     "cpu": Scale(

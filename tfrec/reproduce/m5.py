@@ -84,20 +84,9 @@ PAPER_TABLE1_H = {"w/o MLM": (0.4291, 0.4315, 0.4297, 0.4258),
 
 
 @dataclasses.dataclass(frozen=True)
-class Scale:
-  name: str
-  synthetic_preset: str
-  world_overrides: Tuple[Tuple[str, Any], ...]
-  world_name: str
-  scale_flagfile: str
-  pretrain_flagfile: str
-  description: str
+class Scale(tables.Scale):
   cg_dim: int = 128  # the CG table's width (the rows' d: §5.1.3's 128, the CPU variant's 64)
   graphsage_steps: int = 2000
-  world: str = ""
-
-  def text(self, dataset: str) -> str:
-    return (f"{self.world}; " if dataset == "synthetic" and self.world else "") + self.description
 
 
 SCALES = {

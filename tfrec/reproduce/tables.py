@@ -7,6 +7,7 @@ evaluation arrays (`harness.save_arrays`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,6 +19,27 @@ from tfrec.reproduce.harness import values
 
 Results = Mapping[str, List[Dict[str, Any]]]
 Arrays = Mapping[str, List[Mapping[str, np.ndarray]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """A reproduction's scale (COUPLE's, M5's, ADAPT's): the synthetic preset with
+  `world_overrides` (field, value) on top, generated in data/reproduce/syn-<world_name>; the
+  flagfiles applied after each row's own (`scale_flagfile`) and each pre-training run's; the
+  models' settings (`description`, every dataset) and the world's (`world`, synthetic only)."""
+
+  name: str
+  synthetic_preset: str
+  world_overrides: Tuple[Tuple[str, Any], ...]
+  world_name: str
+  scale_flagfile: str
+  pretrain_flagfile: str
+  description: str
+  world: str = ""
+
+  def text(self, dataset: str) -> str:
+    """The scale for the results file: the world (synthetic data only), then the settings."""
+    return (f"{self.world}; " if dataset == "synthetic" and self.world else "") + self.description
 
 
 class PartRows:
