@@ -96,7 +96,8 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
                        pool_description: str = "the given pool",
                        oracle: Any = None,
                        seen: Optional[Dict[int, np.ndarray]] = None,
-                       keep_arrays: bool = False) -> Dict[str, Any]:
+                       keep_arrays: bool = False,
+                       traced: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """HR/Recall/NDCG@K of a retrieval model on one matching split (module docstring).
 
   Args:
@@ -115,6 +116,9 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
     seen: {user: <int>[k] items} (`tfrec.data.seen_items.load`): exclude each record's whole
       history instead of its behaviour sequence (a user missing from it: an error).
     keep_arrays: add "arrays": per example "user_ids", "ranks", "cold_user" (split order).
+    traced: a dict kept by a caller that evaluates the same model again (each epoch's
+      validation): the traced query and score functions are stored in it and reused, instead
+      of tracing the model's encoder anew on every call.
 
   Raises:
     ValueError: an unknown protocol, or a pool too small for it.
@@ -132,8 +136,13 @@ def evaluate_retrieval(model: Any, reader: Reader, pool: np.ndarray, protocol: s
   n_items = model.num_items
   pool_mask = np.zeros(n_items + 1, bool)
   pool_mask[pool] = True
-  encode = tf.function(lambda f: model.encode_user(f, training=False)["query"])
-  score = tf.function(lambda f, c: model.score(model.encode_user(f, training=False), c))
+  traced = {} if traced is None else traced
+  if traced.get("model") is not model:
+    traced.update(model=model, encode=tf.function(
+        lambda f: model.encode_user(f, training=False)["query"], reduce_retracing=True),
+        score=tf.function(lambda f, c: model.score(model.encode_user(f, training=False), c),
+                          reduce_retracing=True))
+  encode, score = traced["encode"], traced["score"]
   table = None
   if proto is None:  # every item's vector once (row 0: padding, never a candidate)
     table = model.encode_items(tf.range(n_items + 1, dtype=tf.int64)).numpy()
@@ -366,11 +375,12 @@ class RetrievalValidation(keras.callbacks.Callback):
                        if self.protocol != FULL and metrics.PROTOCOLS[self.protocol].num_popular
                        else None)
     self.seen = seen_items.load(cfg.data.data_dir, split)
+    self._traced: Dict[str, Any] = {}  # the query encoder traced once, reused every epoch
 
   def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
     result = evaluate_retrieval(self.model, self.reader, self.pool, self.protocol, self.ks,
                                 self.popularity, seed=0, max_examples=self.max_examples,
-                                seen=self.seen)
+                                seen=self.seen, traced=self._traced)
     if logs is not None:
       logs[self.name] = result["metrics"][self.metric]
 
