@@ -89,6 +89,20 @@ def test_user_groups_by_hand():
   assert "cold users" not in retrieval.user_groups(ranks, users, 0 * cold, ks=(5,))
 
 
+def test_a_kept_trace_is_reused_by_later_evaluations(tiny_run):
+  model, cfg, info, store = runs.restore_model(tiny_run, "best")
+  pool, _ = negative_pool(store, "test")
+  reader = runs.reader(cfg, "test", training=False, info=info, kind="matching")
+  traced = {}
+  first = retrieval.evaluate_retrieval(model, reader, pool, "full", ks=(5,), batch_size=64,
+                                       traced=traced)
+  count = traced["encode"].experimental_get_tracing_count()
+  again = retrieval.evaluate_retrieval(model, reader, pool, "full", ks=(5,), batch_size=64,
+                                       traced=traced)
+  assert traced["encode"].experimental_get_tracing_count() == count  # no new trace
+  assert again["metrics"] == first["metrics"]
+
+
 def test_scenario_groups_by_hand():
   ranks = np.array([0, 7, 3, 12, 1])
   users = np.array([4, 4, 9, 2, 2])
