@@ -139,3 +139,23 @@ def test_sweep_workers_share_each_worlds_runs_and_helpers_report_nothing(tmp_pat
                         settings, ["auc"], worker=(0, 2))
   assert out == {("A > B", "auc"): ["point", "point"]}
   assert [r.worker for r in runners] == [(0, 2), (0, 2)] and not runners[0].own_only
+
+
+def test_report_names_the_monitor_and_each_worlds_stopping_epochs(tmp_path):
+  points = {("A > B", "hr@10"): [_point(0.1, stats.HOLDS)]}
+  rows = [harness.Row("A", "a.flags"), harness.Row("B", "b.flags")]
+
+  def run(epoch, lr=1e-3):
+    return {"best": {"epoch": epoch, "monitor": "val_hr@10", "value": 0.5}, "lr": lr,
+            "lr_grid": {lr: 0.5}, "epochs_run": epoch + 2, "max_epochs": 20}
+
+  results = {"A": [run(3), run(4)], "B": [run(9), run(1)]}
+  path = sweep.write_report(str(tmp_path / "couple_synthetic_sweep_tag_overlap.md"), "couple",
+                            "tag_overlap", [0.1], "tiny", 2, points, ["hr@10"],
+                            command="python -m tfrec.reproduce --extra_flags=--x=1",
+                            selection={0.1: (rows, results)})
+  text = open(path).read()
+  assert "early stopping on HR@10 on the valid split" in text
+  assert "`--extra_flags=--x=1`" not in text and "--extra_flags=--x=1`" in text
+  assert "## Model selection (on the valid split) at tag_overlap = 0.1" in text
+  assert "| B | 0.5000 | 0.001 | 9, 1 | 11/20, 3/20 |" in text

@@ -155,6 +155,7 @@ def run_sweep(paper, scale) -> None:
   work_dir = FLAGS.work_dir or f"runs/reproduce/{FLAGS.paper}_sweep_{field}_{scale.name}"
   data_base = FLAGS.data_dir or "data/reproduce/sweep"
   helpers = [] if FLAGS.worker_index else start_helpers(work_dir)
+  selection = {}
   points = sweep.run_sweep(field, values, claims, rows, preset, data_base,
                            _settings(paper, "", work_dir, scale),
                            getattr(paper, "SWEEP_METRICS", paper.METRICS),
@@ -162,7 +163,8 @@ def run_sweep(paper, scale) -> None:
                            world_name=world_name(scale),
                            prepare=((lambda d: paper.prepare(d, scale))
                                     if hasattr(paper, "prepare") else None),
-                           worker=(FLAGS.worker_index, FLAGS.workers))
+                           worker=(FLAGS.worker_index, FLAGS.workers),
+                           selection=selection)
   if FLAGS.worker_index:
     return
   wait_for(helpers, work_dir)
@@ -170,12 +172,14 @@ def run_sweep(paper, scale) -> None:
   command = (f"python -m tfrec.reproduce --paper={FLAGS.paper} --scale={scale.name} "
              f"--seeds={FLAGS.seeds} --sweep={FLAGS.sweep}"
              + "".join(f' --claims="{c}"' for c in FLAGS.claims)
+             + "".join(f" --extra_flags={x}" for x in FLAGS.extra_flags)
              + (f" --lr_grid={','.join(FLAGS.lr_grid)}"
                 if tuple(float(x) for x in FLAGS.lr_grid) != harness.DEFAULT_LR_GRID else ""))
   overrides = dict(getattr(scale, "world_overrides", ()))
   world = f"`{preset}`" + "".join(f", {k} = {v}" for k, v in overrides.items())
   path = sweep.write_report(out, FLAGS.paper, field, values, world, FLAGS.seeds, points,
-                            getattr(paper, "SWEEP_METRICS", paper.METRICS), command)
+                            getattr(paper, "SWEEP_METRICS", paper.METRICS), command,
+                            selection=selection)
   print(f"tfrec.reproduce: wrote {path}")
 
 

@@ -40,6 +40,10 @@ class Claim:
   b: str
 
 
+# What `run_sweep` keeps of one world for the report: its rows and their results.
+Selection = Tuple[Sequence[Any], Mapping[str, List[Dict[str, Any]]]]
+
+
 @dataclasses.dataclass(frozen=True)
 class Point:
   """One claim and metric at one knob value."""
@@ -176,15 +180,27 @@ def regimes(points: Sequence[Point]) -> str:
 
 def write_report(path: str, paper: str, field: str, values: Sequence[Any], preset: str,
                  seeds: int, points: Mapping[Tuple[str, str], List[Point]],
-                 metrics: Sequence[str], command: str = "") -> str:
-  """The sweep's markdown report and one regime-map PNG per (claim, metric) beside it."""
+                 metrics: Sequence[str], command: str = "",
+                 selection: Optional[Mapping[Any, Selection]] = None) -> str:
+  """The sweep's markdown report and one regime-map PNG per (claim, metric) beside it.
+  `selection`: per knob value, the rows and results `run_sweep` collected; the report then
+  names the validation monitor and lists each run's learning rate and stopping epoch (a
+  claim can turn on where early stopping ends a row)."""
+  from tfrec.reproduce import tables
   stem = os.path.splitext(path)[0]
   lines = [f"# {paper.upper()} claims across `{field}` (synthetic preset {preset})", ""]
   if command:
     lines += [f"Command: `{command}`", ""]
+  monitor = "its validation monitor"
+  if selection:
+    first = next(r for rows, results in selection.values() for row in rows
+                 for r in results[row.name])
+    name = (first.get("best") or {}).get("monitor") or "val_loss"
+    monitor = (tables.retrieval_monitor(first, "the validation loss")
+               if "@" in name or name == "val_loss" else f"`{name}`")
   lines += [f"Knob `{field}` = {', '.join(str(v) for v in values)}; {seeds} seeds per row; every "
-            "run selects its epochs (early stopping) on `valid`, and its learning rate on "
-            "`valid` from the grid of `--lr_grid` (one rate: fixed). Difference = mean over "
+            f"run selects its epochs (early stopping on {monitor}) on `valid`, and its learning "
+            "rate on `valid` from the grid of `--lr_grid` (one rate: fixed). Difference = mean over "
             "seeds of row a minus row b; its 95% interval is the paired bootstrap "
             "over users; p is the one-sided Welch t-test over seeds; a claim **holds** only "
             "when p < 0.05, otherwise **same direction, not significant** when the mean "
@@ -203,6 +219,9 @@ def write_report(path: str, paper: str, field: str, values: Sequence[Any], prese
                           xlabel=field, ylabel=f"{metric_label(metric)} difference (a - b)",
                           title=f"{text}: regime map over {field}")
     lines += [f"![{text}, {metric}]({os.path.basename(png)})", ""]
+  for value, (rows, results) in (selection or {}).items():
+    section = tables.selection_section(rows, results)
+    lines += [f"{section[0]} at {field} = {value}"] + section[1:]
   notes = stem + ".notes.md"
   if os.path.exists(notes):
     with open(notes) as f:
@@ -216,7 +235,8 @@ def run_sweep(field: str, values: Sequence[Any], claims: Sequence[Claim], rows: 
               metrics: Sequence[str], overrides: Mapping[str, Any] = (),
               world_name: Optional[str] = None,
               prepare: Optional[Callable[[str], None]] = None,
-              worker: Tuple[int, int] = (0, 1)
+              worker: Tuple[int, int] = (0, 1),
+              selection: Optional[Dict[Any, Selection]] = None
               ) -> Dict[Tuple[str, str], List[Point]]:
   """Trains and evaluates `rows` in the world of every value (module docstring); returns
   (claim text, metric) -> one `Point` per value. `overrides`: fields set on the preset in
@@ -225,7 +245,8 @@ def run_sweep(field: str, values: Sequence[Any], claims: Sequence[Claim], rows: 
 
   `worker` = (i, n > 1): n processes share the sweep (`--workers`): each world is generated
   and prepared once, under a file lock, and each world's runs are shared as
-  `harness.Runner.run_all` shares them; a helper (i > 0) trains its share and returns {}."""
+  `harness.Runner.run_all` shares them; a helper (i > 0) trains its share and returns {}.
+  `selection`, when given, receives each value's (rows, results) for `write_report`."""
   index, count = worker
   points: Dict[Tuple[str, str], List[Point]] = {(c.text, m): [] for c in claims for m in metrics}
   for value in values:
@@ -241,6 +262,8 @@ def run_sweep(field: str, values: Sequence[Any], claims: Sequence[Claim], rows: 
       runner.run_all(rows, own_only=True)
       continue
     results = runner.run_all(rows)
+    if selection is not None:
+      selection[value] = (rows, results)
     arrays = {r.name: [runner.arrays(r, s) for s in range(settings.seeds)] for r in rows}
     for c in claims:
       for m in metrics:
