@@ -10,6 +10,7 @@ import tfrec  # noqa: F401  (Keras 2 switch before TensorFlow)
 
 from absl import flags
 from absl.testing import flagsaver
+import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
@@ -224,3 +225,19 @@ def test_bench_train_also_trains_more_models_on_the_same_tensors(train):
   assert any(line.strip().startswith("bst") for line in text.splitlines())
   assert "ours thacil / ours bst:" in text and "each model default" in text
   assert "per instance (ADAPT Table V): thacil train" in text and "inference" in text
+
+
+def test_bench_builds_semi_as_the_paper_configures_it():
+  """--model_args reaches the model: SEMI's paper inputs (frozen pre-extracted vectors, dropout
+  after the MLP only) read the store's pre-extracted column, and no block drops out."""
+  from tfrec.bench import common
+  store = common.random_item_store(30, 4, 16, seed=0)
+  np.testing.assert_array_equal(store.pre_extracted[0], 0.0)
+  assert store.pre_extracted.shape == (31, 16) and np.abs(store.pre_extracted[1:]).sum() > 0
+  model = common.build_model("semi", store, 4, 5, 16, 2, 16, dropout=0.1,
+                             model_args=["item_features=[pre_extracted],attention_dropout=0"])
+  assert model.dropout == 0.1 and model.block_dropout == 0.0
+  assert model.inter_block.dropout == 0.0
+  assert list(model.item_encoder.features) == ["pre_extracted"]
+  with pytest.raises(ValueError, match="no_such_arg"):
+    common.build_model("semi", store, 4, 5, 16, 2, 16, model_args=["no_such_arg=1"])

@@ -226,6 +226,48 @@ def test_attention_all_padded_rows_are_finite():
   np.testing.assert_array_equal(layer(x, query_mask=mask).numpy(), 0.0)
 
 
+def test_self_attention_skips_the_no_key_product_without_changing_values_or_gradients():
+  """Self-attention over one mask skips the has-key product (only padded queries lack keys and
+  the query mask zeroes them); an equal key mask passed as another tensor takes the general
+  path: the same outputs and gradients, all-padded rows included."""
+  rng = np.random.default_rng(4)
+  x = tf.constant(normal(rng, 3, 5, 8))
+  mask = random_mask(rng, 3, 5)  # has an all-padded row
+  layer = MultiHeadAttentionBlock(num_heads=2, ff_dim=8)
+  layer(x, query_mask=mask)
+  outs, grads = [], []
+  for key_mask in (None, tf.identity(tf.constant(mask))):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out = layer(x, query_mask=mask, key_mask=key_mask)
+      loss = tf.reduce_sum(out * tf.sin(tf.range(8, dtype=tf.float32)))
+    outs.append(out.numpy())
+    grads.append(tape.gradient(loss, [x] + layer.trainable_weights))
+  np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+  assert all(np.isfinite(g.numpy()).all() for g in grads[0])
+
+
+def test_attention_scale_is_folded_into_the_query_projection():
+  """eq. 3's 1/sqrt(d_h) on the scores, computed by hand from the layer's own weights."""
+  rng = np.random.default_rng(5)
+  x = normal(rng, 2, 3, 4)
+  layer = MultiHeadAttentionBlock(num_heads=2, ff_dim=0, use_layer_norm=False,
+                                  use_residual=False)
+  layer(x)
+  for w in layer.weights:  # non-zero biases: the scale must reach b^Q too
+    w.assign(rng.normal(size=w.shape).astype(np.float32) * 0.5)
+  _, weights = layer(x, return_attention_scores=True)
+  wq, bq, wk, bk = (v.numpy() for v in layer.weights[:4])
+  q = (x @ wq + bq).reshape(2, 3, 2, 2).transpose(0, 2, 1, 3)
+  k = (x @ wk + bk).reshape(2, 3, 2, 2).transpose(0, 2, 1, 3)
+  scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(2.0)
+  expected = np.exp(scores - scores.max(-1, keepdims=True))
+  np.testing.assert_allclose(weights.numpy(), expected / expected.sum(-1, keepdims=True),
+                             atol=1e-6)
+
+
 def test_self_attention_is_permutation_equivariant():
   rng = np.random.default_rng(1)
   x = normal(rng, 3, 5, 8)

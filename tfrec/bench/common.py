@@ -32,10 +32,14 @@ def define(kind: str, name: str, default: Any, help_text: str, **kwargs: Any) ->
 
 def random_item_store(num_items: int, num_categories: int, visual_dim: int,
                       seed: int) -> ItemStore:
-  """Random in-memory store: ids 1..num_items//2 source, the rest target; row 0 padding."""
+  """Random in-memory store: ids 1..num_items//2 source, the rest target; row 0 padding. The
+  pre-extracted vectors (SEMI's paper inputs, `item_features=[pre_extracted]`) are the visual
+  vectors' width."""
   rng = np.random.default_rng(seed)
   n, half = num_items + 1, num_items // 2
   return ItemStore(
+      pre_extracted=np.r_[np.zeros([1, visual_dim]),
+                          rng.normal(size=[num_items, visual_dim])].astype(np.float32),
       domain=np.r_[0, np.zeros(half), np.ones(num_items - half)],
       category=np.r_[0, rng.integers(1, num_categories + 1, num_items)],
       tags=np.zeros([n, schema.MAX_TAGS]), title=np.zeros([n, schema.MAX_TITLE_LEN]),
@@ -46,12 +50,21 @@ def random_item_store(num_items: int, num_categories: int, visual_dim: int,
 
 def build_model(name: str, store: ItemStore, num_categories: int, seq: int, dim: int,
                 heads: int, ff_dim: int, dropout: Optional[float] = None,
-                item_features: Optional[Sequence[str]] = None) -> RankingModel:
+                item_features: Optional[Sequence[str]] = None,
+                model_args: Sequence[str] = ()) -> RankingModel:
   """Registered model `name` at the given sizes with `store` filled in. Arguments a model does
-  not take (DIN, YouTubeNet: no heads) are left out; None: the model's default."""
+  not take (DIN, YouTubeNet: no heads) are left out; None: the model's default. `model_args`:
+  `--model_args` texts as `tfrec.train` takes them (e.g. SEMI's paper inputs,
+  "item_features=[pre_extracted],attention_dropout=0"), applied last; names only other models
+  take are skipped."""
+  from tfrec.models import model_args as model_args_lib
   args = dict(num_items=store.num_items, dim=dim, num_categories=num_categories,
               visual_dim=store.visual_dim, max_seq_len=seq, num_heads=heads, ff_dim=ff_dim,
-              dropout=dropout, item_features=item_features)
+              dropout=dropout, item_features=item_features,
+              pre_extracted_dim=store.pre_extracted_dim)
   accepted = registry.accepted_args(registry.get(name).cls)
-  model = registry.build(name, **{k: v for k, v in args.items() if k in accepted})
+  args = {k: v for k, v in args.items() if k in accepted}
+  if model_args:
+    args.update(model_args_lib.resolve(name, model_args_lib.parse(model_args))[0])
+  model = registry.build(name, **args)
   return model.build_and_fill(store)

@@ -2,13 +2,16 @@
 
     python -m tfrec.bench train [--model=cross_bst] [--vs=deepctr] [--steps=20] [--warmup=3]
         [--batch=1024] [--seq=50] [--dim=128] [--heads=8] [--jit_compile] [--precision=float32]
-        [--dropout=R]
+        [--dropout=R] [--model_args=name=value,...]
 
 Sizes default to SEMI A.1: batch 1024, histories of 50 per domain (50+50 merged for Cross-BST),
 d = 128, 8 heads, feed-forward 128, an in-memory item store of 20K items with 128-d visual
 vectors. Features are random in-memory tensors (full histories, timestamps increasing, random
 labels) repeated by `tf.data`, so the input pipeline is not measured (`bench input` measures
 it). Each model is compiled with Adam(1e-3) and binary cross-entropy and trained with `fit`.
+SEMI as the paper configures it (frozen pre-extracted item vectors, dropout after the final MLP
+only: configs/semi/paper_inputs.flags) is
+`--model=semi --model_args=item_features=[pre_extracted],attention_dropout=0`.
 
 Measured in one process, so that every figure is a ratio taken under the same load:
   * each model's step time, after `--warmup` steps (tracing) are excluded. The timed steps are
@@ -71,6 +74,10 @@ common.define("list", "item_features", [], "Our models' item inputs (default: ea
 common.define("list", "also", [], "More registered models trained on the same tensors, taking "
               "turns with --model (e.g. --model=thacil --also=bst,atrank --seq=160): each "
               "gets a rate ratio against --model from the same turns.")
+common.define("multi_string", "model_args", [], "Model constructor arguments as tfrec.train's "
+              "--model_args (applied last; names only other models take are skipped), e.g. "
+              "SEMI's paper inputs (configs/semi/paper_inputs.flags): "
+              "--model_args=item_features=[pre_extracted],attention_dropout=0.")
 common.define("float", "dropout", None, "Dropout of every model; default: each model's own (ours "
         "0.1 as SEMI A.1, DeepCTR's BST 0). Set it to compare like for like.")
 common.define("integer", "items", 20_000, "Items in the in-memory item store.")
@@ -150,7 +157,8 @@ def ours(name: str, store: ItemStore) -> keras.Model:
   """A registered tfrec model at the bench's sizes, its item store filled in."""
   model = common.build_model(name, store, FLAGS.categories, FLAGS.seq, FLAGS.dim, FLAGS.heads,
                              FLAGS.ff_dim, FLAGS.dropout,  # None: the model's default
-                             item_features=FLAGS.item_features or None)
+                             item_features=FLAGS.item_features or None,
+                             model_args=FLAGS.model_args)
   return compile_model(model, from_logits=True)
 
 
@@ -265,7 +273,9 @@ def report(entries: List[Entry], matmul: Dict[str, List[float]]) -> str:
       f"d={FLAGS.dim}, {FLAGS.heads} heads, ff {FLAGS.ff_dim}, {FLAGS.items:,} items, "
       f"precision {FLAGS.precision}, jit_compile={FLAGS.jit_compile}, our item features "
       f"{','.join(FLAGS.item_features) or 'each model default'} (DeepCTR: id), dropout "
-      f"{_dropouts(entries)}; {os.cpu_count()} CPU cores, TF {tf.__version__}",
+      f"{_dropouts(entries)}"
+      + "".join(f", --model_args={a}" for a in FLAGS.model_args)
+      + f"; {os.cpu_count()} CPU cores, TF {tf.__version__}",
       f"median of {len(entries[0].seconds)} timed steps per model, taken in turns, after "
       f"{FLAGS.warmup} warm-up steps",
       "",
@@ -312,8 +322,12 @@ def report(entries: List[Entry], matmul: Dict[str, List[float]]) -> str:
 def _dropouts(entries: List[Entry]) -> str:
   if FLAGS.dropout is not None:
     return f"{FLAGS.dropout:g}"
-  ours_rate = [getattr(e.model, "dropout", None) for e in entries if e.name != "deepctr_bst"]
-  text = f"{ours_rate[0]:g} (ours)" if ours_rate and ours_rate[0] is not None else "defaults"
+  ours = [e.model for e in entries if e.name != "deepctr_bst"]
+  rate = getattr(ours[0], "dropout", None) if ours else None
+  text = f"{rate:g} (ours)" if rate is not None else "defaults"
+  inner = getattr(ours[0], "block_dropout", rate) if ours else None
+  if inner is not None and inner != rate:  # SEMI's attention_dropout (A.1: after the MLP only)
+    text += f", {inner:g} inside the attention blocks"
   if any(e.name == "deepctr_bst" for e in entries):
     text += ", 0 (DeepCTR's default; --dropout sets both)"
   return text

@@ -211,12 +211,19 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
         _build_in_scope(self._ff_norm, query_shape)
     super().build(query_shape)
 
-  def _project(self, x: tf.Tensor, name: str) -> tf.Tensor:
-    """<float>[batch, n, dim] -> <float>[batch, heads, n, head_dim] (heads-major for matmul)."""
+  def _project(self, x: tf.Tensor, name: str, scale: Optional[float] = None) -> tf.Tensor:
+    """<float>[batch, n, dim] -> <float>[batch, heads, n, head_dim] (heads-major for matmul),
+    times `scale` when given: folded into the [dim, inner] kernel and the bias, (x W + b) s =
+    x (W s) + b s, instead of a multiply (and its gradient) over the projected sequence."""
     shape = tf.shape(x)
-    out = tf.matmul(tf.reshape(x, [-1, self._dim]), self._kernels[name])
-    if self.use_bias:
-      out = tf.nn.bias_add(out, self._biases[name])  # BiasAddGrad, not a broadcast Sum
+    kernel = self._kernels[name]
+    bias = self._biases.get(name)
+    if scale is not None:
+      kernel = kernel * tf.cast(scale, kernel.dtype)
+      bias = None if bias is None else bias * tf.cast(scale, bias.dtype)
+    out = tf.matmul(tf.reshape(x, [-1, self._dim]), kernel)
+    if bias is not None:
+      out = tf.nn.bias_add(out, bias)  # BiasAddGrad, not a broadcast Sum
     out = tf.reshape(out, [shape[0], shape[1], self.num_heads, self._head_dim])
     return tf.transpose(out, [0, 2, 1, 3])
 
@@ -264,13 +271,12 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
       else:  # "sasrec": keys and values as given, the residual from the normalised query
         residual = normed
       query = normed
-    q = self._project(query, "query")
+    q = self._project(query, "query", scale=1.0 / math.sqrt(self._head_dim))  # eq. 3
     k = self._project(key, "key")
     v = self._project(value, "value")
     # Batched matmuls over [batch, heads, n, head_dim]: about 1.2x faster on CPU than the
-    # equivalent einsums (measured, TF 2.21, SEMI sizes). The 1/sqrt(d_h) scale is applied to
-    # Q, which is smaller than the [batch, heads, q, k] scores.
-    q *= tf.cast(1.0 / math.sqrt(self._head_dim), q.dtype)
+    # equivalent einsums (measured, TF 2.21, SEMI sizes). The 1/sqrt(d_h) scale is folded into
+    # W^Q (`_project`): no multiply over Q or the [batch, heads, q, k] scores.
     logits = tf.matmul(q, k, transpose_b=True)
     mask = None
     if key_mask is not None:
@@ -280,7 +286,12 @@ class MultiHeadAttentionBlock(keras.layers.Layer):
       mask = pair if mask is None else tf.logical_and(mask, pair)
     weights = masked_softmax(logits, mask, axis=-1, zero_all_masked=False)
     heads = tf.matmul(self._weights_dropout(weights, training=training), v)  # [b, h, q, e]
-    if mask is not None:  # a query without any real key gets zero heads (and zero weights)
+    # A query without any real key gets zero heads (and zero weights). In self-attention over
+    # one mask (key mask = query mask, no attention mask) only padded queries lack keys, and
+    # their outputs are zeroed by the query mask below: the product is skipped there.
+    only_padded = (self_attention and attention_mask is None and query_mask is not None
+                   and key_mask is query_mask and not return_attention_scores)
+    if mask is not None and not only_padded:
       has_key = tf.cast(tf.reduce_any(mask, axis=-1, keepdims=True), heads.dtype)
       heads *= has_key
       if return_attention_scores:
