@@ -298,3 +298,23 @@ def test_a_bad_record_met_while_training_ends_the_command_with_one_named_line(tm
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith("tfrec.train: ") and path in last and "record 3" in last, last
   assert "label" in last
+
+
+def test_stateless_dropout_drops_at_the_rate_keeps_the_mean_and_broadcasts_its_noise_shape():
+  x = tf.ones([201, 501])  # an odd size: the last 32-bit word's second draw is unused
+  seed = tf.constant([3, 4], tf.int64)
+  out = step_random.stateless_dropout(x, 0.1, seed).numpy()
+  threshold = round(0.1 * 65536)
+  np.testing.assert_allclose(np.unique(out[out != 0]), [65536 / (65536 - threshold)])
+  dropped = (out == 0).mean()
+  assert abs(dropped - 0.1) < 4 * np.sqrt(0.1 * 0.9 / out.size)  # binomial, 4 sigma
+  assert abs(out.mean() - 1.0) < 0.01  # kept units rescaled: E[out] = x
+  np.testing.assert_array_equal(out, step_random.stateless_dropout(x, 0.1, seed).numpy())
+  assert not np.array_equal(out, step_random.stateless_dropout(x, 0.1, seed + 1).numpy())
+  rows = step_random.stateless_dropout(x, 0.5, seed, noise_shape=[201, 1]).numpy()
+  assert ((rows == 0).all(axis=1) | (rows == 2.0).all(axis=1)).all()  # whole rows kept/dropped
+  np.testing.assert_array_equal(step_random.stateless_dropout(x, 0.0, seed).numpy(), x.numpy())
+  half = step_random.stateless_dropout(tf.ones([8], tf.bfloat16), 0.5, seed)
+  assert half.dtype == tf.bfloat16
+  with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+    step_random.stateless_dropout(x, 1.0, seed)
