@@ -8,6 +8,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -498,3 +500,23 @@ def test_tiny_pretrained_row_trains_evaluates_and_caches(syn_dir, tmp_path, monk
   again = harness.Runner(settings)
   same = lambda x: json.dumps(x, sort_keys=True)  # noqa: E731  (NaN != NaN as floats)
   assert same(again.run_all([row])) == same({row.name: [r]}) and again.timings == {}
+
+
+def test_report_command_names_a_variants_own_results_and_work_directories():
+  """A report made beside the main one (other --extra_flags) names its --results_dir and
+  --work_dir, so that re-running its command does not retrain the main report's runs."""
+  code = (
+      "import sys; from tfrec.reproduce import __main__ as m; m.FLAGS(sys.argv[:1] + "
+      "sys.argv[1:]); print(m.report_command(m.PAPERS['couple'], ['table4'], (1e-3,)))")
+  args = ["--paper=couple", "--extra_flags=--valid_retrieval=couple:hr@10", "--lr_grid=1e-3",
+          "--results_dir=docs/results/v", "--work_dir=runs/v"]
+  out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.stdout.strip().splitlines()[-1] == (
+      "python -m tfrec.reproduce --paper=couple --dataset=synthetic --seeds=5 --scale=cpu "
+      "--parts=table4 --extra_flags=--valid_retrieval=couple:hr@10 --lr_grid=1e-3 "
+      "--results_dir=docs/results/v --work_dir=runs/v")
+  plain = subprocess.run([sys.executable, "-c", code, "--paper=couple", "--lr_grid=1e-3"],
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert "--work_dir" not in plain.stdout and "--results_dir" not in plain.stdout

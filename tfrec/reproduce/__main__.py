@@ -206,6 +206,22 @@ def wait_for(helpers, work_dir: str) -> None:
                       os.path.join(work_dir, f"worker{k}.log"))
 
 
+def report_command(paper, parts: Sequence[str], lr_grid) -> str:
+  """The command line that regenerates a report: the flags given that change what it holds
+  or where it and its runs live."""
+  return "python -m tfrec.reproduce " + " ".join(
+      [f"--{n}={FLAGS[n].value}" for n in ("paper", "dataset", "seeds", "scale")]
+      + [f"--parts={','.join(parts)}"] * (list(parts) != list(paper.PARTS))
+      + [f"--extra_flags={x}" for x in FLAGS.extra_flags]
+      + [f"--max_eval_examples={FLAGS.max_eval_examples}"] * bool(FLAGS.max_eval_examples)
+      + [f"--eval_seed={FLAGS.eval_seed}"] * bool(FLAGS.eval_seed)
+      + [f"--lr_grid={','.join(FLAGS.lr_grid)}"] * (tuple(lr_grid) != harness.DEFAULT_LR_GRID)
+      # Where a report and its runs live when not the defaults (a variant beside the main
+      # report keeps its own cache: the same rows with other flags would retrain in place).
+      + [f"--{n}={FLAGS[n].value}" for n in ("results_dir", "work_dir")
+         if FLAGS[n].value not in (None, FLAGS[n].default)])
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   paper = PAPERS[FLAGS.paper]
@@ -238,13 +254,7 @@ def main(argv: Sequence[str]) -> None:
   results = runner.run_all(rows)
   wait_for(helpers, work_dir)
   out = os.path.join(FLAGS.results_dir, f"{FLAGS.paper}_{FLAGS.dataset}.md")
-  command = "python -m tfrec.reproduce " + " ".join(
-      [f"--{n}={FLAGS[n].value}" for n in ("paper", "dataset", "seeds", "scale")]
-      + [f"--parts={','.join(parts)}"] * (parts != list(paper.PARTS))
-      + [f"--extra_flags={x}" for x in FLAGS.extra_flags]
-      + [f"--max_eval_examples={FLAGS.max_eval_examples}"] * bool(FLAGS.max_eval_examples)
-      + [f"--eval_seed={FLAGS.eval_seed}"] * bool(FLAGS.eval_seed)
-      + [f"--lr_grid={','.join(FLAGS.lr_grid)}"] * (settings.lr_grid != harness.DEFAULT_LR_GRID))
+  command = report_command(paper, parts, settings.lr_grid)
   # Every row's per-example arrays: the bootstrap CIs (all rows) and Fig. 5.
   arrays = {row.name: [runner.arrays(row, s) for s in range(FLAGS.seeds)] for row in rows}
   # What a paper reports beyond its ranking rows (ADAPT's Table VII matching), run and cached
