@@ -245,7 +245,9 @@ def _final_weights(run):
   return [w.numpy() for w in model.weights]
 
 
-@pytest.mark.parametrize("step_seeds", [True, False])
+# The False case (Keras' own dropout, which a backup cannot restore) documents why step seeds
+# exist, not a behaviour of ours: in the slow set.
+@pytest.mark.parametrize("step_seeds", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_a_run_killed_several_times_ends_with_the_uninterrupted_weights(
     syn_dir, tmp_path, monkeypatch, step_seeds):
   if not step_seeds:  # Keras' own stateful dropout: what the backup cannot restore
