@@ -197,6 +197,48 @@ def test_reader_raises_naming_file_record_field(tmp_path, bad, field, reason):
   assert f"field {field}:" in msg and reason in msg, msg
 
 
+@pytest.mark.parametrize("skip_first", [False, True])
+def test_rows_any_is_the_per_row_or_of_each_rule(skip_first):
+  """The contract's per-row OR from row splits, against a Python loop over rows: empty rows,
+  a batch with no values at all, and each row's first value left out when asked."""
+  from tfrec.data.pipeline import _rows_any
+  rng = np.random.default_rng(0)
+  for lengths in ([0, 3, 0, 1, 5, 2], [0, 0], [4]):
+    n = sum(lengths)
+    bad = rng.random((n, 3)) < 0.3
+    splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    got = _rows_any(tf.constant(bad.reshape(n, 3)), tf.constant(splits), skip_first).numpy()
+    want = [[bool(bad[s + skip_first:e, k].any()) for k in range(3)]
+            for s, e in zip(splits[:-1], splits[1:])]
+    np.testing.assert_array_equal(got, np.array(want, bool).reshape(len(lengths), 3))
+
+
+def test_the_first_failing_rule_and_its_first_bad_row_are_named(tmp_path):
+  """Two bad records in one batch, of different rules: the message names the rule checked
+  first (`label` precedes `item_id` in the contract) at its own first bad record."""
+  d = str(tmp_path)
+  info = tiny_info()
+  info.save(d)
+  tiny_store().save(d)
+  with ShardedWriter(d, "ranking", "train", 1, info) as w:
+    for i in range(6):
+      rec = ranking_record(i)
+      if i in (2, 4):
+        rec.update({2: dict(item_id=NUM_ITEMS + 5), 4: dict(label=3)}[i])
+        w.write_serialized(_raw(rec), 0)
+      else:
+        w.write(rec)
+  order = [f.name for f in schema.RANKING.fields]
+  first = "label" if order.index("label") < order.index("item_id") else "item_id"
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    _all(Reader(d, "ranking", "train").dataset(batch_size=6))
+  msg = str(e.value)
+  record = 4 if first == "label" else 2
+  assert f"record {record}" in msg and f"field {first}:" in msg, msg
+  value = "3" if first == "label" else str(NUM_ITEMS + 5)
+  assert re.search(rf"value:\W+{value}\b", msg), msg
+
+
 def test_reader_wrong_dtype_names_file_record_field(tmp_path):
   path = _write_with_bad(str(tmp_path), dict(label=np.float32(1.0)))
   with pytest.raises(tf.errors.InvalidArgumentError) as e:

@@ -346,9 +346,19 @@ def test_workers_share_the_runs_and_train_each_once(syn_dir, tmp_path, monkeypat
   _fake_train_and_evaluate(monkeypatch, calls)
   fake_train = harness.train_lib.train
 
-  def slow_train(cfg, *args, **kwargs):  # long enough for the other worker to reach it
-    time_lib.sleep(0.3)
-    calls.append(("by", threading.current_thread().name, cfg.train.run_dir))
+  started = {"worker0": threading.Event(), "worker1": threading.Event()}
+
+  def slow_train(cfg, *args, **kwargs):
+    # A worker's first run waits (up to 30 s) until the other worker holds a run too, so a
+    # loaded machine that starts one thread late cannot let the other train everything.
+    name = threading.current_thread().name
+    other = "worker1" if name == "worker0" else "worker0"
+    first = not started[name].is_set()
+    started[name].set()
+    if first:
+      started[other].wait(timeout=30)
+    time_lib.sleep(0.05)
+    calls.append(("by", name, cfg.train.run_dir))
     return fake_train(cfg, *args, **kwargs)
 
   monkeypatch.setattr(harness.train_lib, "train", slow_train)
