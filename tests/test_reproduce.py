@@ -356,7 +356,7 @@ def test_workers_share_the_runs_and_train_each_once(syn_dir, tmp_path, monkeypat
     first = not started[name].is_set()
     started[name].set()
     if first:
-      started[other].wait(timeout=30)
+      started[other].wait(timeout=60)
     time_lib.sleep(0.05)
     calls.append(("by", name, cfg.train.run_dir))
     return fake_train(cfg, *args, **kwargs)
@@ -530,3 +530,17 @@ def test_report_command_names_a_variants_own_results_and_work_directories():
                          capture_output=True, text=True, check=True,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert "--work_dir" not in plain.stdout and "--results_dir" not in plain.stdout
+
+
+def test_a_claim_is_taken_by_one_holder_at_a_time(tmp_path):
+  """`try_run_lock`: a second claim while the first is held gets False (and holds nothing), and
+  the run is free again once the first ends; `is_locked` sees the claim."""
+  run = str(tmp_path / "row" / "seed0")
+  with harness.try_run_lock(run, "claim") as first:
+    assert first and harness.is_locked(run, "claim")
+    with harness.try_run_lock(run, "claim") as second:
+      assert not second
+    assert harness.is_locked(run, "claim")  # the refused attempt released nothing
+  assert not harness.is_locked(run, "claim")
+  with harness.try_run_lock(run, "claim") as again:
+    assert again

@@ -245,6 +245,24 @@ def run_lock(run_dir: str, what: str) -> Iterator[None]:
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_run_lock(run_dir: str, what: str) -> Iterator[bool]:
+  """`run_lock` without waiting: yields True holding the lock, or False (nothing held) when
+  another process or open file holds it now. Taking it is the claim: of two workers that both
+  saw a task free, exactly one gets it."""
+  os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
+  with open(_lock_path(run_dir, what), "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _lock_path(run_dir: str, what: str) -> str:
   return f"{run_dir.rstrip(os.sep)}.{what}.lock"
 
@@ -499,8 +517,9 @@ class Runner:
 
     With `worker` = (i, n > 1) the process first works through the tasks (each row's seed-0
     run at each rate of `lr_grid`, then each (row, seed)) in that order, always taking the first
-    one that is ready: no worker holds its run, and for a (row, seed) every rate's seed-0 run of
-    the row has finished (`_ready`); with nothing ready it polls. Then, unless `own_only` (a
+    one that is ready (no worker holds its run, and for a (row, seed) every rate's seed-0 run of
+    the row has finished: `_ready`) and that it claims (`_claim_and_run`: a non-blocking lock,
+    so two workers never queue on one run); with nothing ready it polls. Then, unless `own_only` (a
     helper process, which returns {}), it collects every (row, seed) from the cache in order.
     """
     index, count = self.worker
@@ -510,18 +529,9 @@ class Runner:
     tasks += [(row, None, seed) for seed in range(self.s.seeds) for row in rows]
     pending = list(tasks) if count > 1 else []
     while pending:
-      task = next((t for t in pending if self._ready(*t)), None)
-      if task is None:
+      if not any(self._claim_and_run(task, pending) for task in list(pending)
+                 if self._ready(*task)):
         time.sleep(self.POLL_SECONDS)
-        continue
-      pending.remove(task)
-      row, lr, seed = task
-      logging.info("reproduce (worker %d of %d): %s, %sseed %d", index, count, row.name,
-                   "" if lr is None else f"lr {lr_name(lr)}, ", seed)
-      if lr is None:
-        self.run(row, seed)
-      else:
-        self._train_row(row, 0, lr, allow_divergence=len(self.s.lr_grid) > 1)
     if own_only:
       return {}
     out: Dict[str, List[Dict[str, Any]]] = {r.name: [] for r in rows}
@@ -531,6 +541,25 @@ class Runner:
         out[row.name].append(self.run(row, seed))
     return out
 
+
+  def _claim_and_run(self, task: Tuple[Row, Optional[float], int], pending: List) -> bool:
+    """Runs `task` and removes it from `pending` if this worker claims its run directory
+    (a non-blocking lock, so two workers that both found it ready never both wait on it);
+    False when another worker holds it."""
+    row, lr, seed = task
+    run_dir = self.row_dir(row, 0, lr) if lr is not None else self.row_dir(row, seed)
+    with try_run_lock(run_dir, "claim") as claimed:
+      if not claimed:
+        return False
+      pending.remove(task)
+      index, count = self.worker
+      logging.info("reproduce (worker %d of %d): %s, %sseed %d", index, count, row.name,
+                   "" if lr is None else f"lr {lr_name(lr)}, ", seed)
+      if lr is None:
+        self.run(row, seed)
+      else:
+        self._train_row(row, 0, lr, allow_divergence=len(self.s.lr_grid) > 1)
+    return True
 
   def _ready(self, row: Row, lr: Optional[float], seed: int) -> bool:
     """Whether a worker can start the task now without waiting on another one: its run is not
