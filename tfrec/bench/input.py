@@ -74,10 +74,13 @@ def bare_pipeline(directory: str, batch: int, seq: int) -> tf.data.Dataset:
   """The unchecked reference a user would write by hand."""
   files = tf.io.gfile.glob(os.path.join(directory, "ranking", "train-*.tfrecord"))
   visual = tf.constant(ItemStore.load(directory, verify=False).visual)
-  spec = {f.name: (tf.io.RaggedFeature(tf.int64) if f.is_seq else
-                   tf.io.FixedLenFeature([f.width] if f.kind == "fixed" else [],
-                                         tf.float32 if f.dtype == "float32" else tf.int64,
-                                         default_value=-1.0 if f.optional else None))
+  def fixed(f):
+    dtype = tf.float32 if f.dtype == "float32" else tf.int64
+    return tf.io.FixedLenFeature([f.width] if f.kind == "fixed" else [], dtype,
+                                 default_value=tf.constant(f.default, dtype) if f.optional
+                                 else None)
+
+  spec = {f.name: tf.io.RaggedFeature(tf.int64) if f.is_seq else fixed(f)
           for f in schema.RANKING.fields}
 
   def parse(s):
