@@ -438,7 +438,8 @@ def _rows_any(bad: tf.Tensor, splits: tf.Tensor, skip_first: bool = False) -> tf
     <bool>[batch, rules]: a running count of bad values differenced at the row bounds (no
     per-value row ids); False for an empty row.
   """
-  counts = tf.pad(tf.cumsum(tf.cast(bad, tf.int32), axis=0), [[1, 0], [0, 0]])  # [values + 1, rules]
+  counts = tf.cumsum(tf.cast(bad, tf.int32), axis=0)
+  counts = tf.pad(counts, [[1, 0], [0, 0]])  # [values + 1, rules], from 0
   start, end = splits[:-1], splits[1:]
   if skip_first:
     start = tf.minimum(start + 1, end)
@@ -456,8 +457,8 @@ def _text(value: tf.Tensor) -> tf.Tensor:
 
 def _contract_checks(kind: schema.RecordKind, info: DatasetInfo,
                      parsed: Mapping[str, object]) -> List[_Check]:
-  """Vectorised contract rules, each a `_Check`. A sequence's value rules are one segment
-  reduction over its flat values; row lengths come from its row splits."""
+  """Vectorised contract rules, each a `_Check`. A sequence's value rules are one running
+  count over its flat values (`_rows_any`); row lengths come from its row splits."""
   out: List[_Check] = []
 
   def add(field, reason, bad, shown):
