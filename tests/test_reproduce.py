@@ -349,7 +349,7 @@ def test_workers_share_the_runs_and_train_each_once(syn_dir, tmp_path, monkeypat
   started = {"worker0": threading.Event(), "worker1": threading.Event()}
 
   def slow_train(cfg, *args, **kwargs):
-    # A worker's first run waits (up to 30 s) until the other worker holds a run too, so a
+    # A worker's first run waits (up to 60 s) until the other worker holds a run too, so a
     # loaded machine that starts one thread late cannot let the other train everything.
     name = threading.current_thread().name
     other = "worker1" if name == "worker0" else "worker0"

@@ -236,13 +236,8 @@ def run_lock(run_dir: str, what: str) -> Iterator[None]:
   """An exclusive lock on `<run_dir>.<what>.lock` (POSIX `flock`, held until the block ends or
   the process dies): two reproduction processes sharing a work directory never train or
   evaluate the same run at once; the second waits, then finds it cached."""
-  os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
-  with open(_lock_path(run_dir, what), "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  with _flock(run_dir, what, wait=True):
+    yield
 
 
 @contextlib.contextmanager
@@ -250,10 +245,16 @@ def try_run_lock(run_dir: str, what: str) -> Iterator[bool]:
   """`run_lock` without waiting: yields True holding the lock, or False (nothing held) when
   another process or open file holds it now. Taking it is the claim: of two workers that both
   saw a task free, exactly one gets it."""
+  with _flock(run_dir, what, wait=False) as held:
+    yield held
+
+
+@contextlib.contextmanager
+def _flock(run_dir: str, what: str, wait: bool) -> Iterator[bool]:
   os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
   with open(_lock_path(run_dir, what), "a") as f:
     try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       yield False
       return
@@ -522,7 +523,7 @@ class Runner:
     so two workers never queue on one run); with nothing ready it polls. Then, unless `own_only` (a
     helper process, which returns {}), it collects every (row, seed) from the cache in order.
     """
-    index, count = self.worker
+    count = self.worker[1]
     tasks: List[Tuple[Row, Optional[float], int]] = []
     if self.s.lr_grid and count > 1:
       tasks += [(row, lr, 0) for row in rows for lr in self.s.lr_grid]
