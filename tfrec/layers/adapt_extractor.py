@@ -120,22 +120,29 @@ class ContentExtractor(keras.layers.Layer):
     return tf.gather(self.word_embeddings, tf.where(tokens > self.num_tokens, unseen, tokens))
 
   def call(self, ids: tf.Tensor, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    # Each distinct item of the request is extracted once and gathered back: a batch of
+    # sequences repeats items (and padding) many times, and eq. 2-4 run per title word. Only
+    # storytelling titles go through the attentive pooling; products take the average.
     ids = tf.cast(ids, tf.int32)
-    out = {}
+    distinct, where = tf.unique(tf.reshape(ids, [-1]))                   # [U], [N]
+    out_shape = tf.concat([tf.shape(ids), [self.dim]], axis=0)
+    parts = {}
     if self.item_visual is not None:
-      out["visual"] = self.projection(tf.gather(self.item_visual, ids))
+      parts["visual"] = self.projection(tf.gather(self.item_visual, distinct))
     if self.item_title is not None:
-      tokens = tf.gather(self.item_title, ids)                          # [..., L]
-      words, real = self.words(tokens), tokens > 0
-      shape = tf.shape(tokens)
-      flat_words = tf.reshape(words, [-1, schema.MAX_TITLE_LEN, self.dim])
-      flat_real = tf.reshape(real, [-1, schema.MAX_TITLE_LEN])
-      story = self.attentive(flat_words, flat_real)                     # eq. 2-4
-      product = self.average(flat_words, mask=flat_real)
-      is_story = tf.reshape(tf.gather(self.item_domain, ids), [-1, 1]) == schema.TARGET
-      out["title"] = tf.reshape(tf.where(is_story, story, product),
-                                tf.concat([shape[:-1], [self.dim]], axis=0))
-    return out
+      parts["title"] = self._titles(distinct)
+    return {name: tf.reshape(tf.gather(value, where), out_shape)
+            for name, value in parts.items()}
+
+  def _titles(self, ids: tf.Tensor) -> tf.Tensor:
+    """<float>[U, dim] t of distinct items `ids` <int32>[U]: eq. 2-4 for storytelling items,
+    the average of the word embeddings for products."""
+    tokens = tf.gather(self.item_title, ids)                              # [U, L]
+    words, real = self.words(tokens), tokens > 0                          # [U, L, dim], [U, L]
+    pooled = self.average(words, mask=real)                               # products
+    story_at = tf.where(tf.gather(self.item_domain, ids) == schema.TARGET)  # [S, 1]
+    story = self.attentive(tf.gather_nd(words, story_at), tf.gather_nd(real, story_at))
+    return tf.tensor_scatter_nd_update(pooled, story_at, story)          # eq. 2-4
 
   def compute_mask(self, inputs, mask=None):
     return None
