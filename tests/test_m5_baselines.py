@@ -147,6 +147,13 @@ def test_gru4rec_plus_loss_over_in_batch_and_sampled_negatives_by_hand(loss):
   negative = ids[None, :] != np.array([7, 9, 7])[:, None]  # own column and same-item hits out
   want = _ranking_max_numpy(scores, np.arange(3), negative, loss, 0.7)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Its batch_top1 is measured over the same candidates: rows 0 and 2 share positive 7, so each
+  # one's copy in the other's column is an accidental hit, out of the argmax.
+  masked = np.where((ids[None, :] == np.array([7, 9, 7])[:, None])
+                    & (np.arange(len(ids))[None, :] != np.arange(3)[:, None]), -np.inf, scores)
+  assert m.task.top1.count.numpy() == 3  # measured: the 3 rows of this call
+  assert m.task.top1.result().numpy() == pytest.approx(
+      np.mean(np.argmax(masked, axis=1) == np.arange(3)))
 
 
 def test_gru4rec_plus_samples_by_popularity_to_the_power_alpha():

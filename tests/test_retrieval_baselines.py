@@ -96,6 +96,9 @@ def test_sasrec_bce_objective_by_hand():
     assert loss[row] == pytest.approx(np.mean(terms), rel=1e-5)
     # Validation scores the held-out position only: the record's positive after the newest.
     assert held_out[row] == pytest.approx(terms[-1], rel=1e-5)
+  # No top-1 accuracy is measured by this objective, so none is logged (not a 0 nothing read).
+  assert "batch_top1" not in m._logs() and "loss" in m._logs()
+  assert "batch_top1" in build("sasrec", objective="softmax")._logs()
 
 
 def test_sasrec_training_negatives_are_redrawn_off_the_users_items():

@@ -115,6 +115,14 @@ def test_full_softmax_ranks_the_positive_against_the_whole_catalogue():
   q = m(batch).numpy()
   items = m.encode_items(tf.range(1, NUM_ITEMS + 1)).numpy()
   np.testing.assert_allclose(loss, _nll(q @ items.T / 0.5, np.array([6, 8])), rtol=1e-5)
+  # Its top-1 accuracy is over the whole catalogue, named for it, and measured (not 0 unread).
+  assert m.task.top1.name == "corpus_top1"
+  want = np.mean(np.argmax(q @ items.T, axis=1) == np.array([6, 8]))
+  assert m.task.top1.result().numpy() == pytest.approx(want)
+  m.task.top1.reset_state()
+  best = np.argmax(q @ items.T, axis=1) + 1  # make every row's positive its argmax: 1.0
+  m.compute_losses(_ranked_batch([[1, 2, 0], [6, 0, 0]], best), training=False)
+  assert m.task.top1.result().numpy() == 1.0
 
 
 def test_the_queue_adds_earlier_positives_as_negatives_and_masks_empty_slots_and_hits():

@@ -207,8 +207,14 @@ class Model(keras.Model):
     for name in self.LOSSES:
       self.loss_logs.named[name].update_state(tf.cast(losses[name], tf.float32))
 
+  def unmeasured_metrics(self) -> Tuple[str, ...]:
+    """Names of metrics this configuration never updates (a task's metric when the loss does
+    not go through the task): left out of the logs rather than logged as 0."""
+    return ()
+
   def _logs(self) -> Dict[str, tf.Tensor]:
-    logs = {m.name: m.result() for m in self.metrics}
+    skip = set(self.unmeasured_metrics())
+    logs = {m.name: m.result() for m in self.metrics if m.name not in skip}
     for name, weight in self._loss_weights.items():
       # Keras sums a per-replica log over the replicas (fit's "auto" reduction off TPUs; the
       # metrics' results are already cross-replica values and pass through): each replica

@@ -32,6 +32,7 @@ from tfrec.models.retrieval import SEQ, RetrievalModel, shared_step_seed
 from tfrec.moco.queue import gather_replicas
 from tfrec.tasks.ranking_max import LOSSES as RANKING_MAX_LOSSES
 from tfrec.tasks.ranking_max import ranking_max
+from tfrec.tasks.retrieval import mask_accidental_hits
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -118,6 +119,7 @@ class GRU4RecPlus(GRU4Rec):
     labels = offset + tf.range(tf.shape(query)[0], dtype=tf.int32)
     positive_ids = tf.cast(batch["positive_item_id"], tf.int64)
     negatives = tf.not_equal(ids[None, :], positive_ids[:, None])  # own column and hits out
+    self.task.update_top1(mask_accidental_hits(scores, positive_ids, ids, labels), labels)
     return {"ranking_max": ranking_max(scores, labels, negatives, self.ranking_loss,
                                        self.score_regularization)}
 

@@ -48,7 +48,7 @@ from tfrec.layers import step_random
 from tfrec.layers.item_encoder import ItemEncoder
 from tfrec.models import core
 from tfrec.moco.queue import KeyQueue
-from tfrec.tasks.retrieval import Retrieval, full_softmax
+from tfrec.tasks.retrieval import Retrieval, full_softmax_logits
 
 SEQ = "seq_item_ids"
 NEGATIVES = ("in_batch", "queue", "sampled", "full")
@@ -124,7 +124,8 @@ class RetrievalModel(core.Model):
     self.item_encoder = ItemEncoder(num_items, dim, item_features, num_categories=num_categories,
                                     visual_dim=visual_dim, num_tokens=num_tokens,
                                     num_tags=num_tags, name="item_encoder")
-    self.task = Retrieval(temperature=temperature, name="retrieval_task")
+    self.task = Retrieval(temperature=temperature, name="retrieval_task",
+                          metric_name="corpus_top1" if negatives == "full" else "batch_top1")
     self.item_log_q = self.add_weight("item_log_q", shape=[self.num_items + 1],
                                       initializer="zeros", trainable=False)
 
@@ -167,7 +168,10 @@ class RetrievalModel(core.Model):
     positive_ids = tf.cast(batch["positive_item_id"], tf.int64)
     if self.negatives == "full":
       ids = tf.range(1, self.num_items + 1, dtype=tf.int64)
-      return full_softmax(query, positive_ids, self.encode_items(ids), ids, self.temperature)
+      scores, labels = full_softmax_logits(query, positive_ids, self.encode_items(ids), ids,
+                                           self.temperature)
+      self.task.update_top1(scores, labels)
+      return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=scores)
     positives = self.encode_items(positive_ids, training=training)
     log_q = self._log_q(positive_ids)
     extra = None

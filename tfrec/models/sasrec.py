@@ -39,7 +39,7 @@ same positions).
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -113,6 +113,11 @@ class SASRec(RetrievalModel):
                    training: Optional[bool] = None) -> tf.Tensor:
     h, _, length = self.sequence_outputs(features, training=training)
     return tf.gather(h, tf.maximum(length - 1, 0), batch_dims=1)  # zeros for an empty row
+
+  def unmeasured_metrics(self) -> Tuple[str, ...]:
+    """The "bce" objective scores each position against one sampled negative, not through the
+    retrieval task: no top-1 accuracy to report."""
+    return () if self.objective == "softmax" else (self.task.metric_name,)
 
   def compute_losses(self, batch: Dict[str, tf.Tensor],
                      training: Optional[bool] = None) -> Dict[str, tf.Tensor]:

@@ -19,11 +19,15 @@ replicas nor returns per-example losses (the core reduces those over the global 
 
 Full softmax over a candidate set (`full_softmax`): the positive is located among the given
 candidates by id (M5 eq. 7-8: the whole catalogue where it fits).
+
+Top-1 accuracy (`Retrieval.update_top1`): the share of rows whose positive scores highest among
+the loss's candidates: "batch_top1" over the batch (and extra negatives), "corpus_top1" over the
+whole catalogue when the loss is the full softmax.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -53,9 +57,11 @@ def mask_accidental_hits(scores: tf.Tensor, positive_ids: tf.Tensor, candidate_i
   return tf.where(same & ~own, tf.constant(_MASKED, scores.dtype), scores)
 
 
-def full_softmax(queries: tf.Tensor, positive_ids: tf.Tensor, candidates: tf.Tensor,
-                 candidate_ids: tf.Tensor, temperature: float = 1.0) -> tf.Tensor:
-  """<float32>[b] -log softmax over `candidates` <[n, d]> (ids <[n]>) at each row's positive.
+def full_softmax_logits(queries: tf.Tensor, positive_ids: tf.Tensor, candidates: tf.Tensor,
+                        candidate_ids: tf.Tensor, temperature: float = 1.0
+                        ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(<float32>[b, n] <q, c> / tau over `candidates` <[n, d]> (ids <[n]>), <int32>[b] the column
+  of each row's positive): what `full_softmax` takes the softmax of.
 
   Raises (in graph):
     InvalidArgumentError: a positive id that is not among the candidates.
@@ -68,7 +74,22 @@ def full_softmax(queries: tf.Tensor, positive_ids: tf.Tensor, candidates: tf.Ten
       message="full_softmax: a positive item id is not among the candidates")
   with tf.control_dependencies([check]):
     labels = tf.argmax(tf.cast(match, tf.int32), axis=1, output_type=tf.int32)
+  return scores, labels
+
+
+def full_softmax(queries: tf.Tensor, positive_ids: tf.Tensor, candidates: tf.Tensor,
+                 candidate_ids: tf.Tensor, temperature: float = 1.0) -> tf.Tensor:
+  """<float32>[b] -log softmax over `candidates` <[n, d]> (ids <[n]>) at each row's positive
+  (`full_softmax_logits`)."""
+  scores, labels = full_softmax_logits(queries, positive_ids, candidates, candidate_ids,
+                                       temperature)
   return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=scores)
+
+
+def top1_hits(scores: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+  """<float32>[b] 1 where a row's highest score is at its label column, else 0."""
+  return tf.cast(tf.equal(tf.argmax(scores, axis=1, output_type=tf.int32),
+                          tf.cast(labels, tf.int32)), tf.float32)
 
 
 @keras.utils.register_keras_serializable(package="tfrec")
@@ -127,10 +148,15 @@ class Retrieval(keras.layers.Layer):
     labels = tf.cast(offset, tf.int32) + tf.range(tf.shape(queries)[0], dtype=tf.int32)
     if self.remove_accidental_hits:
       scores = mask_accidental_hits(scores, positive_ids, ids, labels)
-    hits = tf.cast(tf.equal(tf.argmax(scores, axis=1, output_type=tf.int32), labels),
-                   tf.float32)
-    self.top1.update_state(hits)
+    self.update_top1(scores, labels)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=scores)
+
+  def update_top1(self, scores: tf.Tensor, labels: tf.Tensor) -> None:
+    """Adds a batch to the top-1 metric: `scores` <[b, n]> (accidental hits already masked),
+    `labels` <int>[b] each row's positive column. A model whose loss does not go through
+    `call` (a full softmax, a ranking loss over its own candidates) reports through this, so
+    the metric is never a 0 that nothing measured."""
+    self.top1.update_state(top1_hits(scores, labels))
 
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), "temperature": self.temperature,
@@ -138,4 +164,5 @@ class Retrieval(keras.layers.Layer):
             "metric_name": self.metric_name}
 
 
-__all__ = ["Retrieval", "full_softmax", "mask_accidental_hits"]
+__all__ = ["Retrieval", "full_softmax", "full_softmax_logits", "mask_accidental_hits",
+           "top1_hits"]
