@@ -241,3 +241,29 @@ def test_bench_builds_semi_as_the_paper_configures_it():
   assert list(model.item_encoder.features) == ["pre_extracted"]
   with pytest.raises(ValueError, match="no_such_arg"):
     common.build_model("semi", store, 4, 5, 16, 2, 16, model_args=["no_such_arg=1"])
+
+
+def test_a_deduplicating_extractor_is_counted_per_position_with_the_same_values():
+  """ADAPT's extractor computes each distinct item once (dynamic shapes); FLOP counting traces
+  it per position: every position's visual projection and eq. 2-4 counted, none unknown."""
+  from tfrec.bench import common
+  from tfrec.data import schema
+  from tfrec.layers._utils import per_position_items
+  from tfrec.layers.adapt_extractor import ContentExtractor
+  store = common.random_item_store(30, 4, 16, seed=0)
+  assert (store.title[1:] > 0).sum(axis=1).min() >= 4 and (store.title[0] == 0).all()
+  ext = ContentExtractor(30, 8, visual_dim=16, num_tokens=common.NUM_TOKENS)
+  ext(tf.constant([1]))
+  ext.set_item_features(store)
+  ids = tf.constant([[3, 3, 20, 0], [20, 7, 3, 28]])
+  count = flops.function_flops(lambda x: ext(x), ids)
+  n, words = 8, schema.MAX_TITLE_LEN
+  # E_v: [n, 16] x [16, 8]; eq. 2 W_1 and W_a: [n * L, 8] x [8, 8] each (every position).
+  assert count.unknown == ()
+  assert count.total == 2 * n * 16 * 8 + 2 * (2 * n * words * 8 * 8)
+  deduplicated = ext(ids)
+  with per_position_items():
+    every = tf.function(lambda x: ext(x))(ids)
+  for part in ("visual", "title"):
+    np.testing.assert_allclose(every[part].numpy(), deduplicated[part].numpy(), rtol=1e-5,
+                               atol=1e-6)

@@ -15,7 +15,9 @@ What is counted (the standard model-FLOP-utilisation convention: matrix products
 Elementwise ops (activations, softmax, layer norm, bias adds, the optimizer's update), reductions,
 gathers and one-input einsums (transposes, traces) are not counted. A multiply-add is 2 FLOPs.
 Nothing here runs the function: shapes come from tracing, so every counted op needs static
-shapes; one whose shapes are not known is listed in `unknown` instead of being guessed.
+shapes; one whose shapes are not known is listed in `unknown` instead of being guessed. Layers
+that compute each distinct item of a batch once are traced per position here
+(`tfrec.layers._utils.per_position_items`): model FLOPs, every position of every instance.
 
 Function calls nested in the traced graph (PartitionedCall / StatefulPartitionedCall, or a node
 whose op is a library function) are followed into their bodies in the graph's function library,
@@ -31,6 +33,8 @@ import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
+
+from tfrec.layers._utils import per_position_items
 
 Shape = Optional[Tuple[Optional[int], ...]]  # None: unknown rank
 
@@ -307,7 +311,8 @@ def function_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FlopCou
   """
   if not hasattr(fn, "get_concrete_function"):
     fn = tf.function(fn)
-  return graph_flops(fn.get_concrete_function(*args, **kwargs).graph)
+  with per_position_items():  # every position counted, static shapes (layers/_utils.py)
+    return graph_flops(fn.get_concrete_function(*args, **kwargs).graph)
 
 
 def train_step_flops(model: Any, data: Any) -> FlopCount:

@@ -22,7 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.data import schema
-from tfrec.layers._utils import clone_initializer
+from tfrec.layers._utils import clone_initializer, distinct_items
 from tfrec.layers.attentive_pooling import SelfAttentivePooling
 from tfrec.layers.pooling import SequencePooling
 
@@ -123,24 +123,31 @@ class ContentExtractor(keras.layers.Layer):
     # Each distinct item of the request is extracted once and gathered back: a batch of
     # sequences repeats items (and padding) many times, and eq. 2-4 run per title word. Only
     # storytelling titles go through the attentive pooling; products take the average.
+    # Inside `per_position_items` (FLOP counting) every position is extracted, with static
+    # shapes: the same values.
     ids = tf.cast(ids, tf.int32)
-    distinct, where = tf.unique(tf.reshape(ids, [-1]))                   # [U], [N]
     out_shape = tf.concat([tf.shape(ids), [self.dim]], axis=0)
+    flat = tf.reshape(ids, [-1])
+    distinct, where = tf.unique(flat) if distinct_items() else (flat, None)  # [U], [N]
     parts = {}
     if self.item_visual is not None:
       parts["visual"] = self.projection(tf.gather(self.item_visual, distinct))
     if self.item_title is not None:
-      parts["title"] = self._titles(distinct)
-    return {name: tf.reshape(tf.gather(value, where), out_shape)
+      parts["title"] = self._titles(distinct, where is not None)
+    return {name: tf.reshape(value if where is None else tf.gather(value, where), out_shape)
             for name, value in parts.items()}
 
-  def _titles(self, ids: tf.Tensor) -> tf.Tensor:
-    """<float>[U, dim] t of distinct items `ids` <int32>[U]: eq. 2-4 for storytelling items,
-    the average of the word embeddings for products."""
+  def _titles(self, ids: tf.Tensor, story_only: bool) -> tf.Tensor:
+    """<float>[U, dim] t of items `ids` <int32>[U]: eq. 2-4 for storytelling items, the average
+    of the word embeddings for products. `story_only`: eq. 2-4 run on the storytelling rows
+    alone (a dynamic shape); else on every row, products' results discarded."""
     tokens = tf.gather(self.item_title, ids)                              # [U, L]
     words, real = self.words(tokens), tokens > 0                          # [U, L, dim], [U, L]
     pooled = self.average(words, mask=real)                               # products
-    story_at = tf.where(tf.gather(self.item_domain, ids) == schema.TARGET)  # [S, 1]
+    is_story = tf.gather(self.item_domain, ids) == schema.TARGET          # [U]
+    if not story_only:
+      return tf.where(is_story[:, None], self.attentive(words, real), pooled)
+    story_at = tf.where(is_story)                                         # [S, 1]
     story = self.attentive(tf.gather_nd(words, story_at), tf.gather_nd(real, story_at))
     return tf.tensor_scatter_nd_update(pooled, story_at, story)          # eq. 2-4
 
