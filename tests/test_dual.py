@@ -3,6 +3,7 @@ domain classifier cannot keep telling the domains apart, and a run on the synthe
 end to end through the trainer."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
@@ -87,9 +88,17 @@ def test_aden_items_are_v_plus_t_and_adapt_starts_from_duals_extractor_only(syn_
   from tfrec import config as config_lib
   from conftest import make_config
   dual_run, aden_run = str(tmp_path / "dual"), str(tmp_path / "aden")
-  train_lib.train(make_config(syn_dir, dual_run, model="dual", steps_per_epoch=3,
-                              validation_steps=1, learning_rate=1e-2,
-                              model_kwargs=dict(dim=8, classifier_units=[4])))
+  result = train_lib.train(make_config(syn_dir, dual_run, model="dual", steps_per_epoch=3,
+                                       validation_steps=1, learning_rate=1e-2, epochs=2,
+                                       model_kwargs=dict(dim=8, classifier_units=[4])))
+  # DUAL's monitor: the validation constraint loss (eq. 5, parts summed), not the min-max total.
+  h = result.history
+  assert result.best["monitor"] == "val_constraints"
+  for prefix in ("", "val_"):
+    np.testing.assert_allclose(h[f"{prefix}constraints"],
+                               np.add(h[f"{prefix}constraints_visual_loss"],
+                                      h[f"{prefix}constraints_title_loss"]), rtol=1e-5)
+  assert result.best["value"] == pytest.approx(min(h["val_constraints"]))
   cfg = make_config(syn_dir, aden_run, model="aden", steps_per_epoch=1, learning_rate=0.0,
                     init_from=dual_run, init_layers="extractor",
                     model_kwargs=dict(dim=8, num_heads=2, mlp_units=[4]))

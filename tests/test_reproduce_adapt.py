@@ -43,6 +43,11 @@ def test_rows_resolve_to_the_papers_settings_and_features():
   dual_cfg = _cfg(adapt_row.pretrain, CPU.pretrain_flagfile)
   assert dual_cfg.model.name == "dual" and dual_cfg.model.kwargs["item_features"] == [
       "visual", "title"]
+  # DUAL's budget is in steps (100-step epochs over the repeating pairs, up to 4,000 steps):
+  # 4 epochs of the ~8 steps the world's pairs fill left its title part untrained.
+  assert dual_cfg.train.steps_per_epoch == 100 and dual_cfg.train.epochs == 40
+  assert dual_cfg.train.early_stopping_patience == 3
+  assert dual_cfg.train.learning_rate == pytest.approx(1e-4)
   # Table VI: ADEN per domain and features, and each cross-domain feature set with and without
   # a DUAL run of the same features.
   t6 = {r.name: (g, r) for g, r in exp.table6}

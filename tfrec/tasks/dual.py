@@ -60,6 +60,25 @@ def domain_adversarial(logits: tf.Tensor, domains: tf.Tensor) -> tf.Tensor:
                                                  logits=tf.cast(logits, tf.float32))
 
 
+class ConstraintsMean(keras.layers.Layer):
+  """The epoch mean of eq. 5's summed constraint losses (every extracted part), as the metric
+  "constraints": DUAL's monitor. The total loss is no convergence signal for DUAL: its
+  adversarial terms are a min-max (the extractor maximises what the classifiers minimise).
+
+  Call args:
+    per_example: <float>[batch] the constraint losses of a batch, parts summed.
+  """
+
+  def __init__(self, name: str = "constraints_mean", **kwargs):
+    kwargs.setdefault("dtype", "float32")
+    super().__init__(name=name, **kwargs)
+    self.mean = keras.metrics.Mean("constraints")
+
+  def call(self, per_example: tf.Tensor) -> tf.Tensor:
+    self.mean.update_state(tf.cast(per_example, tf.float32))
+    return per_example
+
+
 @keras.utils.register_keras_serializable(package="tfrec")
 class DomainAdversarial(keras.layers.Layer):
   """Eq. 6 as a task: per-example BCE of a domain classifier, and its accuracy as a metric
