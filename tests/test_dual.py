@@ -117,3 +117,14 @@ def test_aden_items_are_v_plus_t_and_adapt_starts_from_duals_extractor_only(syn_
   parts = aden.extractor(ids)
   np.testing.assert_allclose(aden.item_encoder(ids).numpy(),
                              (parts["visual"] + parts["title"]).numpy(), rtol=1e-6)
+
+
+def test_constraints_mean_averages_what_it_is_given_and_round_trips():
+  from tfrec.tasks.dual import ConstraintsMean
+  layer = ConstraintsMean(name="c")
+  out = layer(tf.constant([1.0, 3.0]))
+  layer(tf.constant([5.0]))
+  np.testing.assert_array_equal(out.numpy(), [1.0, 3.0])  # passes the losses through
+  assert layer.mean.name == "constraints" and layer.mean.result().numpy() == pytest.approx(3.0)
+  copy = keras.layers.deserialize(keras.layers.serialize(layer))
+  assert isinstance(copy, ConstraintsMean) and copy.name == "c"

@@ -60,6 +60,7 @@ def domain_adversarial(logits: tf.Tensor, domains: tf.Tensor) -> tf.Tensor:
                                                  logits=tf.cast(logits, tf.float32))
 
 
+@keras.utils.register_keras_serializable(package="tfrec")
 class ConstraintsMean(keras.layers.Layer):
   """The epoch mean of eq. 5's summed constraint losses (every extracted part), as the metric
   "constraints": DUAL's monitor. The total loss is no convergence signal for DUAL: its
