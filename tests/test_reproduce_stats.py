@@ -146,6 +146,18 @@ def test_verdicts():
   assert verdict([0.8, 0.8], [0.7, 0.7]) == ("holds", 0.0)  # constant and different
 
 
+def test_p_text_names_why_there_is_no_p():
+  from tfrec.reproduce import tables
+  assert tables.p_text(0.0123) == "0.0123*"
+  # Two rows equal on every seed (a hit rate of 0 for both): no test, and not for lack of seeds.
+  _, p = verdict([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+  assert math.isnan(p)
+  assert tables.p_text(p, 3) == "n/a (equal on every seed)"
+  assert tables.p_text(p, 1) == tables.p_text(p) == "n/a (1 seed)"
+  assert tables.welch_p([0.0, 0.0], [0.0, 0.0]) == "n/a (equal on every seed)"
+  assert tables.welch_p([0.1], [0.0, 0.2]) == "n/a (1 seed)"
+
+
 def test_relative_gain():
   assert relative_gain(0.75, 0.6) == pytest.approx(25.0)
   assert relative_gain(0.5, 0.625) == pytest.approx(-20.0)

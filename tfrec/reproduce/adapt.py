@@ -71,10 +71,10 @@ SCALES = {
     "cpu": Scale(
         "cpu", "adapt", (), "adapt", "configs/reproduce/adapt_cpu.flags",
         "configs/reproduce/adapt_cpu_dual.flags",
-        description="the `adapt` preset (1,000 users); the paper's model sizes (d = 64, "
-        "histories of 20, batch 128, AdamW with weight decay 0.01, dropout 0.1) with at most "
-        "4 epochs and patience 1 (`configs/reproduce/adapt_cpu.flags`; DUAL: "
-        "`adapt_cpu_dual.flags`)"),
+        description="the paper's model sizes (d = 64, histories of 20, batch 128, AdamW with "
+        "weight decay 0.01, dropout 0.1) with at most 4 epochs and patience 1 "
+        "(`configs/reproduce/adapt_cpu.flags`; DUAL: `adapt_cpu_dual.flags`); synthetic data: "
+        "the `adapt` preset (1,000 users)"),
     "paper": Scale(
         "paper", "adapt", (), "adapt", "", "",
         description="each row's own flagfile in `configs/adapt/` (§IV-B: d = 64, histories of "
@@ -256,7 +256,7 @@ def _table7(matching: Mapping[str, List[Dict[str, Any]]]) -> List[str]:
       vb = [r["metrics"][n] for r in matching[b]]
       words, p = stats.verdict(va, vb)
       rows.append([f"{a} > {b} ({n})", f"{np.mean(va):.4f} vs {np.mean(vb):.4f}",
-                   tables.p_text(p), words])
+                   tables.p_text(p, min(len(va), len(vb))), words])
     lines += [report.markdown_table(["claim", "measured", "p (one-sided Welch)", "verdict"],
                                     rows), ""]
   return lines

@@ -276,13 +276,14 @@ def _fig5(fig5: Mapping[str, Any], results, fig_dir: str, fig_base: str) -> List
     lower = key != "effective_rank"  # the penalty should lower these, raise the rank
     words, p = stats.verdict(b, a) if lower else stats.verdict(a, b)
     body.append([label, report.fmt_mean_std(a), report.fmt_mean_std(b),
-                 ("w/o > with" if lower else "with > w/o") + f": {tables.p_text(p)}, {words}"])
+                 ("w/o > with" if lower else "with > w/o")
+                 + f": {tables.p_text(p, min(len(a), len(b)))}, {words}"])
   if COUPLE_ROW in results and NO_ORTHOGONALITY in results:
     for m in ("hr@10", "ndcg@10"):
       a, b = (group_values(results[n], None, m) for n in (COUPLE_ROW, NO_ORTHOGONALITY))
       words, p = stats.verdict(a, b)
       body.append([f"retrieval {_LABEL[m]}", report.fmt_mean_std(a), report.fmt_mean_std(b),
-                   f"with > w/o: {tables.p_text(p)}, {words}"])
+                   f"with > w/o: {tables.p_text(p, min(len(a), len(b)))}, {words}"])
   lines += [report.markdown_table(["leaves", "COUPLE (orthogonality)", "w/o orthogonality",
                                    "expected order: p, verdict"], body), ""]
   emb = fig5.get("embedding", {})

@@ -328,7 +328,7 @@ def _table1(results) -> List[str]:
     a, b = per.get((d, True), []), per.get((d, False), [])
     if a and b:
       _, p = stats.verdict(a, b)
-      gain.append(f"{np.mean(a) - np.mean(b):+.4f} ({tables.p_text(p)})")
+      gain.append(f"{np.mean(a) - np.mean(b):+.4f} ({tables.p_text(p, min(len(a), len(b)))})")
     else:
       gain.append("")
   body.append(gain + [" / ".join(f"{a - b:+.4f}" for a, b in zip(

@@ -53,8 +53,15 @@ class PartRows:
     return list(out.values())
 
 
-def p_text(p: float) -> str:
-  return "n/a (1 seed)" if not np.isfinite(p) else f"{p:.3g}{report.significance_marker(p)}"
+def p_text(p: float, seeds: Optional[int] = None) -> str:
+  """A p value with the paper's markers. A nan p has two causes (`stats.welch_t_test`): fewer
+  than 2 seeds on a side, or both sides the same constant on every seed (e.g. a hit rate of 0
+  for both rows); `seeds` (the smaller side's count) tells them apart."""
+  if np.isfinite(p):
+    return f"{p:.3g}{report.significance_marker(p)}"
+  if seeds is not None and seeds >= 2:
+    return "n/a (equal on every seed)"
+  return "n/a (1 seed)"
 
 
 def gain_text(a: float, b: float) -> str:
@@ -69,7 +76,7 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> str:
   """One-sided Welch p for mean(a) > mean(b), with the paper's markers."""
   if len(a) < 2 or len(b) < 2:
     return "n/a (1 seed)"
-  return p_text(stats.welch_t_test(a, b).p_one_sided_greater)
+  return p_text(stats.welch_t_test(a, b).p_one_sided_greater, min(len(a), len(b)))
 
 
 class Intervals:
@@ -163,7 +170,8 @@ def claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results, ci: Int
       d = ci.difference(a, b, m)
       rows.append([f"{text} ({labels[m]})",
                    f"{ma:.4f} vs {mb:.4f} ({gain_text(ma, mb)})",
-                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", p_text(p), words])
+                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}",
+                   p_text(p, min(len(va), len(vb))), words])
   return rows
 
 
@@ -209,7 +217,8 @@ def group_claim_rows(claims: Sequence[Tuple[str, str, str]], results: Results,
       ma, mb = float(np.mean(va)), float(np.mean(vb))
       rows.append([f"{text} ({group_label(g)}, {label})",
                    f"{ma:.4f} vs {mb:.4f} ({gain_text(ma, mb)})",
-                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}", p_text(p), words])
+                   f"{ma - mb:+.4f} {d.format() if d else 'n/a'}",
+                   p_text(p, min(len(va), len(vb))), words])
   return rows
 
 
