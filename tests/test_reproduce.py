@@ -410,6 +410,21 @@ def test_train_key_covers_the_resolved_config_and_the_data(syn_dir, tmp_path):
   shutil.copytree(syn_dir, copy)
   moved = [f"--flagfile={flagfile}", f"--data_dir={copy}", "--seed=0", "--run_dir=a"]
   fingerprint = harness.key_material(harness.parse_config(moved))["data"]
+  # Where the raw files lay (dataset.json's extra.raw, an absolute path) is provenance, not
+  # data: the same conversion from another directory or mirror keeps the key ...
+  info_path = copy / "dataset.json"
+  info = json.loads(info_path.read_text())
+  info.setdefault("extra", {})["raw"] = {"format": "atomic", "path": "/elsewhere/raw"}
+  info_path.write_text(json.dumps(info))
+  assert harness.key_material(harness.parse_config(moved))["data"] == fingerprint
+  # ... while anything else the conversion recorded is part of it,
+  info["extra"]["conversion_setting"] = 1
+  info_path.write_text(json.dumps(info))
+  assert harness.key_material(harness.parse_config(moved))["data"] != fingerprint
+  del info["extra"]["conversion_setting"]
+  info_path.write_text(json.dumps(info))
+  assert harness.key_material(harness.parse_config(moved))["data"] == fingerprint
+  # and so are the records (a split's manifest: shard sizes and digests).
   manifest = copy / "ranking" / "train.manifest.json"
   manifest.write_text(manifest.read_text().replace("}", " }", 1))
   assert harness.key_material(harness.parse_config(moved))["data"] != fingerprint

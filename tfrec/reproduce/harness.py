@@ -23,10 +23,10 @@ Caching. A run directory is `<work_dir>/<row>/lr<rate>/seed<k>` (pre-training:
 `<work_dir>/pretrain/<name>/seed<k>`). Its `reproduce_train.json` holds the TRAIN KEY: sha256 of
 the fully resolved `RunConfig` as JSON (data, model with its arguments, every training option
 except run_dir, verbose and export_dir), the pre-training run's train key in place of the
-`init_from` path, and a fingerprint of the data the run reads (dataset.json, the item store's
-manifest and the manifests of its splits). `reproduce.json` holds the EVAL KEY: the train key
-plus the evaluation settings (split and its manifest, protocol, max_eval_examples, eval seed,
-checkpoint). A finished run whose train key differs (a changed flag, flagfile, dataset, or
+`init_from` path, and a fingerprint of the data the run reads (dataset.json less the raw files'
+location, the item store's manifest and the manifests of its splits). `reproduce.json` holds
+the EVAL KEY: the train key plus the evaluation settings (split and its manifest, protocol,
+max_eval_examples, eval seed, checkpoint). A finished run whose train key differs (a changed flag, flagfile, dataset, or
 pre-training run) is deleted and trained again; an evaluation whose eval key differs is redone.
 An interrupted run restarts from scratch. So a re-run of an unchanged reproduction only
 rewrites the report.
@@ -177,12 +177,28 @@ def _file_digest(path: str) -> Optional[str]:
     return hashlib.sha256(f.read()).hexdigest()
 
 
+def _dataset_digest(path: str) -> Optional[str]:
+  """sha256 of `dataset.json` as canonical JSON without `extra.raw`: where and in which format
+  the raw files were found (an absolute path, the GroupLens archive or a mirror's atomic files)
+  is provenance, not what the conversion made (the manifests' digests say that), so the same
+  dataset converted on another machine, in another directory or from another mirror keeps its
+  runs' keys. None when the file is missing."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    info = json.load(f)
+  extra = info.get("extra")
+  if isinstance(extra, dict) and "raw" in extra:
+    info = {**info, "extra": {k: v for k, v in extra.items() if k != "raw"}}
+  return _sha256(info)
+
+
 def data_fingerprint(data_dir: str, kind: str, splits: Sequence[str]) -> Dict[str, Any]:
   """Digests of what identifies the data a run reads: dataset.json, the item store's manifest
   and the manifests (shard sizes and sha256) of `splits` of `kind` (None: missing)."""
   from tfrec.data import tfrecord_io
   from tfrec.data.item_store import STORE_MANIFEST
-  out = {"dataset.json": _file_digest(os.path.join(data_dir, "dataset.json")),
+  out = {"dataset.json": _dataset_digest(os.path.join(data_dir, "dataset.json")),
          STORE_MANIFEST: _file_digest(os.path.join(data_dir, STORE_MANIFEST))}
   for split in sorted(set(splits)):
     out[f"{kind}/{split}"] = _file_digest(tfrecord_io.manifest_path(data_dir, kind, split))
