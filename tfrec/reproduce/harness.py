@@ -26,8 +26,9 @@ except run_dir, verbose and export_dir), the pre-training run's train key in pla
 `init_from` path, and a fingerprint of the data the run reads (dataset.json less the raw files'
 location, the item store's manifest and the manifests of its splits). `reproduce.json` holds
 the EVAL KEY: the train key plus the evaluation settings (split and its manifest, protocol,
-max_eval_examples, eval seed, checkpoint). A finished run whose train key differs (a changed flag, flagfile, dataset, or
-pre-training run) is deleted and trained again; an evaluation whose eval key differs is redone.
+max_eval_examples, eval seed, checkpoint). A finished run whose train key differs (a changed
+flag, flagfile, dataset, or pre-training run) is deleted and trained again; an evaluation whose
+eval key differs is redone.
 An interrupted run restarts from scratch. So a re-run of an unchanged reproduction only
 rewrites the report.
 """
